@@ -1,0 +1,495 @@
+//! The in-memory backend, with two engines.
+//!
+//! - [`MemoryEngine::S3Fifo`] (default) is `quick_cache`: S3-FIFO eviction, a read costs about
+//!   a tenth of moka's, and expiry is checked lazily per entry against the coarse
+//!   [`Clock`](crate::Clock), so the hit path reads no system clock.
+//! - [`MemoryEngine::TinyLfu`] is `moka`: TinyLFU admission (better hit ratio for skewed
+//!   workloads that scan), optional time-to-idle, and an eviction listener feeding the
+//!   `evictions` statistic.
+//!
+//! Through [`Cache`](crate::Cache), values are stored *typed* (as `Arc<T>`): a hit clones the
+//! value and never serializes. Through the byte-level [`CacheBackend`] trait the backend stores
+//! byte vectors like any other store.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{BackendError, CacheBackend, glob};
+use crate::clock::{Clock, duration_ms};
+use crate::error::CacheError;
+
+pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
+
+/// Expiry value meaning "never".
+pub(crate) const NEVER: u64 = u64::MAX;
+
+#[derive(Clone)]
+pub(crate) struct MemEntry {
+    pub(crate) value: AnyValue,
+    /// Logical expiry in clock ms; [`NEVER`] for none.
+    pub(crate) expires_at: u64,
+    /// The entry is dropped from the store after this (stale-if-error keeps it past expiry).
+    pub(crate) keep_until: u64,
+    pub(crate) weight: u32,
+}
+
+/// Which eviction engine a [`MemoryBackend`] uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryEngine {
+    /// `quick_cache` S3-FIFO: the fastest hit path. The default.
+    #[default]
+    S3Fifo,
+    /// `moka` TinyLFU: frequency-based admission, time-to-idle.
+    TinyLfu,
+}
+
+trait Engine: Send + Sync {
+    fn get(&self, key: &str) -> Option<MemEntry>;
+    fn insert(&self, key: String, entry: MemEntry);
+    fn remove(&self, key: &str) -> bool;
+    /// Removes `key` only if it is (still) past `now`: a concurrent fresh insert survives.
+    fn remove_if_dead(&self, key: &str, now: u64);
+    /// Removes every entry for which `dead` is true; returns how many.
+    fn remove_where(&self, dead: &(dyn Fn(&str, &MemEntry) -> bool + Sync)) -> u64;
+    fn len(&self) -> u64;
+}
+
+#[derive(Clone)]
+struct EntryWeighter {
+    weighted: bool,
+}
+
+impl quick_cache::Weighter<String, MemEntry> for EntryWeighter {
+    fn weight(&self, _key: &String, val: &MemEntry) -> u64 {
+        if self.weighted {
+            u64::from(val.weight.max(1))
+        } else {
+            1
+        }
+    }
+}
+
+#[derive(Clone)]
+struct CountEvictions(Arc<AtomicU64>);
+
+impl quick_cache::Lifecycle<String, MemEntry> for CountEvictions {
+    type RequestState = ();
+    fn on_evict(&self, _state: &mut (), _key: String, _val: MemEntry) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type QuickCache = quick_cache::sync::Cache<
+    String,
+    MemEntry,
+    EntryWeighter,
+    quick_cache::DefaultHashBuilder,
+    CountEvictions,
+>;
+
+impl Engine for QuickCache {
+    #[inline]
+    fn get(&self, key: &str) -> Option<MemEntry> {
+        quick_cache::sync::Cache::get(self, key)
+    }
+    fn insert(&self, key: String, entry: MemEntry) {
+        quick_cache::sync::Cache::insert(self, key, entry)
+    }
+    fn remove(&self, key: &str) -> bool {
+        quick_cache::sync::Cache::remove(self, key).is_some()
+    }
+    fn remove_if_dead(&self, key: &str, now: u64) {
+        self.remove_if(key, |e| e.keep_until <= now);
+    }
+    fn remove_where(&self, dead: &(dyn Fn(&str, &MemEntry) -> bool + Sync)) -> u64 {
+        let removed = AtomicU64::new(0);
+        self.retain(|k, v| {
+            let d = dead(k, v);
+            if d {
+                removed.fetch_add(1, Ordering::Relaxed);
+            }
+            !d
+        });
+        removed.into_inner()
+    }
+    fn len(&self) -> u64 {
+        quick_cache::sync::Cache::len(self) as u64
+    }
+}
+
+impl Engine for moka::sync::Cache<String, MemEntry> {
+    #[inline]
+    fn get(&self, key: &str) -> Option<MemEntry> {
+        moka::sync::Cache::get(self, key)
+    }
+    fn insert(&self, key: String, entry: MemEntry) {
+        moka::sync::Cache::insert(self, key, entry)
+    }
+    fn remove(&self, key: &str) -> bool {
+        moka::sync::Cache::remove(self, key).is_some()
+    }
+    fn remove_if_dead(&self, key: &str, now: u64) {
+        // moka has no conditional remove; a fresh value written between the read and this
+        // call could be removed, which costs one extra miss and never serves a wrong value.
+        if moka::sync::Cache::get(self, key).is_some_and(|e| e.keep_until <= now) {
+            self.invalidate(key);
+        }
+    }
+    fn remove_where(&self, dead: &(dyn Fn(&str, &MemEntry) -> bool + Sync)) -> u64 {
+        let doomed: Vec<Arc<String>> = self
+            .iter()
+            .filter(|(k, v)| dead(k, v))
+            .map(|(k, _)| k)
+            .collect();
+        let mut n = 0;
+        for k in doomed {
+            n += u64::from(moka::sync::Cache::remove(self, k.as_str()).is_some());
+        }
+        n
+    }
+    fn len(&self) -> u64 {
+        self.run_pending_tasks();
+        self.entry_count()
+    }
+}
+
+/// Builds a [`MemoryBackend`].
+///
+/// ```
+/// use lexigram_cache::{MemoryBackend, MemoryEngine};
+/// let backend = MemoryBackend::builder()
+///     .engine(MemoryEngine::TinyLfu)
+///     .max_entries(50_000)
+///     .prefix("shop:")
+///     .build()
+///     .unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct MemoryBackendBuilder {
+    engine: MemoryEngine,
+    max_entries: u64,
+    max_weight: Option<u64>,
+    prefix: String,
+    time_to_idle: Option<Duration>,
+    clock: Clock,
+}
+
+impl MemoryBackendBuilder {
+    /// The eviction engine; default [`MemoryEngine::S3Fifo`].
+    pub fn engine(mut self, engine: MemoryEngine) -> Self {
+        self.engine = engine;
+        self
+    }
+    /// The maximum number of entries (default 10 000). Ignored for the bound when
+    /// [`max_weight`](Self::max_weight) is set, but still used to size the store.
+    pub fn max_entries(mut self, n: u64) -> Self {
+        self.max_entries = n;
+        self
+    }
+    /// Bound the store by bytes instead of entries: each entry weighs its key length plus the
+    /// length of its MessagePack encoding, measured once when it is stored.
+    pub fn max_weight(mut self, bytes: u64) -> Self {
+        self.max_weight = Some(bytes);
+        self
+    }
+    /// A prefix put before every key. The store is private to this backend, so the prefix only
+    /// matters when a backend is shared through `Arc` by several caches that must not see each
+    /// other's keys.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+    /// Drop entries not read for this long (`tinylfu` only; `s3fifo` evicts cold entries by
+    /// itself and rejects this option at [`build`](Self::build)).
+    pub fn time_to_idle(mut self, tti: Duration) -> Self {
+        self.time_to_idle = Some(tti);
+        self
+    }
+    /// The clock used for expiry; tests pass [`Clock::manual`].
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the backend, checking the options.
+    pub fn build(self) -> Result<MemoryBackend, CacheError> {
+        let bad = |path: &str, message: &str| CacheError::Config {
+            path: path.into(),
+            message: message.into(),
+        };
+        if self.max_entries == 0 {
+            return Err(bad(
+                "memory.max_entries",
+                "must be at least 1; remove the backend or set enabled: false to turn caching off",
+            ));
+        }
+        if self.max_weight == Some(0) {
+            return Err(bad(
+                "memory.max_weight",
+                "must be at least 1 byte; leave it unset to bound by entries",
+            ));
+        }
+        if self.time_to_idle == Some(Duration::ZERO) {
+            return Err(bad("memory.time_to_idle", "must be greater than zero"));
+        }
+        let evictions = Arc::new(AtomicU64::new(0));
+        let weighted = self.max_weight.is_some();
+        let capacity = self.max_weight.unwrap_or(self.max_entries);
+        let engine: Box<dyn Engine> = match self.engine {
+            MemoryEngine::S3Fifo => {
+                if self.time_to_idle.is_some() {
+                    return Err(bad(
+                        "memory.time_to_idle",
+                        "is only supported by engine `tinylfu`; set memory.engine: tinylfu or remove it",
+                    ));
+                }
+                let options = quick_cache::OptionsBuilder::new()
+                    .estimated_items_capacity(
+                        usize::try_from(self.max_entries).unwrap_or(usize::MAX),
+                    )
+                    .weight_capacity(capacity)
+                    .build()
+                    .map_err(|e| bad("memory", &e.to_string()))?;
+                Box::new(QuickCache::with_options(
+                    options,
+                    EntryWeighter { weighted },
+                    quick_cache::DefaultHashBuilder::default(),
+                    CountEvictions(Arc::clone(&evictions)),
+                ))
+            }
+            MemoryEngine::TinyLfu => {
+                let counter = Arc::clone(&evictions);
+                let mut b = moka::sync::Cache::builder()
+                    .max_capacity(capacity)
+                    .eviction_listener(move |_k, _v, cause| {
+                        if cause.was_evicted() {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                if weighted {
+                    b = b.weigher(|_k: &String, v: &MemEntry| v.weight.max(1));
+                }
+                if let Some(tti) = self.time_to_idle {
+                    b = b.time_to_idle(tti);
+                }
+                Box::new(b.build())
+            }
+        };
+        Ok(MemoryBackend {
+            inner: Arc::new(MemInner {
+                engine,
+                prefix: self.prefix,
+                clock: self.clock,
+                weighted,
+                evictions,
+                kind: self.engine,
+            }),
+        })
+    }
+}
+
+/// An in-process cache store. Cheap to clone (clones share the store).
+///
+/// See the [module docs](self) for the two engines.
+#[derive(Clone)]
+pub struct MemoryBackend {
+    inner: Arc<MemInner>,
+}
+
+struct MemInner {
+    engine: Box<dyn Engine>,
+    prefix: String,
+    clock: Clock,
+    weighted: bool,
+    evictions: Arc<AtomicU64>,
+    kind: MemoryEngine,
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("engine", &self.inner.kind)
+            .field("prefix", &self.inner.prefix)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl MemoryBackend {
+    /// A builder with the defaults: `s3fifo`, 10 000 entries, no prefix, system clock.
+    pub fn builder() -> MemoryBackendBuilder {
+        MemoryBackendBuilder {
+            engine: MemoryEngine::default(),
+            max_entries: 10_000,
+            max_weight: None,
+            prefix: String::new(),
+            time_to_idle: None,
+            clock: Clock::system(),
+        }
+    }
+
+    /// The engine in use.
+    pub fn engine(&self) -> MemoryEngine {
+        self.inner.kind
+    }
+
+    /// How many entries the store holds (expired ones included until they are read or evicted).
+    pub fn len(&self) -> u64 {
+        self.inner.engine.len()
+    }
+
+    /// Whether the store holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many entries the engine has evicted to stay within its bound.
+    pub fn evictions(&self) -> u64 {
+        self.inner.evictions.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    pub(crate) fn weighted(&self) -> bool {
+        self.inner.weighted
+    }
+
+    #[inline]
+    fn full_key<'a>(&self, key: &'a str) -> Cow<'a, str> {
+        if self.inner.prefix.is_empty() {
+            Cow::Borrowed(key)
+        } else {
+            Cow::Owned(format!("{}{key}", self.inner.prefix))
+        }
+    }
+
+    /// The live entry under `key`, including one past its logical expiry but still inside its
+    /// keep window (the caller decides whether a stale value is usable).
+    #[inline]
+    pub(crate) fn entry(&self, key: &str) -> Option<MemEntry> {
+        let full = self.full_key(key);
+        let entry = self.inner.engine.get(&full)?;
+        if entry.keep_until == NEVER {
+            return Some(entry);
+        }
+        let now = self.inner.clock.now_ms();
+        if entry.keep_until <= now {
+            self.inner.engine.remove_if_dead(&full, now);
+            return None;
+        }
+        Some(entry)
+    }
+
+    pub(crate) fn insert(&self, key: &str, entry: MemEntry) {
+        self.inner
+            .engine
+            .insert(self.full_key(key).into_owned(), entry)
+    }
+
+    pub(crate) fn remove(&self, key: &str) -> bool {
+        self.inner.engine.remove(&self.full_key(key))
+    }
+
+    /// Expiry in clock ms for a ttl (`None` = never).
+    pub(crate) fn expiry(&self, ttl: Option<Duration>) -> u64 {
+        match ttl {
+            None => NEVER,
+            Some(d) => self
+                .inner
+                .clock
+                .now_ms()
+                .saturating_add(duration_ms(d))
+                .min(NEVER - 1),
+        }
+    }
+
+    fn strip<'k>(&self, full: &'k str) -> Option<&'k str> {
+        full.strip_prefix(self.inner.prefix.as_str())
+    }
+
+    pub(crate) fn remove_matching(&self, pattern: &str) -> u64 {
+        if let Some(key) = glob::literal(pattern) {
+            return u64::from(self.remove(&key));
+        }
+        self.inner
+            .engine
+            .remove_where(&|k, _| self.strip(k).is_some_and(|k| glob::matches(pattern, k)))
+    }
+
+    pub(crate) fn remove_all(&self) -> u64 {
+        self.inner
+            .engine
+            .remove_where(&|k, _| self.strip(k).is_some())
+    }
+}
+
+#[async_trait]
+impl CacheBackend for MemoryBackend {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    /// Byte values only: a typed value stored through [`Cache`](crate::Cache) reads as a miss
+    /// here, since it was never serialized.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let now = self.inner.clock.now_ms();
+        Ok(self.entry(key).and_then(|e| {
+            if e.expires_at <= now {
+                return None;
+            }
+            e.value.downcast_ref::<Vec<u8>>().cloned()
+        }))
+    }
+
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        let expires_at = self.expiry(ttl);
+        let weight = u32::try_from(key.len() + value.len()).unwrap_or(u32::MAX);
+        self.insert(
+            key,
+            MemEntry {
+                value: Arc::new(value.to_vec()),
+                expires_at,
+                keep_until: expires_at,
+                weight,
+            },
+        );
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, BackendError> {
+        Ok(self.remove(key))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, BackendError> {
+        let now = self.inner.clock.now_ms();
+        Ok(self.entry(key).is_some_and(|e| e.expires_at > now))
+    }
+
+    async fn delete_pattern(&self, pattern: &str) -> Result<u64, BackendError> {
+        Ok(self.remove_matching(pattern))
+    }
+
+    async fn clear(&self) -> Result<u64, BackendError> {
+        Ok(self.remove_all())
+    }
+
+    async fn ping(&self) -> Result<Duration, BackendError> {
+        let t = Instant::now();
+        let _ = self.inner.engine.get("\0lexigram-cache:ping");
+        Ok(t.elapsed())
+    }
+}

@@ -1,0 +1,156 @@
+//! Byte-level backends.
+//!
+//! [`CacheBackend`] is the interface a store implements: bytes in, bytes out, keys as text.
+//! [`Cache`](crate::Cache) puts the typed API, the value envelope and stampede protection on
+//! top. The in-memory backend is special-cased by `Cache` so that a hit neither serializes nor
+//! deserializes; through this trait it stores bytes like any other backend.
+
+pub mod glob;
+pub mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use crate::error::BackendError;
+
+/// A store of byte values under text keys.
+///
+/// Implement this to put a cache on your own store and hand it to
+/// [`Cache::from_backend`](crate::Cache::from_backend). The trait is object safe.
+///
+/// Contract, for every method:
+/// - keys are the caller's keys; the backend applies its own key prefix (once) if it has one;
+/// - a *miss* is `Ok(None)` / `Ok(false)`: a missing or expired key is never an error;
+/// - an `Err` means the store could not answer (network, timeout, protocol); callers treat it
+///   as "unknown", and a cached function treats it as a miss;
+/// - `ttl` is already resolved by the caller: `Some(d)` expires the value after `d`
+///   (`d` is never zero), `None` means *no expiry at all* (not "a default");
+/// - futures are cancel-safe: dropping one mid-way must leave the backend usable.
+///
+/// ```
+/// use lexigram_cache::{CacheBackend, MemoryBackend};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let backend = MemoryBackend::builder().build().unwrap();
+/// backend.set("k", b"v", None).await.unwrap();
+/// assert_eq!(backend.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+/// # }
+/// ```
+#[async_trait]
+pub trait CacheBackend: Send + Sync + 'static {
+    /// A short name of the backend kind, such as `memory` or `redis`, for logs and health.
+    fn kind(&self) -> &'static str;
+
+    /// The value under `key`, or `Ok(None)` when it is missing or expired.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError>;
+
+    /// Stores `value` under `key`, replacing any previous value. `ttl: None` means no expiry.
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>)
+    -> Result<(), BackendError>;
+
+    /// Removes `key`. `Ok(true)` if something was removed.
+    async fn delete(&self, key: &str) -> Result<bool, BackendError>;
+
+    /// Whether `key` holds an unexpired value.
+    async fn exists(&self, key: &str) -> Result<bool, BackendError> {
+        Ok(self.get(key).await?.is_some())
+    }
+
+    /// The values of several keys, in the order of `keys`. The default calls [`get`](Self::get)
+    /// for each; network backends override it with one round trip.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(k).await?);
+        }
+        Ok(out)
+    }
+
+    /// Stores several values with one ttl. Not atomic: on error some may have been stored.
+    async fn set_many(
+        &self,
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        for (k, v) in items {
+            self.set(k, v, ttl).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes several keys; returns how many existed.
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64, BackendError> {
+        let mut n = 0;
+        for k in keys {
+            n += u64::from(self.delete(k).await?);
+        }
+        Ok(n)
+    }
+
+    /// Removes every key matching a glob `pattern` (`*` any run, `?` one character, `\`
+    /// escapes), matched against the caller's keys (without the backend prefix). Returns how
+    /// many were removed. Backends that cannot list keys return [`BackendError::Unsupported`].
+    async fn delete_pattern(&self, pattern: &str) -> Result<u64, BackendError>;
+
+    /// Removes every key under this backend's prefix, and nothing else. Returns how many.
+    async fn clear(&self) -> Result<u64, BackendError>;
+
+    /// Checks that the store answers; returns the round-trip time.
+    async fn ping(&self) -> Result<Duration, BackendError>;
+}
+
+/// Forwards every method through a smart pointer, so `Arc<B>` and `Box<dyn CacheBackend>` are
+/// backends too.
+macro_rules! forward_backend {
+    ($ptr:ident) => {
+        #[async_trait]
+        impl<B: CacheBackend + ?Sized> CacheBackend for $ptr<B> {
+            fn kind(&self) -> &'static str {
+                (**self).kind()
+            }
+            async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+                (**self).get(key).await
+            }
+            async fn set(
+                &self,
+                key: &str,
+                value: &[u8],
+                ttl: Option<Duration>,
+            ) -> Result<(), BackendError> {
+                (**self).set(key, value, ttl).await
+            }
+            async fn delete(&self, key: &str) -> Result<bool, BackendError> {
+                (**self).delete(key).await
+            }
+            async fn exists(&self, key: &str) -> Result<bool, BackendError> {
+                (**self).exists(key).await
+            }
+            async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+                (**self).get_many(keys).await
+            }
+            async fn set_many(
+                &self,
+                items: &[(&str, &[u8])],
+                ttl: Option<Duration>,
+            ) -> Result<(), BackendError> {
+                (**self).set_many(items, ttl).await
+            }
+            async fn delete_many(&self, keys: &[&str]) -> Result<u64, BackendError> {
+                (**self).delete_many(keys).await
+            }
+            async fn delete_pattern(&self, pattern: &str) -> Result<u64, BackendError> {
+                (**self).delete_pattern(pattern).await
+            }
+            async fn clear(&self) -> Result<u64, BackendError> {
+                (**self).clear().await
+            }
+            async fn ping(&self) -> Result<Duration, BackendError> {
+                (**self).ping().await
+            }
+        }
+    };
+}
+
+forward_backend!(Arc);
+forward_backend!(Box);

@@ -1,0 +1,801 @@
+//! [`Cache`]: the typed handle.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backend::CacheBackend;
+use crate::backend::memory::{MemEntry, MemoryBackend, NEVER};
+use crate::clock::{duration_ms, wall_ms};
+use crate::codec::{Envelope, Format, fingerprint};
+use crate::error::CacheError;
+use crate::observe::{CacheStats, Counter, Counters, short_key};
+use crate::protect::single_flight::{self, Join, SingleFlight};
+
+/// A value that can be cached: any serde type that is `Clone + Send + Sync + 'static`.
+///
+/// Implemented for every such type; you never implement it yourself.
+pub trait CacheValue: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> CacheValue for T {}
+
+/// How long a value lives.
+///
+/// Every `ttl` parameter takes `impl Into<Ttl>`, so a [`Duration`], `None` (the default) or
+/// `Some(duration)` work as well:
+///
+/// ```
+/// use lexigram_cache::Ttl;
+/// use std::time::Duration;
+///
+/// assert_eq!(Ttl::from(None), Ttl::Default);
+/// assert_eq!(Ttl::from(Duration::from_secs(5)), Ttl::After(Duration::from_secs(5)));
+/// assert_eq!(Ttl::secs(60), Ttl::After(Duration::from_secs(60)));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ttl {
+    /// The cache's `default_ttl`.
+    #[default]
+    Default,
+    /// Expire after this long. Zero is rejected with [`CacheError::ZeroTtl`].
+    After(Duration),
+    /// Never expire (the store's eviction may still drop the value).
+    Never,
+}
+
+impl Ttl {
+    /// `Ttl::After` a number of seconds.
+    pub const fn secs(secs: u64) -> Self {
+        Ttl::After(Duration::from_secs(secs))
+    }
+
+    /// The concrete lifetime for a cache whose default is `default` (`None` = never).
+    pub(crate) fn resolve(self, default: Option<Duration>) -> Result<Option<Duration>, CacheError> {
+        match self {
+            Ttl::Default => Ok(default),
+            Ttl::After(d) if d.is_zero() => Err(CacheError::ZeroTtl),
+            Ttl::After(d) => Ok(Some(d)),
+            Ttl::Never => Ok(None),
+        }
+    }
+}
+
+impl From<Duration> for Ttl {
+    fn from(d: Duration) -> Self {
+        Ttl::After(d)
+    }
+}
+
+impl From<Option<Duration>> for Ttl {
+    fn from(d: Option<Duration>) -> Self {
+        d.map_or(Ttl::Default, Ttl::After)
+    }
+}
+
+/// Options of a [`Cache`] that are not the backend's own.
+///
+/// ```
+/// use lexigram_cache::{Cache, CacheOptions, Format, MemoryBackend};
+/// use std::time::Duration;
+///
+/// let mut options = CacheOptions::default();
+/// options.default_ttl = Some(Duration::from_secs(30));
+/// options.format = Format::Json;
+/// let cache = Cache::with_options("api", MemoryBackend::builder().build().unwrap(), options);
+/// assert_eq!(cache.name(), "api");
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CacheOptions {
+    /// Lifetime of values stored with [`Ttl::Default`]; `None` means never expire.
+    /// Default: 5 minutes, so that a forgotten ttl cannot serve a value forever.
+    pub default_ttl: Option<Duration>,
+    /// Payload format for remote backends (the memory backend stores values unserialized).
+    pub format: Format,
+    /// How long a caller waits for another caller's fill of the same key before running the
+    /// body itself. Default: 10 s.
+    pub fill_wait: Duration,
+    /// `false` turns the cache into a pass-through: reads miss, writes are dropped, and
+    /// `get_or_insert_with` always runs the body.
+    pub enabled: bool,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            default_ttl: Some(Duration::from_secs(300)),
+            format: Format::MsgPack,
+            fill_wait: Duration::from_secs(10),
+            enabled: true,
+        }
+    }
+}
+
+pub(crate) enum Store {
+    Memory(MemoryBackend),
+    Remote(Box<dyn CacheBackend>),
+}
+
+struct Inner {
+    name: String,
+    store: Store,
+    options: CacheOptions,
+    flights: SingleFlight,
+    counters: Counters,
+}
+
+/// One backend with its codec and protection: what application code calls.
+///
+/// Cheap to clone (an `Arc` inside); clones share the store, the statistics and the in-flight
+/// fills.
+///
+/// ```
+/// use lexigram_cache::CacheModule;
+/// use std::time::Duration;
+///
+/// # #[tokio::main] async fn main() -> Result<(), lexigram_cache::CacheError> {
+/// let cache = CacheModule::stub().cache();
+/// cache.set("greeting", &"hello".to_string(), Duration::from_secs(60)).await?;
+/// assert_eq!(cache.get::<String>("greeting").await?, Some("hello".to_string()));
+///
+/// // Cache-aside with stampede protection: concurrent callers share one run of the body.
+/// let n = cache.get_or_insert_with("answer", None, || async { 42u32 }).await;
+/// assert_eq!(n, 42);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("name", &self.inner.name)
+            .field("backend", &self.kind())
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
+/// What a read found, before statistics.
+enum Found<T> {
+    Fresh(T),
+    Miss,
+}
+
+impl Cache {
+    /// A cache over any backend, with default [`CacheOptions`].
+    ///
+    /// A [`MemoryBackend`] passed here keeps its typed fast path (values are not serialized).
+    pub fn from_backend(name: impl Into<String>, backend: impl CacheBackend) -> Self {
+        Self::with_options(name, backend, CacheOptions::default())
+    }
+
+    /// A cache over any backend, with the given options.
+    pub fn with_options(
+        name: impl Into<String>,
+        backend: impl CacheBackend,
+        options: CacheOptions,
+    ) -> Self {
+        let store = into_store(backend);
+        Cache {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                store,
+                options,
+                flights: SingleFlight::default(),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The cache's name (the backend name in the configuration).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The backend kind: `memory`, `redis`, `memcached`, or a custom backend's.
+    pub fn kind(&self) -> &'static str {
+        match &self.inner.store {
+            Store::Memory(_) => "memory",
+            Store::Remote(b) => b.kind(),
+        }
+    }
+
+    /// The options this cache was built with.
+    pub fn options(&self) -> &CacheOptions {
+        &self.inner.options
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CacheStats {
+        let evictions = match &self.inner.store {
+            Store::Memory(m) => m.evictions(),
+            Store::Remote(_) => 0,
+        };
+        self.inner.counters.snapshot(evictions)
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(crate) fn count(&self, c: Counter) {
+        self.inner.counters.incr(c);
+    }
+
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    fn backend_error(&self, op: &str, key: &str, e: crate::BackendError) -> CacheError {
+        self.count(Counter::Errors);
+        tracing::warn!(cache = %self.inner.name, key = short_key(key), op, error = %e, "cache backend error");
+        CacheError::backend(&self.inner.name, e)
+    }
+
+    /// The value under `key`, or `None` when it is missing, expired, or was written as another
+    /// type (that last case is logged and counted in `decode_failures`, never an error).
+    pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<T>, CacheError> {
+        self.get_versioned(key, 0).await
+    }
+
+    pub(crate) async fn get_versioned<T: CacheValue>(
+        &self,
+        key: &str,
+        version: u32,
+    ) -> Result<Option<T>, CacheError> {
+        if !self.inner.options.enabled {
+            return Ok(None);
+        }
+        match self.find::<T>(key, version).await? {
+            Found::Fresh(v) => {
+                self.count(Counter::Hits);
+                tracing::debug!(cache = %self.inner.name, key = short_key(key), "cache hit");
+                Ok(Some(v))
+            }
+            Found::Miss => {
+                self.count(Counter::Misses);
+                tracing::debug!(cache = %self.inner.name, key = short_key(key), "cache miss");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The memory fast path: synchronous, no serialization. `None` for a miss, and always
+    /// `None` on a remote backend.
+    #[inline]
+    pub(crate) fn memory_hit<T: CacheValue>(&self, key: &str) -> Option<T> {
+        match &self.inner.store {
+            Store::Memory(m) if self.inner.options.enabled => {
+                let v = self.memory_find::<T>(m, key)?;
+                self.count(Counter::Hits);
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn memory_find<T: CacheValue>(&self, m: &MemoryBackend, key: &str) -> Option<T> {
+        let entry = m.entry(key)?;
+        if entry.expires_at != NEVER && entry.expires_at <= m.clock().now_ms() {
+            return None;
+        }
+        match entry.value.downcast_ref::<T>() {
+            Some(v) => Some(v.clone()),
+            None => {
+                self.count(Counter::DecodeFailures);
+                tracing::warn!(
+                    cache = %self.inner.name,
+                    key = short_key(key),
+                    expected = std::any::type_name::<T>(),
+                    "cached value has another type; treating as a miss"
+                );
+                None
+            }
+        }
+    }
+
+    async fn find<T: CacheValue>(&self, key: &str, version: u32) -> Result<Found<T>, CacheError> {
+        match &self.inner.store {
+            Store::Memory(m) => Ok(match self.memory_find::<T>(m, key) {
+                Some(v) => Found::Fresh(v),
+                None => Found::Miss,
+            }),
+            Store::Remote(b) => {
+                let bytes = match b.get(key).await {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => return Ok(Found::Miss),
+                    Err(e) => return Err(self.backend_error("get", key, e)),
+                };
+                Ok(self.decode(key, &bytes, version))
+            }
+        }
+    }
+
+    fn decode<T: CacheValue>(&self, key: &str, bytes: &[u8], version: u32) -> Found<T> {
+        match Envelope::decode::<T>(bytes, fingerprint::<T>(version)) {
+            Ok((value, env)) => {
+                if env.expires_at_ms != 0 && env.expires_at_ms <= wall_ms() {
+                    Found::Miss
+                } else {
+                    Found::Fresh(value)
+                }
+            }
+            Err(reason) => {
+                self.count(Counter::DecodeFailures);
+                tracing::warn!(
+                    cache = %self.inner.name,
+                    key = short_key(key),
+                    %reason,
+                    "stored bytes are not a value of the expected type; treating as a miss"
+                );
+                Found::Miss
+            }
+        }
+    }
+
+    /// Stores `value` under `key`. `ttl`: a [`Duration`], [`Ttl::Never`], or `None` for the
+    /// cache's default; a zero duration is [`CacheError::ZeroTtl`].
+    pub async fn set<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: impl Into<Ttl>,
+    ) -> Result<(), CacheError> {
+        let ttl = ttl.into().resolve(self.inner.options.default_ttl)?;
+        self.store_value(key, value, ttl, 0, Duration::ZERO).await
+    }
+
+    pub(crate) async fn store_value<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+        version: u32,
+        compute: Duration,
+    ) -> Result<(), CacheError> {
+        if !self.inner.options.enabled {
+            return Ok(());
+        }
+        match &self.inner.store {
+            Store::Memory(m) => {
+                let weight = if m.weighted() {
+                    let bytes = self.serialize(key, value)?;
+                    u32::try_from(key.len() + bytes.len()).unwrap_or(u32::MAX)
+                } else {
+                    1
+                };
+                let expires_at = m.expiry(ttl);
+                m.insert(
+                    key,
+                    MemEntry {
+                        value: Arc::new(value.clone()),
+                        expires_at,
+                        keep_until: expires_at,
+                        weight,
+                    },
+                );
+            }
+            Store::Remote(b) => {
+                let bytes = self.envelope(key, value, ttl, version, compute)?;
+                b.set(key, &bytes, ttl)
+                    .await
+                    .map_err(|e| self.backend_error("set", key, e))?;
+            }
+        }
+        self.count(Counter::Sets);
+        Ok(())
+    }
+
+    fn serialize<T: CacheValue>(&self, key: &str, value: &T) -> Result<Vec<u8>, CacheError> {
+        self.inner.options.format.to_vec(value).map_err(|reason| {
+            self.count(Counter::Errors);
+            CacheError::Serialize {
+                cache: self.inner.name.clone(),
+                key: key.to_owned(),
+                reason,
+            }
+        })
+    }
+
+    fn envelope<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+        version: u32,
+        compute: Duration,
+    ) -> Result<Vec<u8>, CacheError> {
+        let payload = self.serialize(key, value)?;
+        let now = wall_ms();
+        let expires_at_ms = ttl.map_or(0, |d| now.saturating_add(duration_ms(d)));
+        Ok(Envelope {
+            format: self.inner.options.format,
+            fingerprint: fingerprint::<T>(version),
+            stored_at_ms: now,
+            expires_at_ms,
+            keep_until_ms: expires_at_ms,
+            compute_us: u32::try_from(compute.as_micros()).unwrap_or(u32::MAX),
+            payload: &payload,
+        }
+        .to_bytes())
+    }
+
+    /// Removes `key`; `true` if a value was there.
+    pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
+        let removed = match &self.inner.store {
+            Store::Memory(m) => m.remove(key),
+            Store::Remote(b) => b
+                .delete(key)
+                .await
+                .map_err(|e| self.backend_error("delete", key, e))?,
+        };
+        self.inner
+            .counters
+            .add(Counter::Deletes, u64::from(removed));
+        Ok(removed)
+    }
+
+    /// Whether `key` holds an unexpired value (of any type).
+    pub async fn exists(&self, key: &str) -> Result<bool, CacheError> {
+        if !self.inner.options.enabled {
+            return Ok(false);
+        }
+        match &self.inner.store {
+            Store::Memory(m) => Ok(m
+                .entry(key)
+                .is_some_and(|e| e.expires_at == NEVER || e.expires_at > m.clock().now_ms())),
+            Store::Remote(b) => b
+                .exists(key)
+                .await
+                .map_err(|e| self.backend_error("exists", key, e)),
+        }
+    }
+
+    /// The values of several keys, in the order given (one round trip on network backends).
+    pub async fn get_many<T: CacheValue>(
+        &self,
+        keys: &[&str],
+    ) -> Result<Vec<Option<T>>, CacheError> {
+        if !self.inner.options.enabled {
+            return Ok(keys.iter().map(|_| None).collect());
+        }
+        let found: Vec<Option<T>> = match &self.inner.store {
+            Store::Memory(m) => keys.iter().map(|k| self.memory_find::<T>(m, k)).collect(),
+            Store::Remote(b) => {
+                let raw = b
+                    .get_many(keys)
+                    .await
+                    .map_err(|e| self.backend_error("get_many", keys.first().unwrap_or(&""), e))?;
+                keys.iter()
+                    .zip(raw)
+                    .map(
+                        |(k, bytes)| match bytes.map(|b| self.decode::<T>(k, &b, 0)) {
+                            Some(Found::Fresh(v)) => Some(v),
+                            _ => None,
+                        },
+                    )
+                    .collect()
+            }
+        };
+        let hits = found.iter().filter(|v| v.is_some()).count() as u64;
+        self.inner.counters.add(Counter::Hits, hits);
+        self.inner
+            .counters
+            .add(Counter::Misses, found.len() as u64 - hits);
+        Ok(found)
+    }
+
+    /// Stores several values with one ttl (pipelined on network backends).
+    pub async fn set_many<K: AsRef<str>, T: CacheValue>(
+        &self,
+        items: &[(K, T)],
+        ttl: impl Into<Ttl>,
+    ) -> Result<(), CacheError> {
+        let ttl = ttl.into().resolve(self.inner.options.default_ttl)?;
+        if !self.inner.options.enabled {
+            return Ok(());
+        }
+        match &self.inner.store {
+            Store::Memory(_) => {
+                for (k, v) in items {
+                    self.store_value(k.as_ref(), v, ttl, 0, Duration::ZERO)
+                        .await?;
+                }
+            }
+            Store::Remote(b) => {
+                let encoded = items
+                    .iter()
+                    .map(|(k, v)| {
+                        Ok((
+                            k.as_ref(),
+                            self.envelope(k.as_ref(), v, ttl, 0, Duration::ZERO)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, CacheError>>()?;
+                let refs: Vec<(&str, &[u8])> =
+                    encoded.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+                let first = refs.first().map_or("", |(k, _)| k);
+                b.set_many(&refs, ttl)
+                    .await
+                    .map_err(|e| self.backend_error("set_many", first, e))?;
+                self.inner.counters.add(Counter::Sets, items.len() as u64);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes several keys; returns how many existed.
+    pub async fn delete_many(&self, keys: &[&str]) -> Result<u64, CacheError> {
+        let n = match &self.inner.store {
+            Store::Memory(m) => keys.iter().map(|k| u64::from(m.remove(k))).sum(),
+            Store::Remote(b) => b
+                .delete_many(keys)
+                .await
+                .map_err(|e| self.backend_error("delete_many", keys.first().unwrap_or(&""), e))?,
+        };
+        self.inner.counters.add(Counter::Deletes, n);
+        Ok(n)
+    }
+
+    /// Removes every key matching a glob (`*`, `?`, `\` escapes); returns how many.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = lexigram_cache::CacheModule::stub().cache();
+    /// for id in 0..3u32 {
+    ///     cache.set(&format!("user:{id}"), &id, None).await.unwrap();
+    /// }
+    /// cache.set("order:1", &1u32, None).await.unwrap();
+    /// assert_eq!(cache.delete_pattern("user:*").await.unwrap(), 3);
+    /// assert!(cache.exists("order:1").await.unwrap());
+    /// # }
+    /// ```
+    pub async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
+        let n = match &self.inner.store {
+            Store::Memory(m) => m.remove_matching(pattern),
+            Store::Remote(b) => b
+                .delete_pattern(pattern)
+                .await
+                .map_err(|e| self.backend_error("delete_pattern", pattern, e))?,
+        };
+        self.inner.counters.add(Counter::Deletes, n);
+        Ok(n)
+    }
+
+    /// Removes every key of this cache (only under its backend's prefix); returns how many.
+    pub async fn clear(&self) -> Result<u64, CacheError> {
+        let n = match &self.inner.store {
+            Store::Memory(m) => m.remove_all(),
+            Store::Remote(b) => b
+                .clear()
+                .await
+                .map_err(|e| self.backend_error("clear", "", e))?,
+        };
+        self.inner.counters.add(Counter::Deletes, n);
+        Ok(n)
+    }
+
+    /// Checks the backend answers; returns the round-trip time.
+    pub async fn ping(&self) -> Result<Duration, CacheError> {
+        match &self.inner.store {
+            Store::Memory(m) => m.ping().await,
+            Store::Remote(b) => b.ping().await,
+        }
+        .map_err(|e| self.backend_error("ping", "", e))
+    }
+
+    /// The cached value, or the value of `init` stored and returned (cache-aside).
+    ///
+    /// Concurrent callers of the same key share one run of `init` (single flight); see
+    /// [`try_get_or_insert_with`](Self::try_get_or_insert_with) for the details.
+    ///
+    /// A cache that cannot be read or written never fails this call: backend errors are logged
+    /// and counted, and `init`'s value is returned. A zero `ttl` is a caller bug: the value is
+    /// returned but not stored, and the [`CacheError::ZeroTtl`] is logged and counted.
+    pub async fn get_or_insert_with<T, F, Fut>(&self, key: &str, ttl: impl Into<Ttl>, init: F) -> T
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let filled: Result<T, std::convert::Infallible> = self
+            .fill(key, ttl.into(), 0, || async { Ok(init().await) })
+            .await;
+        match filled {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Like [`get_or_insert_with`](Self::get_or_insert_with) with a fallible `init`: only an
+    /// `Ok` is stored, an `Err` is returned to this caller and nothing is cached.
+    ///
+    /// Single flight: the first caller of a cold key runs `init`; callers arriving meanwhile
+    /// wait and receive its `Ok` value. If that caller's future is dropped (cancelled), panics,
+    /// or returns `Err`, one waiter takes over and runs its own `init` — so at most one `init`
+    /// per key runs at a time in this process, and nobody waits on a caller that is gone.
+    /// A waiter gives up waiting after [`CacheOptions::fill_wait`] and runs `init` itself.
+    /// An `init` that calls the same key of the same cache again runs directly instead of
+    /// waiting for itself.
+    ///
+    /// Waiting uses tokio's timer: call this inside a tokio runtime with time enabled (any
+    /// `#[tokio::main]` runtime is).
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// let cache = lexigram_cache::CacheModule::stub().cache();
+    /// let r: Result<u32, String> = cache
+    ///     .try_get_or_insert_with("flaky", None, || async { Err("db down".to_string()) })
+    ///     .await;
+    /// assert!(r.is_err());
+    /// assert_eq!(cache.get::<u32>("flaky").await.unwrap(), None); // errors are not cached
+    /// # }
+    /// ```
+    pub async fn try_get_or_insert_with<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: impl Into<Ttl>,
+        init: F,
+    ) -> Result<T, E>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.fill(key, ttl.into(), 0, init).await
+    }
+
+    /// Reads; on a miss, runs `init` under single flight and stores an `Ok` value.
+    pub(crate) async fn fill<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        version: u32,
+        init: F,
+    ) -> Result<T, E>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        if !self.inner.options.enabled {
+            return init().await;
+        }
+        match self.read_quietly::<T>(key, version).await {
+            Some(v) => {
+                self.count(Counter::Hits);
+                return Ok(v);
+            }
+            None => self.count(Counter::Misses),
+        }
+        let ttl = match ttl.resolve(self.inner.options.default_ttl) {
+            Ok(ttl) => Some(ttl),
+            Err(e) => {
+                self.count(Counter::Errors);
+                tracing::error!(cache = %self.inner.name, key = short_key(key), error = %e, "value will not be stored");
+                None
+            }
+        };
+        if single_flight::is_reentrant(self.id(), key) {
+            return self.run_and_store(key, ttl, version, init).await;
+        }
+        loop {
+            match self.inner.flights.join(key) {
+                Join::Leader(leader) => {
+                    // A previous leader may have stored the value after our read.
+                    if let Some(v) = self.read_quietly::<T>(key, version).await {
+                        leader.publish(Arc::new(v.clone()));
+                        return Ok(v);
+                    }
+                    let started = Instant::now();
+                    let id = self.id();
+                    let result = single_flight::scoped(id, key, init()).await;
+                    self.count(Counter::Fills);
+                    let value = result?;
+                    leader.publish(Arc::new(value.clone()));
+                    self.store_quietly(key, &value, ttl, version, started.elapsed())
+                        .await;
+                    return Ok(value);
+                }
+                Join::Waiter(rx) => {
+                    self.count(Counter::Coalesced);
+                    let waited =
+                        tokio::time::timeout(self.inner.options.fill_wait, single_flight::wait(rx))
+                            .await;
+                    match waited {
+                        Ok(Some(shared)) => match shared.downcast_ref::<T>() {
+                            Some(v) => return Ok(v.clone()),
+                            // Another call site cached a different type under this key.
+                            None => return self.run_and_store(key, ttl, version, init).await,
+                        },
+                        Ok(None) => {
+                            // The leader is gone without a value: take over unless it stored one.
+                            if let Some(v) = self.read_quietly::<T>(key, version).await {
+                                return Ok(v);
+                            }
+                        }
+                        Err(_) => {
+                            tracing::warn!(
+                                cache = %self.inner.name,
+                                key = short_key(key),
+                                waited = ?self.inner.options.fill_wait,
+                                "gave up waiting for another caller's fill; running the body here"
+                            );
+                            return self.run_and_store(key, ttl, version, init).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_and_store<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Option<Duration>>,
+        version: u32,
+        init: F,
+    ) -> Result<T, E>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let started = Instant::now();
+        let value = single_flight::scoped(self.id(), key, init()).await;
+        self.count(Counter::Fills);
+        let value = value?;
+        self.store_quietly(key, &value, ttl, version, started.elapsed())
+            .await;
+        Ok(value)
+    }
+
+    /// A read whose backend errors are a miss (already logged and counted).
+    async fn read_quietly<T: CacheValue>(&self, key: &str, version: u32) -> Option<T> {
+        match self.find::<T>(key, version).await {
+            Ok(Found::Fresh(v)) => Some(v),
+            Ok(Found::Miss) | Err(_) => None,
+        }
+    }
+
+    /// A write whose errors are logged and counted, never returned. `ttl: None` = do not store.
+    async fn store_quietly<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Option<Duration>>,
+        version: u32,
+        compute: Duration,
+    ) {
+        if let Some(ttl) = ttl {
+            // Errors were logged and counted where they happened.
+            let _ = self.store_value(key, value, ttl, version, compute).await;
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn flights_in_progress(&self) -> usize {
+        self.inner.flights.in_flight()
+    }
+}
+
+/// Keeps a [`MemoryBackend`] typed (its fast path stores values unserialized); boxes the rest.
+fn into_store<B: CacheBackend>(backend: B) -> Store {
+    let mut slot = Some(backend);
+    if let Some(memory) = (&mut slot as &mut dyn std::any::Any)
+        .downcast_mut::<Option<MemoryBackend>>()
+        .and_then(Option::take)
+    {
+        return Store::Memory(memory);
+    }
+    match slot {
+        Some(other) => Store::Remote(Box::new(other)),
+        None => unreachable!("the slot is only emptied when it holds a MemoryBackend"),
+    }
+}

@@ -1,0 +1,135 @@
+//! The time source used for expiry.
+//!
+//! Reading `Instant::now()` or `SystemTime::now()` costs tens of nanoseconds, as much as the
+//! whole in-memory hit path, so the system clock here is *coarse*: a background thread stores
+//! the wall time in milliseconds into an atomic once per millisecond, and a read is one relaxed
+//! load. Entries can therefore live up to about a millisecond (more if the machine starves the
+//! ticker thread) past their TTL, which no cache-aside user can observe as wrong.
+//!
+//! Tests use [`Clock::manual`] to move time forward without sleeping.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A source of "now" in milliseconds since the UNIX epoch.
+///
+/// Remote backends store wall-clock times in the value envelope so that every process agrees on
+/// when a value was written; that is why this is wall time, not a monotonic instant.
+///
+/// ```
+/// use lexigram_cache::Clock;
+/// use std::time::Duration;
+///
+/// let clock = Clock::manual(1_000);
+/// clock.advance(Duration::from_secs(2));
+/// assert_eq!(clock.now_ms(), 3_000);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    manual: Option<Arc<AtomicU64>>,
+}
+
+impl Clock {
+    /// The process-wide coarse system clock (millisecond resolution).
+    pub fn system() -> Self {
+        Clock { manual: None }
+    }
+
+    /// A clock that stands still at `start_ms` until [`Clock::advance`] or [`Clock::set_ms`]
+    /// moves it. Clones share the same time.
+    pub fn manual(start_ms: u64) -> Self {
+        Clock {
+            manual: Some(Arc::new(AtomicU64::new(start_ms))),
+        }
+    }
+
+    /// Milliseconds since the UNIX epoch.
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        match &self.manual {
+            None => coarse_now_ms(),
+            Some(t) => t.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Moves a manual clock forward. Does nothing on the system clock.
+    pub fn advance(&self, by: Duration) {
+        if let Some(t) = &self.manual {
+            t.fetch_add(duration_ms(by), Ordering::Relaxed);
+        }
+    }
+
+    /// Sets a manual clock. Does nothing on the system clock.
+    pub fn set_ms(&self, ms: u64) {
+        if let Some(t) = &self.manual {
+            t.store(ms, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whole milliseconds of `d`, rounded up so that a 1 µs TTL does not become "already expired".
+pub(crate) fn duration_ms(d: Duration) -> u64 {
+    let ms = d.as_millis();
+    let ms = if d.as_nanos() % 1_000_000 != 0 {
+        ms + 1
+    } else {
+        ms
+    };
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+static COARSE: OnceLock<Arc<AtomicU64>> = OnceLock::new();
+
+#[inline]
+fn coarse_now_ms() -> u64 {
+    COARSE.get_or_init(start_ticker).load(Ordering::Relaxed)
+}
+
+fn start_ticker() -> Arc<AtomicU64> {
+    let now = Arc::new(AtomicU64::new(wall_ms()));
+    let shared = Arc::clone(&now);
+    let spawned = std::thread::Builder::new()
+        .name("lexigram-cache-clock".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(1));
+                // fetch_max: the wall clock may step backwards (NTP); expiry must not resurrect.
+                shared.fetch_max(wall_ms(), Ordering::Relaxed);
+            }
+        });
+    if spawned.is_err() {
+        // Without a ticker the clock would freeze and nothing would expire; a thread spawn
+        // failure at this point means the process is out of resources anyway.
+        tracing::error!("lexigram-cache: could not start the clock thread; expiry will be late");
+    }
+    now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_clock_moves() {
+        let c = Clock::system();
+        let a = c.now_ms();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(c.now_ms() > a, "the coarse clock did not advance");
+        assert!(c.now_ms().abs_diff(wall_ms()) < 1_000);
+    }
+
+    #[test]
+    fn rounding_up() {
+        assert_eq!(duration_ms(Duration::from_micros(1)), 1);
+        assert_eq!(duration_ms(Duration::from_millis(5)), 5);
+    }
+}

@@ -1,0 +1,161 @@
+//! The configuration structs. Every field has a serde default, so an empty `cache:` section
+//! is a valid configuration: one in-memory backend named `default`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration;
+use crate::backend::memory::MemoryEngine;
+use crate::codec::Format;
+
+/// The whole `cache:` section.
+///
+/// ```
+/// use lexigram_cache::{CacheConfig, BackendKind};
+/// let config = CacheConfig::default();
+/// assert!(config.enabled);
+/// assert_eq!(config.backends.len(), 1);
+/// assert_eq!(config.backends[0].name, "default");
+/// assert_eq!(config.backends[0].kind, BackendKind::Memory);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CacheConfig {
+    /// `false` makes every cache a pass-through: bodies always run, nothing is stored.
+    pub enabled: bool,
+    /// The backends. Exactly one is the default (a lone backend is the default).
+    pub backends: Vec<BackendConfig>,
+    /// Settings shared by every backend.
+    pub service: ServiceConfig,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            backends: vec![BackendConfig::memory("default")],
+            service: ServiceConfig::default(),
+        }
+    }
+}
+
+/// The kind of store behind a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// In-process memory.
+    #[default]
+    Memory,
+    /// Redis, single node or Cluster.
+    Redis,
+    /// Memcached, one or several servers.
+    Memcached,
+}
+
+impl BackendKind {
+    /// The name used in configuration files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+            BackendKind::Redis => "redis",
+            BackendKind::Memcached => "memcached",
+        }
+    }
+}
+
+/// One backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BackendConfig {
+    /// Unique name; `#[cacheable(backend = "...")]` and `Caches::named` use it.
+    pub name: String,
+    /// `memory`, `redis` or `memcached`.
+    #[serde(rename = "type")]
+    pub kind: BackendKind,
+    /// Whether this is the default backend (the one `#[cacheable]` uses without `backend`).
+    pub default: bool,
+    /// Put before every key, so that services sharing a server do not see each other's keys.
+    pub prefix: String,
+    /// Lifetime of values stored without an explicit ttl: seconds, `"5m"`, or `"never"`.
+    /// Default `5m`.
+    #[serde(with = "duration::never")]
+    pub default_ttl: Option<Duration>,
+    /// Payload format on remote backends: `msgpack` (default) or `json`.
+    pub format: Format,
+    /// Options of the in-memory store (type `memory`).
+    pub memory: MemoryConfig,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            name: "default".into(),
+            kind: BackendKind::Memory,
+            default: false,
+            prefix: String::new(),
+            default_ttl: Some(Duration::from_secs(300)),
+            format: Format::MsgPack,
+            memory: MemoryConfig::default(),
+        }
+    }
+}
+
+impl BackendConfig {
+    /// An in-memory backend with default options.
+    pub fn memory(name: impl Into<String>) -> Self {
+        BackendConfig {
+            name: name.into(),
+            ..BackendConfig::default()
+        }
+    }
+}
+
+/// Options of an in-memory backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MemoryConfig {
+    /// `s3fifo` (default; quick_cache) or `tinylfu` (moka).
+    pub engine: MemoryEngine,
+    /// Maximum number of entries. Default 10 000.
+    pub max_entries: u64,
+    /// Bound by bytes instead (key + MessagePack size of each value). Default: unset.
+    pub max_weight: Option<u64>,
+    /// Drop entries not read for this long (`tinylfu` only). Default: unset.
+    #[serde(with = "duration::optional")]
+    pub time_to_idle: Option<Duration>,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            engine: MemoryEngine::S3Fifo,
+            max_entries: 10_000,
+            max_weight: None,
+            time_to_idle: None,
+        }
+    }
+}
+
+/// Settings shared by all backends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServiceConfig {
+    /// How long a caller waits for another caller's fill of the same key before running the
+    /// body itself. Default `10s`.
+    #[serde(with = "duration::required")]
+    pub fill_wait: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            fill_wait: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Errors returned by the runtime.
+
+use std::time::Duration;
+
+/// An error from a byte-level [`CacheBackend`](crate::CacheBackend).
+///
+/// Backends return this; [`Cache`](crate::Cache) wraps it in [`CacheError::Backend`] together
+/// with the cache's name, so a message says which backend failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The server could not be reached or the connection broke.
+    #[error("connection failed: {0}; check that the server is running and the address is right")]
+    Connection(String),
+    /// The operation did not finish within its timeout.
+    #[error("operation timed out after {0:?}; the server is slow or unreachable")]
+    Timeout(Duration),
+    /// The server answered with something the client could not understand or an error reply.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The backend cannot do this operation (for example pattern delete on a store without key listing).
+    #[error("`{operation}` is not supported by the {backend} backend: {hint}")]
+    Unsupported {
+        /// The backend kind, such as `memcached`.
+        backend: &'static str,
+        /// The operation that was asked for.
+        operation: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// The value or key is not acceptable to the backend (too large, bad characters, ...).
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// Any other failure.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Every error the runtime returns.
+///
+/// Messages say what went wrong and what to do about it. Backend errors are only seen by code
+/// that calls [`Cache`](crate::Cache) directly, or by `#[cacheable]` functions that opt in with
+/// `skip_on_error = false`; by default a cached function treats them as misses.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// A backend operation failed.
+    #[error("cache `{cache}`: {source}")]
+    Backend {
+        /// The name of the cache whose backend failed.
+        cache: String,
+        /// What the backend reported.
+        #[source]
+        source: BackendError,
+    },
+    /// A value could not be serialized for storage.
+    #[error(
+        "cache `{cache}`: cannot serialize the value for key `{key}`: {reason}; make sure the type's Serialize impl does not fail"
+    )]
+    Serialize {
+        /// The cache name.
+        cache: String,
+        /// The key being written.
+        key: String,
+        /// The serializer's message.
+        reason: String,
+    },
+    /// A TTL of zero was given.
+    #[error(
+        "a ttl of zero is not allowed: use `None` (or `Ttl::Default`) for the backend's default ttl, or `Ttl::Never` for no expiry"
+    )]
+    ZeroTtl,
+    /// The configuration is invalid.
+    #[error("invalid cache configuration at `{path}`: {message}")]
+    Config {
+        /// The field path, such as `backends[0].type`.
+        path: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A backend type is not available in this build yet.
+    #[error(
+        "backend `{backend}` has type `{kind}`, which this version of lexigram-cache cannot build yet; use type `memory`"
+    )]
+    NotBuilt {
+        /// The backend's name.
+        backend: String,
+        /// Its configured type.
+        kind: String,
+    },
+    /// No cache with this name is registered.
+    #[error("no cache named `{0}` is configured; add a backend with that name to `cache.backends`")]
+    UnknownCache(String),
+}
+
+impl CacheError {
+    pub(crate) fn backend(cache: &str, source: BackendError) -> Self {
+        CacheError::Backend {
+            cache: cache.to_owned(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! Cache keys: the stable argument hash behind automatic keys.
+//!
+//! An automatic key is `{prefix}{scope}:v{version}:{hash}` where `scope` is
+//! `module_path::fn_name` and `hash` is the XXH3-128 of a canonical encoding of the arguments,
+//! printed as 32 hex digits. The encoding is defined here, not by any serde format crate, so it
+//! cannot change under us with a dependency update, and it streams into the hasher without
+//! allocating. It is the same in every process, machine and build of the same source:
+//!
+//! - integers are widened (every unsigned to u64, every signed to i64), so changing a parameter
+//!   from `u32` to `u64` keeps its keys; floats are widened to f64 with `-0.0` and NaN
+//!   normalised;
+//! - struct and enum *type* names are left out and field and variant *names* are put in, so
+//!   renaming a type keeps the keys and reordering enum variants does too;
+//! - maps are hashed independently of iteration order, so a `HashMap` argument gives the same
+//!   key in every process although its iteration order is random.
+//!
+//! `std::hash::Hash` is not used: its output is allowed to differ between builds and platforms.
+
+use serde::Serialize;
+use serde::ser;
+use xxhash_rust::xxh3::Xxh3;
+
+/// Why an argument could not be hashed: its `Serialize` impl reported an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot build a cache key from this argument: {0}")]
+pub struct KeyError(String);
+
+impl ser::Error for KeyError {
+    fn custom<M: std::fmt::Display>(msg: M) -> Self {
+        KeyError(msg.to_string())
+    }
+}
+
+/// Streams arguments into the key hash.
+///
+/// ```
+/// use lexigram_cache::key::ArgsHasher;
+///
+/// let mut h = ArgsHasher::new();
+/// h.arg(&42u64).unwrap();
+/// h.arg("alice").unwrap();
+/// let a = h.finish();
+///
+/// let mut h = ArgsHasher::new();
+/// h.arg(&42u32).unwrap(); // integer width does not matter
+/// h.arg(&String::from("alice")).unwrap();
+/// assert_eq!(a, h.finish());
+/// ```
+#[derive(Clone)]
+pub struct ArgsHasher {
+    h: Xxh3,
+}
+
+impl Default for ArgsHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for ArgsHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArgsHasher").finish_non_exhaustive()
+    }
+}
+
+impl ArgsHasher {
+    /// An empty hasher.
+    pub fn new() -> Self {
+        ArgsHasher { h: Xxh3::new() }
+    }
+
+    /// Adds one argument.
+    pub fn arg<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
+        self.h.update(&[tag::ARG]);
+        value.serialize(Encoder { h: &mut self.h })
+    }
+
+    /// The 128-bit hash of the arguments added so far.
+    pub fn finish(&self) -> u128 {
+        self.h.digest128()
+    }
+}
+
+/// The hash of a single value, as [`ArgsHasher`] would give for one argument.
+pub fn stable_hash<T: Serialize + ?Sized>(value: &T) -> Result<u128, KeyError> {
+    let mut h = ArgsHasher::new();
+    h.arg(value)?;
+    Ok(h.finish())
+}
+
+/// Formats an automatic key: `{prefix}{scope}:v{version}:{hash as 32 hex digits}`.
+///
+/// ```
+/// use lexigram_cache::key::auto_key;
+/// assert_eq!(
+///     auto_key("app:", "shop::load_user", 2, 0xab),
+///     "app:shop::load_user:v2:000000000000000000000000000000ab"
+/// );
+/// ```
+pub fn auto_key(prefix: &str, scope: &str, version: u32, hash: u128) -> String {
+    format!("{prefix}{scope}:v{version}:{hash:032x}")
+}
+
+mod tag {
+    pub const ARG: u8 = 0xA0;
+    pub const BOOL: u8 = 0x01;
+    pub const I64: u8 = 0x02;
+    pub const U64: u8 = 0x03;
+    pub const I128: u8 = 0x04;
+    pub const U128: u8 = 0x05;
+    pub const F64: u8 = 0x06;
+    pub const CHAR: u8 = 0x07;
+    pub const STR: u8 = 0x08;
+    pub const BYTES: u8 = 0x09;
+    pub const NONE: u8 = 0x0A;
+    pub const SOME: u8 = 0x0B;
+    pub const UNIT: u8 = 0x0C;
+    pub const VARIANT: u8 = 0x0E;
+    pub const SEQ: u8 = 0x10;
+    pub const TUPLE: u8 = 0x12;
+    pub const END: u8 = 0x13;
+    pub const MAP: u8 = 0x15;
+    pub const STRUCT: u8 = 0x16;
+}
+
+struct Encoder<'a> {
+    h: &'a mut Xxh3,
+}
+
+impl Encoder<'_> {
+    fn put(&mut self, t: u8, bytes: &[u8]) {
+        self.h.update(&[t]);
+        self.h.update(bytes);
+    }
+    fn put_str(&mut self, t: u8, s: &[u8]) {
+        self.h.update(&[t]);
+        self.h.update(&(s.len() as u64).to_le_bytes());
+        self.h.update(s);
+    }
+}
+
+impl<'a> ser::Serializer for Encoder<'a> {
+    type Ok = ();
+    type Error = KeyError;
+    type SerializeSeq = Compound<'a>;
+    type SerializeTuple = Compound<'a>;
+    type SerializeTupleStruct = Compound<'a>;
+    type SerializeTupleVariant = Compound<'a>;
+    type SerializeMap = MapEncoder<'a>;
+    type SerializeStruct = Compound<'a>;
+    type SerializeStructVariant = Compound<'a>;
+
+    fn serialize_bool(mut self, v: bool) -> Result<(), KeyError> {
+        self.put(tag::BOOL, &[u8::from(v)]);
+        Ok(())
+    }
+    fn serialize_i8(self, v: i8) -> Result<(), KeyError> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i16(self, v: i16) -> Result<(), KeyError> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i32(self, v: i32) -> Result<(), KeyError> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i64(mut self, v: i64) -> Result<(), KeyError> {
+        self.put(tag::I64, &v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_i128(mut self, v: i128) -> Result<(), KeyError> {
+        self.put(tag::I128, &v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_u8(self, v: u8) -> Result<(), KeyError> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u16(self, v: u16) -> Result<(), KeyError> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u32(self, v: u32) -> Result<(), KeyError> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u64(mut self, v: u64) -> Result<(), KeyError> {
+        self.put(tag::U64, &v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_u128(mut self, v: u128) -> Result<(), KeyError> {
+        self.put(tag::U128, &v.to_le_bytes());
+        Ok(())
+    }
+    fn serialize_f32(self, v: f32) -> Result<(), KeyError> {
+        self.serialize_f64(v.into())
+    }
+    fn serialize_f64(mut self, v: f64) -> Result<(), KeyError> {
+        let v = if v.is_nan() {
+            f64::NAN
+        } else if v == 0.0 {
+            0.0
+        } else {
+            v
+        };
+        self.put(tag::F64, &v.to_bits().to_le_bytes());
+        Ok(())
+    }
+    fn serialize_char(mut self, v: char) -> Result<(), KeyError> {
+        self.put(tag::CHAR, &u32::from(v).to_le_bytes());
+        Ok(())
+    }
+    fn serialize_str(mut self, v: &str) -> Result<(), KeyError> {
+        self.put_str(tag::STR, v.as_bytes());
+        Ok(())
+    }
+    fn serialize_bytes(mut self, v: &[u8]) -> Result<(), KeyError> {
+        self.put_str(tag::BYTES, v);
+        Ok(())
+    }
+    fn serialize_none(mut self) -> Result<(), KeyError> {
+        self.put(tag::NONE, &[]);
+        Ok(())
+    }
+    fn serialize_some<T: Serialize + ?Sized>(mut self, value: &T) -> Result<(), KeyError> {
+        self.put(tag::SOME, &[]);
+        value.serialize(self)
+    }
+    fn serialize_unit(mut self) -> Result<(), KeyError> {
+        self.put(tag::UNIT, &[]);
+        Ok(())
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<(), KeyError> {
+        self.serialize_unit()
+    }
+    fn serialize_unit_variant(
+        mut self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<(), KeyError> {
+        self.put_str(tag::VARIANT, variant.as_bytes());
+        Ok(())
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), KeyError> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        mut self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<(), KeyError> {
+        self.put_str(tag::VARIANT, variant.as_bytes());
+        value.serialize(self)
+    }
+    fn serialize_seq(mut self, _len: Option<usize>) -> Result<Compound<'a>, KeyError> {
+        self.put(tag::SEQ, &[]);
+        Ok(Compound { h: self.h })
+    }
+    fn serialize_tuple(mut self, _len: usize) -> Result<Compound<'a>, KeyError> {
+        self.put(tag::TUPLE, &[]);
+        Ok(Compound { h: self.h })
+    }
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> Result<Compound<'a>, KeyError> {
+        self.serialize_tuple(len)
+    }
+    fn serialize_tuple_variant(
+        mut self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Compound<'a>, KeyError> {
+        self.put_str(tag::VARIANT, variant.as_bytes());
+        self.put(tag::TUPLE, &[]);
+        Ok(Compound { h: self.h })
+    }
+    fn serialize_map(self, _len: Option<usize>) -> Result<MapEncoder<'a>, KeyError> {
+        Ok(MapEncoder {
+            outer: self.h,
+            entry: Xxh3::new(),
+            sum: 0,
+            count: 0,
+        })
+    }
+    fn serialize_struct(
+        mut self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Compound<'a>, KeyError> {
+        self.put(tag::STRUCT, &[]);
+        Ok(Compound { h: self.h })
+    }
+    fn serialize_struct_variant(
+        mut self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Compound<'a>, KeyError> {
+        self.put_str(tag::VARIANT, variant.as_bytes());
+        self.put(tag::STRUCT, &[]);
+        Ok(Compound { h: self.h })
+    }
+}
+
+struct Compound<'a> {
+    h: &'a mut Xxh3,
+}
+
+impl Compound<'_> {
+    fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
+        value.serialize(Encoder { h: self.h })
+    }
+    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), KeyError> {
+        Encoder { h: self.h }.put_str(tag::STR, key.as_bytes());
+        self.element(value)
+    }
+    fn end(self) -> Result<(), KeyError> {
+        self.h.update(&[tag::END]);
+        Ok(())
+    }
+}
+
+macro_rules! compound {
+    ($trait:ident, $method:ident) => {
+        impl ser::$trait for Compound<'_> {
+            type Ok = ();
+            type Error = KeyError;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
+                self.element(value)
+            }
+            fn end(self) -> Result<(), KeyError> {
+                Compound::end(self)
+            }
+        }
+    };
+}
+compound!(SerializeSeq, serialize_element);
+compound!(SerializeTuple, serialize_element);
+compound!(SerializeTupleStruct, serialize_field);
+compound!(SerializeTupleVariant, serialize_field);
+
+macro_rules! fields {
+    ($trait:ident) => {
+        impl ser::$trait for Compound<'_> {
+            type Ok = ();
+            type Error = KeyError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), KeyError> {
+                self.field(key, value)
+            }
+            fn end(self) -> Result<(), KeyError> {
+                Compound::end(self)
+            }
+        }
+    };
+}
+fields!(SerializeStruct);
+fields!(SerializeStructVariant);
+
+/// Hashes each entry on its own and adds the digests, which makes the result independent of
+/// the order the map yields its entries in, without buffering or sorting them.
+struct MapEncoder<'a> {
+    outer: &'a mut Xxh3,
+    entry: Xxh3,
+    sum: u128,
+    count: u64,
+}
+
+impl ser::SerializeMap for MapEncoder<'_> {
+    type Ok = ();
+    type Error = KeyError;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), KeyError> {
+        self.entry.reset();
+        key.serialize(Encoder { h: &mut self.entry })
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
+        value.serialize(Encoder { h: &mut self.entry })?;
+        self.sum = self.sum.wrapping_add(self.entry.digest128());
+        self.count += 1;
+        Ok(())
+    }
+    fn end(self) -> Result<(), KeyError> {
+        self.outer.update(&[tag::MAP]);
+        self.outer.update(&self.count.to_le_bytes());
+        self.outer.update(&self.sum.to_le_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, HashMap};
+
+    #[derive(Serialize)]
+    struct Filter {
+        tenant: String,
+        limit: u32,
+        tags: Vec<&'static str>,
+        mode: Mode,
+    }
+
+    #[derive(Serialize)]
+    enum Mode {
+        Fast,
+        #[allow(dead_code)]
+        Slow {
+            retries: u8,
+        },
+    }
+
+    fn key_of(args: &[&dyn Fn(&mut ArgsHasher)]) -> String {
+        let mut h = ArgsHasher::new();
+        for a in args {
+            a(&mut h);
+        }
+        auto_key("", "shop::users::load_user", 1, h.finish())
+    }
+
+    /// Pins the exact bytes of the key space. If this fails, the change would make every
+    /// deployed service miss on every key after upgrading: bump the key format deliberately
+    /// (and say so in the changelog) instead of editing the expected strings.
+    #[test]
+    fn golden_keys() {
+        let k = key_of(&[&|h| h.arg(&42u64).expect("hashes"), &|h| {
+            h.arg("alice").expect("hashes")
+        }]);
+        assert_eq!(k, "shop::users::load_user:v1:GOLDEN_A");
+
+        let filter = Filter {
+            tenant: "acme".into(),
+            limit: 10,
+            tags: vec!["a", "b"],
+            mode: Mode::Fast,
+        };
+        let k = key_of(&[
+            &|h| h.arg(&filter).expect("hashes"),
+            &|h| h.arg(&Some(-3i32)).expect("hashes"),
+            &|h| h.arg(&(1.5f64, 'x', ())).expect("hashes"),
+        ]);
+        assert_eq!(k, "shop::users::load_user:v1:GOLDEN_B");
+    }
+
+    #[test]
+    fn width_and_container_independence() {
+        assert_eq!(stable_hash(&7u8), stable_hash(&7u64));
+        assert_eq!(stable_hash(&-7i16), stable_hash(&-7i64));
+        assert_ne!(stable_hash(&7u64), stable_hash(&7i64));
+        assert_eq!(stable_hash("s"), stable_hash(&String::from("s")));
+        assert_eq!(stable_hash(&vec![1u8, 2]), stable_hash(&[1u8, 2][..]));
+        assert_eq!(stable_hash(&0.0f64), stable_hash(&-0.0f64));
+    }
+
+    #[test]
+    fn maps_are_order_independent() {
+        let mut a = HashMap::new();
+        let mut b = BTreeMap::new();
+        for i in 0..100u32 {
+            a.insert(format!("k{i}"), i);
+            b.insert(format!("k{i}"), i);
+        }
+        assert_eq!(stable_hash(&a), stable_hash(&b));
+        b.insert("k0".into(), 1);
+        assert_ne!(stable_hash(&a), stable_hash(&b));
+    }
+
+    #[test]
+    fn argument_boundaries_matter() {
+        // ("ab", "c") and ("a", "bc") must not collide.
+        let mut x = ArgsHasher::new();
+        x.arg("ab").expect("hashes");
+        x.arg("c").expect("hashes");
+        let mut y = ArgsHasher::new();
+        y.arg("a").expect("hashes");
+        y.arg("bc").expect("hashes");
+        assert_ne!(x.finish(), y.finish());
+        assert_ne!(stable_hash(&None::<u8>), stable_hash(&()));
+        assert_ne!(
+            stable_hash(&vec![vec![1u8], vec![]]),
+            stable_hash(&vec![vec![], vec![1u8]])
+        );
+    }
+
+    #[test]
+    fn failing_serialize_is_an_error() {
+        struct Bad;
+        impl Serialize for Bad {
+            fn serialize<S: ser::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(ser::Error::custom("nope"))
+            }
+        }
+        assert!(stable_hash(&Bad).is_err());
+    }
+}

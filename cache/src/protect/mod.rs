@@ -1,0 +1,3 @@
+//! Stampede protection.
+
+pub(crate) mod single_flight;

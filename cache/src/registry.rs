@@ -1,0 +1,297 @@
+//! [`CacheModule`] boots caches from configuration; [`Caches`] is the registry of named
+//! caches, and the process-wide registry that `#[cacheable]` uses.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use crate::backend::memory::MemoryBackend;
+use crate::cache::{Cache, CacheOptions};
+use crate::config::{self, BackendConfig, BackendKind, CacheConfig};
+use crate::error::CacheError;
+
+/// Builds [`Caches`] from configuration.
+///
+/// ```
+/// use lexigram_cache::{CacheConfig, CacheModule};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), lexigram_cache::CacheError> {
+/// let caches = CacheModule::configure(CacheConfig::default()).await?;
+/// caches.install(); // #[cacheable] functions now use these caches
+/// assert_eq!(caches.cache().name(), "default");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct CacheModule;
+
+impl CacheModule {
+    /// Validates `config` and builds every backend in it.
+    pub async fn configure(config: CacheConfig) -> Result<Caches, CacheError> {
+        let default = config::validate(&config)?;
+        let mut caches = Vec::with_capacity(config.backends.len());
+        for (i, b) in config.backends.iter().enumerate() {
+            caches.push((b.name.clone(), build(i, b, &config)?));
+        }
+        Ok(Caches::new(caches, default, config))
+    }
+
+    /// One in-memory backend named `default` with default options. Synchronous; meant for
+    /// tests and for code that has no configuration.
+    pub fn stub() -> Caches {
+        let config = CacheConfig::default();
+        let cache = Cache::from_backend(
+            "default",
+            MemoryBackend::builder()
+                .build()
+                .unwrap_or_else(|e| unreachable!("default memory options are valid: {e}")),
+        );
+        Caches::new(vec![("default".into(), cache)], 0, config)
+    }
+}
+
+fn build(index: usize, b: &BackendConfig, config: &CacheConfig) -> Result<Cache, CacheError> {
+    let options = {
+        let mut o = CacheOptions::default();
+        o.default_ttl = b.default_ttl;
+        o.format = b.format;
+        o.fill_wait = config.service.fill_wait;
+        o.enabled = config.enabled;
+        o
+    };
+    match b.kind {
+        BackendKind::Memory => {
+            let mut builder = MemoryBackend::builder()
+                .engine(b.memory.engine)
+                .max_entries(b.memory.max_entries)
+                .prefix(b.prefix.clone());
+            if let Some(w) = b.memory.max_weight {
+                builder = builder.max_weight(w);
+            }
+            if let Some(tti) = b.memory.time_to_idle {
+                builder = builder.time_to_idle(tti);
+            }
+            let backend = builder.build().map_err(|e| match e {
+                CacheError::Config { path, message } => CacheError::Config {
+                    path: format!("backends[{index}].{path}"),
+                    message,
+                },
+                other => other,
+            })?;
+            Ok(Cache::with_options(b.name.clone(), backend, options))
+        }
+        other => Err(CacheError::NotBuilt {
+            backend: b.name.clone(),
+            kind: other.as_str().into(),
+        }),
+    }
+}
+
+/// The registry of named caches. Cheap to clone.
+///
+/// ```
+/// use lexigram_cache::CacheModule;
+/// let caches = CacheModule::stub();
+/// assert!(caches.named("default").is_some());
+/// assert!(caches.named("nope").is_none());
+/// ```
+#[derive(Clone, Debug)]
+pub struct Caches {
+    inner: std::sync::Arc<CachesInner>,
+}
+
+#[derive(Debug)]
+struct CachesInner {
+    caches: Vec<(String, Cache)>,
+    default: usize,
+    config: CacheConfig,
+}
+
+impl Caches {
+    fn new(caches: Vec<(String, Cache)>, default: usize, config: CacheConfig) -> Self {
+        Caches {
+            inner: std::sync::Arc::new(CachesInner {
+                caches,
+                default,
+                config,
+            }),
+        }
+    }
+
+    /// The default cache.
+    pub fn cache(&self) -> Cache {
+        self.default_ref().clone()
+    }
+
+    pub(crate) fn default_ref(&self) -> &Cache {
+        &self.inner.caches[self.inner.default].1
+    }
+
+    /// The cache with this backend name.
+    pub fn named(&self, name: &str) -> Option<Cache> {
+        self.named_ref(name).cloned()
+    }
+
+    pub(crate) fn named_ref(&self, name: &str) -> Option<&Cache> {
+        self.inner
+            .caches
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
+    }
+
+    /// The backend names, the default first.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        let d = self.inner.default;
+        std::iter::once(self.inner.caches[d].0.as_str()).chain(
+            self.inner
+                .caches
+                .iter()
+                .enumerate()
+                .filter(move |(i, _)| *i != d)
+                .map(|(_, (n, _))| n.as_str()),
+        )
+    }
+
+    /// The configuration these caches were built from.
+    pub fn config(&self) -> &CacheConfig {
+        &self.inner.config
+    }
+
+    /// Makes this the process-wide registry that `#[cacheable]` functions use when they name
+    /// no `cache`. Replaces any registry installed before; calls already running finish on
+    /// the old one.
+    pub fn install(&self) {
+        *INSTALLED.write() = Some(self.clone());
+        GENERATION.fetch_add(1, Ordering::Release);
+    }
+
+    /// Pings every backend (each with a 2 s timeout) and reports status and latency.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// let report = lexigram_cache::CacheModule::stub().health().await;
+    /// assert!(report.is_healthy());
+    /// assert_eq!(report.backends[0].name, "default");
+    /// # }
+    /// ```
+    pub async fn health(&self) -> HealthReport {
+        // Pinged together: one slow backend must not add its timeout to the others'.
+        let mut pings = tokio::task::JoinSet::new();
+        for (index, (name, cache)) in self.inner.caches.iter().enumerate() {
+            let (name, cache) = (name.clone(), cache.clone());
+            pings.spawn(async move {
+                let pinged = tokio::time::timeout(HEALTH_TIMEOUT, cache.ping()).await;
+                let (latency, error) = match pinged {
+                    Ok(Ok(latency)) => (Some(latency), None),
+                    Ok(Err(e)) => (None, Some(e.to_string())),
+                    Err(_) => (None, Some(format!("no answer within {HEALTH_TIMEOUT:?}"))),
+                };
+                let health = BackendHealth {
+                    name,
+                    kind: cache.kind(),
+                    healthy: error.is_none(),
+                    latency,
+                    error,
+                };
+                (index, health)
+            });
+        }
+        let mut backends: Vec<(usize, BackendHealth)> = Vec::new();
+        while let Some(joined) = pings.join_next().await {
+            match joined {
+                Ok(done) => backends.push(done),
+                Err(e) => tracing::error!(error = %e, "health check task failed"),
+            }
+        }
+        backends.sort_by_key(|(i, _)| *i);
+        HealthReport {
+            backends: backends.into_iter().map(|(_, h)| h).collect(),
+        }
+    }
+}
+
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The outcome of [`Caches::health`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HealthReport {
+    /// One entry per backend, in configuration order.
+    pub backends: Vec<BackendHealth>,
+}
+
+impl HealthReport {
+    /// Whether every backend answered.
+    pub fn is_healthy(&self) -> bool {
+        self.backends.iter().all(|b| b.healthy)
+    }
+}
+
+/// The health of one backend.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct BackendHealth {
+    /// The backend name.
+    pub name: String,
+    /// The backend kind (`memory`, `redis`, ...).
+    pub kind: &'static str,
+    /// Whether it answered a ping in time.
+    pub healthy: bool,
+    /// The ping's round-trip time, when it answered.
+    pub latency: Option<Duration>,
+    /// Why it is unhealthy.
+    pub error: Option<String>,
+}
+
+static INSTALLED: RwLock<Option<Caches>> = RwLock::new(None);
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+static ZERO_CONFIG: OnceLock<Caches> = OnceLock::new();
+
+thread_local! {
+    /// A per-thread copy of the installed registry, so that the hit path of a cached function
+    /// reads a thread-local and one shared atomic instead of taking a lock that every core
+    /// would write to.
+    static LOCAL: RefCell<(u64, Option<Caches>)> = const { RefCell::new((0, None)) };
+}
+
+/// Runs `f` with the installed registry, or the zero-config in-memory one if none was
+/// installed.
+#[inline]
+pub(crate) fn with_installed<R>(f: impl FnOnce(&Caches) -> R) -> R {
+    let generation = GENERATION.load(Ordering::Acquire);
+    let mut f = Some(f);
+    let fast = LOCAL.try_with(|local| {
+        let stale = local
+            .try_borrow()
+            .map(|s| s.0 != generation || s.1.is_none())
+            .unwrap_or(false);
+        if stale {
+            if let Ok(mut slot) = local.try_borrow_mut() {
+                *slot = (generation, Some(installed_now()));
+            }
+        }
+        let slot = local.try_borrow().ok()?;
+        let caches = slot.1.as_ref().filter(|_| slot.0 == generation)?;
+        Some(f.take()?(caches))
+    });
+    match (fast, f) {
+        (Ok(Some(r)), _) => r,
+        // Thread-local storage is gone (a call from a thread-local destructor) or busy.
+        (_, Some(f)) => f(&installed_now()),
+        (_, None) => unreachable!("`f` is only taken when its result is returned"),
+    }
+}
+
+fn installed_now() -> Caches {
+    if let Some(c) = INSTALLED.read().as_ref() {
+        return c.clone();
+    }
+    ZERO_CONFIG.get_or_init(CacheModule::stub).clone()
+}
+
+/// The installed registry (or the zero-config one).
+pub fn installed() -> Caches {
+    installed_now()
+}
