@@ -18,3 +18,5 @@ impl RunCounter {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+pub mod conformance;

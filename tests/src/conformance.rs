@@ -1,0 +1,75 @@
+//! The `CacheBackend` contract, checked against any backend. Every backend's test file calls
+//! [`check_backend`]; keys are namespaced by `ns` so runs against a shared server do not
+//! collide.
+
+use std::time::Duration;
+
+use lexigram_cache::CacheBackend;
+
+/// Runs every method of the trait and asserts the documented contract.
+pub async fn check_backend(b: &dyn CacheBackend, ns: &str) {
+    let k = |s: &str| format!("{ns}{s}");
+
+    // get/set/exists/delete
+    assert_eq!(b.get(&k("missing")).await.expect("get"), None);
+    assert!(!b.exists(&k("missing")).await.expect("exists"));
+    b.set(&k("a"), b"alpha", None).await.expect("set");
+    assert_eq!(
+        b.get(&k("a")).await.expect("get").as_deref(),
+        Some(&b"alpha"[..])
+    );
+    assert!(b.exists(&k("a")).await.expect("exists"));
+    b.set(&k("a"), b"", Some(Duration::from_secs(60)))
+        .await
+        .expect("overwrite with empty value");
+    assert_eq!(
+        b.get(&k("a")).await.expect("get").as_deref(),
+        Some(&b""[..])
+    );
+    assert!(b.delete(&k("a")).await.expect("delete"));
+    assert!(!b.delete(&k("a")).await.expect("delete again"));
+    assert_eq!(b.get(&k("a")).await.expect("get"), None);
+
+    // binary-safe values
+    let binary: Vec<u8> = (0..=255u8).collect();
+    b.set(&k("bin"), &binary, None).await.expect("set binary");
+    assert_eq!(b.get(&k("bin")).await.expect("get"), Some(binary));
+
+    // batches
+    let (k1, k2, k3) = (k("m1"), k("m2"), k("m3"));
+    b.set_many(&[(&k1, b"1"), (&k2, b"2")], Some(Duration::from_secs(60)))
+        .await
+        .expect("set_many");
+    let got = b.get_many(&[&k1, &k3, &k2]).await.expect("get_many");
+    assert_eq!(
+        got,
+        vec![Some(b"1".to_vec()), None, Some(b"2".to_vec())],
+        "get_many keeps the order of the keys and reports misses as None"
+    );
+    assert_eq!(b.delete_many(&[&k1, &k2, &k3]).await.expect("delete_many"), 2);
+
+    // pattern delete
+    for i in 0..5 {
+        b.set(&k(&format!("user:{i}")), b"u", None).await.expect("set");
+    }
+    b.set(&k("user:10"), b"u", None).await.expect("set");
+    b.set(&k("order:1"), b"o", None).await.expect("set");
+    assert_eq!(
+        b.delete_pattern(&k("user:?")).await.expect("delete_pattern ?"),
+        5
+    );
+    assert!(b.exists(&k("user:10")).await.expect("exists"));
+    assert_eq!(
+        b.delete_pattern(&k("user:*")).await.expect("delete_pattern *"),
+        1
+    );
+    assert!(b.exists(&k("order:1")).await.expect("exists"));
+
+    // clear removes what this backend wrote
+    let before = b.clear().await.expect("clear");
+    assert!(before >= 2, "clear removed {before} keys, expected the two left");
+    assert_eq!(b.get(&k("order:1")).await.expect("get"), None);
+    assert_eq!(b.get(&k("bin")).await.expect("get"), None);
+
+    b.ping().await.expect("ping");
+}

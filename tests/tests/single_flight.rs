@@ -1,0 +1,202 @@
+//! In-process single flight on every backend path (typed memory and byte-level envelope).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use lexigram_cache::{Cache, MemoryBackend, MemoryEngine};
+use lexigram_cache_tests::RunCounter;
+
+fn caches() -> Vec<Cache> {
+    let mut out = Vec::new();
+    for engine in [MemoryEngine::S3Fifo, MemoryEngine::TinyLfu] {
+        let b = MemoryBackend::builder().engine(engine).build().expect("valid");
+        out.push(Cache::from_backend(format!("{engine:?}"), b.clone()));
+        // Through the byte-level trait: exercises the envelope path.
+        out.push(Cache::from_backend(format!("{engine:?}-bytes"), Arc::new(b)));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousand_callers_one_key_one_run() {
+    for cache in caches() {
+        let runs = RunCounter::default();
+        let calls = (0..1000).map(|_| {
+            let cache = cache.clone();
+            let runs = runs.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_insert_with("cold", None, || async {
+                        runs.hit();
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        "value".to_string()
+                    })
+                    .await
+            })
+        });
+        for v in join_all(calls).await {
+            assert_eq!(v.expect("task"), "value");
+        }
+        assert_eq!(runs.get(), 1, "{}: body ran {} times", cache.name(), runs.get());
+        assert!(cache.stats().coalesced > 0, "{}", cache.name());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_keys_fill_in_parallel() {
+    let body = Duration::from_millis(300);
+    for cache in caches() {
+        let runs = RunCounter::default();
+        let started = Instant::now();
+        let calls = (0..1000).map(|i| {
+            let cache = cache.clone();
+            let runs = runs.clone();
+            tokio::spawn(async move {
+                let key = format!("k{}", i % 8);
+                cache
+                    .get_or_insert_with(&key, None, || async move {
+                        runs.hit();
+                        tokio::time::sleep(body).await;
+                        i % 8
+                    })
+                    .await
+                    == i % 8
+            })
+        });
+        assert!(join_all(calls).await.into_iter().all(|ok| ok.expect("task")));
+        let took = started.elapsed();
+        assert_eq!(runs.get(), 8, "{}", cache.name());
+        // Serial fills would take 8 × 300 ms = 2.4 s.
+        assert!(took < body * 4, "{}: 8 keys took {took:?}", cache.name());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aborted_leader_is_replaced() {
+    for cache in caches() {
+        let runs = RunCounter::default();
+        let leader = {
+            let (cache, runs) = (cache.clone(), runs.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_insert_with("k", None, || async {
+                        runs.hit();
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        0u32
+                    })
+                    .await
+            })
+        };
+        while runs.get() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let waiters: Vec<_> = (0..100)
+            .map(|_| {
+                let (cache, runs) = (cache.clone(), runs.clone());
+                tokio::spawn(async move {
+                    cache
+                        .get_or_insert_with("k", None, || async {
+                            runs.hit();
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            7u32
+                        })
+                        .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        leader.abort();
+        let done = tokio::time::timeout(Duration::from_secs(10), join_all(waiters))
+            .await
+            .expect("waiters must not hang after the leader was aborted");
+        for v in done {
+            assert_eq!(v.expect("task"), 7);
+        }
+        assert_eq!(runs.get(), 2, "{}: one takeover, not one per waiter", cache.name());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn panicking_leader_is_replaced() {
+    for cache in caches() {
+        let runs = RunCounter::default();
+        let leader = {
+            let (cache, runs) = (cache.clone(), runs.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_insert_with("p", None, || async {
+                        runs.hit();
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if runs.get() < 100 {
+                            panic!("body failed");
+                        }
+                        0u32
+                    })
+                    .await
+            })
+        };
+        while runs.get() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let waiters: Vec<_> = (0..50)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move {
+                    cache.get_or_insert_with("p", None, || async { 3u32 }).await
+                })
+            })
+            .collect();
+        assert!(leader.await.expect_err("leader panics").is_panic());
+        let done = tokio::time::timeout(Duration::from_secs(10), join_all(waiters))
+            .await
+            .expect("waiters must not hang after the leader panicked");
+        assert!(done.into_iter().all(|v| v.expect("task") == 3));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reentrant_same_key_does_not_deadlock() {
+    for cache in caches() {
+        let inner_cache = cache.clone();
+        let v = tokio::time::timeout(
+            Duration::from_secs(5),
+            cache.get_or_insert_with("r", None, || async move {
+                // The body asks for its own key: it must run, not wait for itself.
+                inner_cache.get_or_insert_with("r", None, || async { 1u32 }).await + 1
+            }),
+        )
+        .await
+        .expect("re-entrant call deadlocked");
+        assert_eq!(v, 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn errors_are_not_cached_and_not_shared() {
+    for cache in caches() {
+        let runs = RunCounter::default();
+        let calls = (0..20).map(|_| {
+            let (cache, runs) = (cache.clone(), runs.clone());
+            tokio::spawn(async move {
+                cache
+                    .try_get_or_insert_with("e", None, || async {
+                        let n = runs.hit();
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        if n == 1 { Err("first run fails") } else { Ok(n as u32) }
+                    })
+                    .await
+            })
+        });
+        let results: Vec<_> = join_all(calls)
+            .await
+            .into_iter()
+            .map(|r| r.expect("task"))
+            .collect();
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+        // The first success is shared by everyone still waiting.
+        assert_eq!(runs.get(), 2, "{}", cache.name());
+        assert!(results.iter().filter_map(|r| r.as_ref().ok()).all(|v| *v == 2));
+        assert_eq!(cache.get::<u32>("e").await.expect("get"), Some(2));
+    }
+}
