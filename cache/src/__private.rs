@@ -1,4 +1,507 @@
 //! Items the `#[cacheable]` expansion calls. Not part of the public API: names and signatures
 //! change without notice.
+//!
+//! The return kind of a cached function (`Result`, `Option`, anything else) is found by
+//! method resolution on [`Probe`] ("autoref specialisation"), not by the spelling of the return
+//! type, so `anyhow::Result<T>`, `io::Result<T>` and local aliases all count as `Result`.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cache::{Cache, CacheValue, Ttl};
+use crate::error::CacheError;
+use crate::key::ArgsHasher;
+use crate::registry::with_installed;
 
 pub use crate::registry::installed;
+
+/// What the macro knows about one cached function, as a `static`.
+#[derive(Debug)]
+pub struct Site {
+    /// `module_path::fn_name`.
+    pub scope: &'static str,
+    /// The `prefix` option.
+    pub prefix: &'static str,
+    /// The `version` option.
+    pub version: u32,
+    /// The `ttl` option.
+    pub ttl: SiteTtl,
+    /// The `backend` option.
+    pub backend: Option<&'static str>,
+    /// The `protect` option (`None`: the configuration decides).
+    pub protect: Option<bool>,
+    /// The `early_refresh` option.
+    pub early_refresh: Option<bool>,
+    /// The `beta` option, times 1000.
+    pub beta_milli: Option<u32>,
+    /// The `stale_if_error` option, in ms.
+    pub stale_if_error_ms: Option<u64>,
+}
+
+/// The `ttl` option.
+#[derive(Debug, Clone, Copy)]
+pub enum SiteTtl {
+    /// Not given: the backend's default.
+    Default,
+    /// Milliseconds.
+    Millis(u64),
+    /// `"never"`.
+    Never,
+}
+
+impl SiteTtl {
+    fn ttl(self) -> Ttl {
+        match self {
+            SiteTtl::Default => Ttl::Default,
+            SiteTtl::Millis(ms) => Ttl::After(Duration::from_millis(ms)),
+            SiteTtl::Never => Ttl::Never,
+        }
+    }
+}
+
+/// Where the cache comes from.
+pub enum Source {
+    /// `cache = expr`.
+    Given(Cache),
+    /// `backend = "name"` or nothing: the installed registry.
+    Registry,
+}
+
+impl Source {
+    #[inline]
+    fn memory_hit<T: CacheValue>(&self, site: &Site, key: &str) -> Option<T> {
+        match self {
+            Source::Given(c) => c.memory_hit(key),
+            Source::Registry => with_installed(|caches| match site.backend {
+                None => caches.default_ref().memory_hit(key),
+                Some(name) => caches.named_ref(name)?.memory_hit(key),
+            }),
+        }
+    }
+
+    fn resolve(self, site: &Site) -> Result<Cache, CacheError> {
+        match self {
+            Source::Given(c) => Ok(c),
+            Source::Registry => with_installed(|caches| match site.backend {
+                None => Ok(caches.cache()),
+                Some(name) => caches
+                    .named(name)
+                    .ok_or_else(|| CacheError::UnknownCache(name.to_owned())),
+            }),
+        }
+    }
+}
+
+/// What `cache = expr` may be.
+#[diagnostic::on_unimplemented(
+    message = "`cache = ...` must be a `lexigram_cache::Cache` or a reference to one, not `{Self}`",
+    label = "not a Cache"
+)]
+pub trait AsCache {
+    /// The cache.
+    fn as_cache(&self) -> &Cache;
+}
+
+impl AsCache for Cache {
+    fn as_cache(&self) -> &Cache {
+        self
+    }
+}
+
+impl AsCache for std::sync::Arc<Cache> {
+    fn as_cache(&self) -> &Cache {
+        self
+    }
+}
+
+impl<C: AsCache + ?Sized> AsCache for &C {
+    fn as_cache(&self) -> &Cache {
+        (**self).as_cache()
+    }
+}
+
+/// Turns `cache = expr` into a [`Source`].
+pub fn given<C: AsCache + ?Sized>(c: &C) -> Source {
+    Source::Given(c.as_cache().clone())
+}
+
+/// Splits a function's output into the part that is cached and the part that is passed
+/// through, and rebuilds the output from a cached value.
+pub trait Adapter: Copy + Send + Sync + 'static {
+    /// The function's return type.
+    type Output;
+    /// What is stored.
+    type Value: CacheValue;
+    /// `Ok(value)` to store, `Err(output)` to return without storing.
+    fn split(self, out: Self::Output) -> Result<Self::Value, Self::Output>;
+    /// The output for a cached value.
+    fn join(self, value: Self::Value) -> Self::Output;
+    /// The output for a cache error when `skip_on_error = false`; `None` to ignore it.
+    fn fail(self, _e: CacheError) -> Option<Self::Output> {
+        None
+    }
+    /// Whether cache read errors are returned to the caller (`skip_on_error = false`).
+    fn strict(self) -> bool {
+        false
+    }
+}
+
+macro_rules! adapter {
+    ($(#[$m:meta])* $name:ident < $($g:ident),* >) => {
+        $(#[$m])*
+        pub struct $name<$($g),*>(PhantomData<fn() -> ($($g,)*)>);
+        impl<$($g),*> Clone for $name<$($g),*> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<$($g),*> Copy for $name<$($g),*> {}
+    };
+}
+
+adapter!(
+    /// `Result<T, E>`: caches `Ok`.
+    OkOnly<T, E>
+);
+adapter!(
+    /// `Result<T, E>` with `cache_err`: caches the whole result.
+    WholeResult<T, E>
+);
+adapter!(
+    /// `Result<T, E>` with `skip_on_error = false`: caches `Ok`, converts cache errors into `E`.
+    OkOrFail<T, E>
+);
+adapter!(
+    /// `Option<T>`: caches `Some`.
+    SomeOnly<T>
+);
+adapter!(
+    /// Anything else, or `Option<T>` with `cache_none`: caches the value.
+    Whole<T>
+);
+
+impl<T: CacheValue, E: 'static> Adapter for OkOnly<T, E> {
+    type Output = Result<T, E>;
+    type Value = T;
+    fn split(self, out: Result<T, E>) -> Result<T, Result<T, E>> {
+        out.map_err(Err)
+    }
+    fn join(self, value: T) -> Result<T, E> {
+        Ok(value)
+    }
+}
+
+impl<T: CacheValue, E: From<CacheError> + 'static> Adapter for OkOrFail<T, E> {
+    type Output = Result<T, E>;
+    type Value = T;
+    fn split(self, out: Result<T, E>) -> Result<T, Result<T, E>> {
+        out.map_err(Err)
+    }
+    fn join(self, value: T) -> Result<T, E> {
+        Ok(value)
+    }
+    fn fail(self, e: CacheError) -> Option<Result<T, E>> {
+        Some(Err(E::from(e)))
+    }
+    fn strict(self) -> bool {
+        true
+    }
+}
+
+impl<T: CacheValue, E: CacheValue> Adapter for WholeResult<T, E> {
+    type Output = Result<T, E>;
+    type Value = Result<T, E>;
+    fn split(self, out: Result<T, E>) -> Result<Result<T, E>, Result<T, E>> {
+        Ok(out)
+    }
+    fn join(self, value: Result<T, E>) -> Result<T, E> {
+        value
+    }
+}
+
+impl<T: CacheValue> Adapter for SomeOnly<T> {
+    type Output = Option<T>;
+    type Value = T;
+    fn split(self, out: Option<T>) -> Result<T, Option<T>> {
+        out.ok_or(None)
+    }
+    fn join(self, value: T) -> Option<T> {
+        Some(value)
+    }
+}
+
+impl<T: CacheValue> Adapter for Whole<T> {
+    type Output = T;
+    type Value = T;
+    fn split(self, out: T) -> Result<T, T> {
+        Ok(out)
+    }
+    fn join(self, value: T) -> T {
+        value
+    }
+}
+
+/// The probe the expansion calls `__lex_adapter*` on, as `(&&&Probe::<R>::new())`: method
+/// resolution tries `&&Probe` (Result) first, then `&Probe` (Option), then `Probe` (anything).
+pub struct Probe<R>(PhantomData<fn() -> R>);
+
+impl<R> Probe<R> {
+    /// A probe for return type `R`.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Probe(PhantomData)
+    }
+}
+
+/// Chosen for `Result<T, E>` (first in method resolution).
+pub trait ProbeResult {
+    /// The default adapter.
+    type Plain;
+    /// `cache_err`.
+    type Whole;
+    /// `skip_on_error = false`.
+    type Strict;
+    /// The adapter without options.
+    fn __lex_adapter(&self) -> Self::Plain;
+    /// The adapter with `cache_err`.
+    fn __lex_adapter_whole(&self) -> Self::Whole;
+    /// The adapter with `skip_on_error = false`.
+    fn __lex_adapter_strict(&self) -> Self::Strict;
+}
+
+impl<T, E> ProbeResult for &&Probe<Result<T, E>> {
+    type Plain = OkOnly<T, E>;
+    type Whole = WholeResult<T, E>;
+    type Strict = OkOrFail<T, E>;
+    fn __lex_adapter(&self) -> OkOnly<T, E> {
+        OkOnly(PhantomData)
+    }
+    fn __lex_adapter_whole(&self) -> WholeResult<T, E> {
+        WholeResult(PhantomData)
+    }
+    fn __lex_adapter_strict(&self) -> OkOrFail<T, E> {
+        OkOrFail(PhantomData)
+    }
+}
+
+/// Chosen for `Option<T>`.
+pub trait ProbeOption {
+    /// The default adapter.
+    type Plain;
+    /// `cache_none`.
+    type Whole;
+    /// The adapter without options.
+    fn __lex_adapter(&self) -> Self::Plain;
+    /// The adapter with `cache_none`.
+    fn __lex_adapter_whole(&self) -> Self::Whole;
+    /// Never valid here: `assert_result` reports the misuse; this only keeps the error single.
+    fn __lex_adapter_strict(&self) -> Self::Plain;
+}
+
+impl<T> ProbeOption for &Probe<Option<T>> {
+    type Plain = SomeOnly<T>;
+    type Whole = Whole<Option<T>>;
+    fn __lex_adapter(&self) -> SomeOnly<T> {
+        SomeOnly(PhantomData)
+    }
+    fn __lex_adapter_whole(&self) -> Whole<Option<T>> {
+        Whole(PhantomData)
+    }
+    fn __lex_adapter_strict(&self) -> SomeOnly<T> {
+        SomeOnly(PhantomData)
+    }
+}
+
+/// Chosen for any other type.
+pub trait ProbePlain {
+    /// The adapter.
+    type Plain;
+    /// The adapter.
+    fn __lex_adapter(&self) -> Self::Plain;
+    /// Never valid here: `assert_option` reports the misuse; this only keeps the error single.
+    fn __lex_adapter_whole(&self) -> Self::Plain;
+    /// Never valid here: `assert_result` reports the misuse; this only keeps the error single.
+    fn __lex_adapter_strict(&self) -> Self::Plain;
+}
+
+impl<R> ProbePlain for Probe<R> {
+    type Plain = Whole<R>;
+    fn __lex_adapter(&self) -> Whole<R> {
+        Whole(PhantomData)
+    }
+    fn __lex_adapter_whole(&self) -> Whole<R> {
+        Whole(PhantomData)
+    }
+    fn __lex_adapter_strict(&self) -> Whole<R> {
+        Whole(PhantomData)
+    }
+}
+
+/// Compile-time check behind `cache_none`.
+#[diagnostic::on_unimplemented(
+    message = "`cache_none` needs a function that returns `Option<T>`, not `{Self}`",
+    label = "this return type is not an Option",
+    note = "remove `cache_none`: it only applies to Option returns"
+)]
+pub trait IsOption {}
+impl<T> IsOption for Option<T> {}
+
+/// Compile-time check behind `cache_err` and `skip_on_error = false`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Result, so the option has no error to act on",
+    label = "this return type is not a Result",
+    note = "`cache_err` and `skip_on_error = false` only apply to functions returning Result<T, E>"
+)]
+pub trait IsResult {}
+impl<T, E> IsResult for Result<T, E> {}
+
+/// Asserts `R: IsOption` at compile time.
+pub const fn assert_option<R: IsOption>() {}
+/// Asserts `R: IsResult` at compile time.
+pub const fn assert_result<R: IsResult>() {}
+
+/// A parameter that goes into an automatic key.
+#[diagnostic::on_unimplemented(
+    message = "this parameter cannot be part of an automatic cache key: `{Self}` does not implement serde::Serialize",
+    label = "not Serialize",
+    note = "leave the parameter out of the key with `skip(name)`, or write the key yourself with `key = \"...\"`"
+)]
+pub trait KeyArg {
+    /// Feeds the argument into the hasher.
+    fn feed(&self, h: &mut ArgsHasher) -> bool;
+}
+
+impl<T: Serialize + ?Sized> KeyArg for T {
+    fn feed(&self, h: &mut ArgsHasher) -> bool {
+        h.arg(self).is_ok()
+    }
+}
+
+/// Starts an automatic key.
+pub fn hasher() -> ArgsHasher {
+    ArgsHasher::new()
+}
+
+/// Adds a parameter to an automatic key; `ok` turns false if its Serialize impl fails.
+#[inline]
+pub fn feed<T: KeyArg + ?Sized>(h: &mut ArgsHasher, ok: &mut bool, value: &T) {
+    *ok &= value.feed(h);
+}
+
+/// Formats an automatic key: `{prefix}{scope}:v{version}:{hash}`. Without a hash (an argument
+/// failed to serialize) the key is `None` and the call runs uncached.
+#[inline]
+pub fn auto_key(site: &Site, h: &ArgsHasher, ok: bool) -> Option<String> {
+    if !ok {
+        tracing::warn!(
+            function = site.scope,
+            "an argument failed to serialize; running without the cache"
+        );
+        return None;
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hash = h.finish();
+    let mut key = String::with_capacity(site.prefix.len() + site.scope.len() + 48);
+    key.push_str(site.prefix);
+    key.push_str(site.scope);
+    key.push_str(":v");
+    key.push_str(itoa_u32(site.version, &mut [0u8; 10]));
+    key.push(':');
+    for shift in (0..32).rev() {
+        key.push(HEX[((hash >> (shift * 4)) & 0xf) as usize] as char);
+    }
+    Some(key)
+}
+
+fn itoa_u32(mut n: u32, buf: &mut [u8; 10]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+/// Starts a template key with the site's prefix.
+#[inline]
+pub fn template_key(site: &Site, capacity: usize) -> String {
+    let mut key = String::with_capacity(site.prefix.len() + capacity);
+    key.push_str(site.prefix);
+    key
+}
+
+/// Appends a template value with `Display`.
+#[inline]
+pub fn push_display<T: std::fmt::Display + ?Sized>(key: &mut String, value: &T) {
+    use std::fmt::Write as _;
+    let _ = write!(key, "{value}");
+}
+
+/// The wrapper of a cached function.
+pub async fn run<A, F>(
+    site: &'static Site,
+    source: Source,
+    key: Option<String>,
+    adapter: A,
+    body: F,
+) -> A::Output
+where
+    A: Adapter,
+    F: Future<Output = A::Output>,
+{
+    let Some(key) = key else {
+        return body.await;
+    };
+    if let Some(v) = source.memory_hit::<A::Value>(site, &key) {
+        return adapter.join(v);
+    }
+    let cache = match source.resolve(site) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(function = site.scope, error = %e, "running without the cache");
+            return match adapter.fail(e) {
+                Some(out) => out,
+                None => body.await,
+            };
+        }
+    };
+    if adapter.strict() {
+        match cache.get_versioned::<A::Value>(&key, site.version).await {
+            Ok(Some(v)) => return adapter.join(v),
+            Ok(None) => {}
+            Err(e) => {
+                if let Some(out) = adapter.fail(e) {
+                    return out;
+                }
+            }
+        }
+    }
+    let filled = cache
+        .fill(&key, site.ttl.ttl(), site.version, move || async move {
+            adapter.split(body.await)
+        })
+        .await;
+    match filled {
+        Ok(v) => adapter.join(v),
+        Err(out) => out,
+    }
+}
+
+/// The `_invalidate` companion.
+pub async fn invalidate(
+    site: &'static Site,
+    source: Source,
+    key: Option<String>,
+) -> Result<bool, CacheError> {
+    let Some(key) = key else {
+        return Ok(false);
+    };
+    source.resolve(site)?.delete(&key).await
+}

@@ -17,6 +17,11 @@ use crate::protect::single_flight::{self, Join, SingleFlight};
 /// A value that can be cached: any serde type that is `Clone + Send + Sync + 'static`.
 ///
 /// Implemented for every such type; you never implement it yourself.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached",
+    label = "the cached value type",
+    note = "a cached value must implement serde's Serialize and Deserialize, and Clone + Send + Sync + 'static"
+)]
 pub trait CacheValue: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 
 impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> CacheValue for T {}
@@ -217,10 +222,6 @@ impl Cache {
             Store::Remote(_) => 0,
         };
         self.inner.counters.snapshot(evictions)
-    }
-
-    pub(crate) fn store(&self) -> &Store {
-        &self.inner.store
     }
 
     pub(crate) fn count(&self, c: Counter) {

@@ -72,7 +72,7 @@ impl Clock {
 /// Whole milliseconds of `d`, rounded up so that a 1 µs TTL does not become "already expired".
 pub(crate) fn duration_ms(d: Duration) -> u64 {
     let ms = d.as_millis();
-    let ms = if d.as_nanos() % 1_000_000 != 0 {
+    let ms = if !d.as_nanos().is_multiple_of(1_000_000) {
         ms + 1
     } else {
         ms

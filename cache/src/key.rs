@@ -436,7 +436,10 @@ mod tests {
         let k = key_of(&[&|h| h.arg(&42u64).expect("hashes"), &|h| {
             h.arg("alice").expect("hashes")
         }]);
-        assert_eq!(k, "shop::users::load_user:v1:5ad8a225f1d0bb939937467cf7831e67");
+        assert_eq!(
+            k,
+            "shop::users::load_user:v1:5ad8a225f1d0bb939937467cf7831e67"
+        );
 
         let filter = Filter {
             tenant: "acme".into(),
@@ -449,7 +452,10 @@ mod tests {
             &|h| h.arg(&Some(-3i32)).expect("hashes"),
             &|h| h.arg(&(1.5f64, 'x', ())).expect("hashes"),
         ]);
-        assert_eq!(k, "shop::users::load_user:v1:132bbd37d8069e02ca3a630633446742");
+        assert_eq!(
+            k,
+            "shop::users::load_user:v1:132bbd37d8069e02ca3a630633446742"
+        );
     }
 
     /// The encoding written out by hand, so the format is documented by a test as well as

@@ -80,16 +80,9 @@ const STRIPES: usize = 8;
 #[derive(Default)]
 struct Stripe([AtomicU64; COUNTERS]);
 
+#[derive(Default)]
 pub(crate) struct Counters {
     stripes: [Stripe; STRIPES],
-}
-
-impl Default for Counters {
-    fn default() -> Self {
-        Counters {
-            stripes: Default::default(),
-        }
-    }
 }
 
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);

@@ -52,13 +52,11 @@ impl CacheModule {
 }
 
 fn build(index: usize, b: &BackendConfig, config: &CacheConfig) -> Result<Cache, CacheError> {
-    let options = {
-        let mut o = CacheOptions::default();
-        o.default_ttl = b.default_ttl;
-        o.format = b.format;
-        o.fill_wait = config.service.fill_wait;
-        o.enabled = config.enabled;
-        o
+    let options = CacheOptions {
+        default_ttl: b.default_ttl,
+        format: b.format,
+        fill_wait: config.service.fill_wait,
+        enabled: config.enabled,
     };
     match b.kind {
         BackendKind::Memory => {
@@ -267,10 +265,8 @@ pub(crate) fn with_installed<R>(f: impl FnOnce(&Caches) -> R) -> R {
             .try_borrow()
             .map(|s| s.0 != generation || s.1.is_none())
             .unwrap_or(false);
-        if stale {
-            if let Ok(mut slot) = local.try_borrow_mut() {
-                *slot = (generation, Some(installed_now()));
-            }
+        if stale && let Ok(mut slot) = local.try_borrow_mut() {
+            *slot = (generation, Some(installed_now()));
         }
         let slot = local.try_borrow().ok()?;
         let caches = slot.1.as_ref().filter(|_| slot.0 == generation)?;

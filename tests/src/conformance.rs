@@ -46,28 +46,40 @@ pub async fn check_backend(b: &dyn CacheBackend, ns: &str) {
         vec![Some(b"1".to_vec()), None, Some(b"2".to_vec())],
         "get_many keeps the order of the keys and reports misses as None"
     );
-    assert_eq!(b.delete_many(&[&k1, &k2, &k3]).await.expect("delete_many"), 2);
+    assert_eq!(
+        b.delete_many(&[&k1, &k2, &k3]).await.expect("delete_many"),
+        2
+    );
 
     // pattern delete
     for i in 0..5 {
-        b.set(&k(&format!("user:{i}")), b"u", None).await.expect("set");
+        b.set(&k(&format!("user:{i}")), b"u", None)
+            .await
+            .expect("set");
     }
     b.set(&k("user:10"), b"u", None).await.expect("set");
     b.set(&k("order:1"), b"o", None).await.expect("set");
     assert_eq!(
-        b.delete_pattern(&k("user:?")).await.expect("delete_pattern ?"),
+        b.delete_pattern(&k("user:?"))
+            .await
+            .expect("delete_pattern ?"),
         5
     );
     assert!(b.exists(&k("user:10")).await.expect("exists"));
     assert_eq!(
-        b.delete_pattern(&k("user:*")).await.expect("delete_pattern *"),
+        b.delete_pattern(&k("user:*"))
+            .await
+            .expect("delete_pattern *"),
         1
     );
     assert!(b.exists(&k("order:1")).await.expect("exists"));
 
     // clear removes what this backend wrote
     let before = b.clear().await.expect("clear");
-    assert!(before >= 2, "clear removed {before} keys, expected the two left");
+    assert!(
+        before >= 2,
+        "clear removed {before} keys, expected the two left"
+    );
     assert_eq!(b.get(&k("order:1")).await.expect("get"), None);
     assert_eq!(b.get(&k("bin")).await.expect("get"), None);
 

@@ -63,10 +63,19 @@ async fn typed_values_round_trip() {
             .await
             .expect("set_many");
         assert_eq!(
-            cache.get_many::<u32>(&["a", "x", "b"]).await.expect("get_many"),
+            cache
+                .get_many::<u32>(&["a", "x", "b"])
+                .await
+                .expect("get_many"),
             vec![Some(1), None, Some(2)]
         );
-        assert_eq!(cache.delete_many(&["a", "b", "x"]).await.expect("delete_many"), 2);
+        assert_eq!(
+            cache
+                .delete_many(&["a", "b", "x"])
+                .await
+                .expect("delete_many"),
+            2
+        );
         assert!(cache.delete("user:7").await.expect("delete"));
         assert!(!cache.exists("user:7").await.expect("exists"));
 
@@ -83,14 +92,21 @@ async fn ttl_follows_the_clock() {
     for engine in ENGINES {
         let clock = Clock::manual(1_000_000);
         let cache = cache_on(engine, &clock);
-        cache.set("short", &1u8, Duration::from_secs(10)).await.expect("set");
+        cache
+            .set("short", &1u8, Duration::from_secs(10))
+            .await
+            .expect("set");
         cache.set("default", &2u8, None).await.expect("set"); // 5 minutes
         cache.set("forever", &3u8, Ttl::Never).await.expect("set");
 
         clock.advance(Duration::from_millis(9_999));
         assert_eq!(cache.get::<u8>("short").await.expect("get"), Some(1));
         clock.advance(Duration::from_millis(1));
-        assert_eq!(cache.get::<u8>("short").await.expect("get"), None, "{engine:?}");
+        assert_eq!(
+            cache.get::<u8>("short").await.expect("get"),
+            None,
+            "{engine:?}"
+        );
         assert!(!cache.exists("short").await.expect("exists"));
 
         clock.advance(Duration::from_secs(290));
@@ -131,9 +147,15 @@ async fn entry_bound_evicts() {
             cache.set(&format!("k{i}"), &i, None).await.expect("set");
         }
         let len = backend.len();
-        assert!(len <= 150, "{engine:?} holds {len} entries with a bound of 100");
+        assert!(
+            len <= 150,
+            "{engine:?} holds {len} entries with a bound of 100"
+        );
         assert!(len >= 50, "{engine:?} holds only {len} entries");
-        assert!(cache.stats().evictions > 0, "{engine:?} counted no evictions");
+        assert!(
+            cache.stats().evictions > 0,
+            "{engine:?} counted no evictions"
+        );
     }
 }
 
@@ -148,7 +170,10 @@ async fn weight_bound_counts_bytes() {
         let cache = Cache::from_backend("weighted", backend.clone());
         let blob = "x".repeat(4 * 1024);
         for i in 0..200u32 {
-            cache.set(&format!("blob{i}"), &blob, None).await.expect("set");
+            cache
+                .set(&format!("blob{i}"), &blob, None)
+                .await
+                .expect("set");
         }
         let len = backend.len();
         // 64 KiB / ~4 KiB per entry = about 16 entries.
@@ -161,13 +186,14 @@ async fn weight_bound_counts_bytes() {
 async fn another_type_under_the_key_is_a_counted_miss() {
     for engine in ENGINES {
         let cache = cache_on(engine, &Clock::system());
-        cache.set("k", &"text".to_string(), None).await.expect("set");
+        cache
+            .set("k", &"text".to_string(), None)
+            .await
+            .expect("set");
         assert_eq!(cache.get::<u64>("k").await.expect("get"), None);
         assert_eq!(cache.stats().decode_failures, 1);
         // The next fill overwrites it.
-        let v = cache
-            .get_or_insert_with("k", None, || async { 9u64 })
-            .await;
+        let v = cache.get_or_insert_with("k", None, || async { 9u64 }).await;
         assert_eq!(v, 9);
         assert_eq!(cache.get::<u64>("k").await.expect("get"), Some(9));
     }
@@ -178,8 +204,14 @@ async fn pattern_delete_and_clear() {
     for engine in ENGINES {
         let cache = cache_on(engine, &Clock::system());
         for i in 0..10u32 {
-            cache.set(&format!("user:{i}"), &i, None).await.expect("set");
-            cache.set(&format!("order:{i}"), &i, None).await.expect("set");
+            cache
+                .set(&format!("user:{i}"), &i, None)
+                .await
+                .expect("set");
+            cache
+                .set(&format!("order:{i}"), &i, None)
+                .await
+                .expect("set");
         }
         assert_eq!(cache.delete_pattern("user:*").await.expect("pattern"), 10);
         assert_eq!(cache.delete_pattern("order:1?").await.expect("pattern"), 0);
@@ -241,10 +273,16 @@ async fn byte_backends_store_envelopes_and_survive_garbage() {
         id: 1,
         name: "Grace".into(),
     };
-    cache.set("u", &user, Duration::from_secs(60)).await.expect("set");
+    cache
+        .set("u", &user, Duration::from_secs(60))
+        .await
+        .expect("set");
     let raw = bytes.get("u").await.expect("raw get").expect("stored");
     assert_eq!(raw[0], lexigram_cache::codec::MAGIC);
-    assert_eq!(cache.get::<User>("u").await.expect("get"), Some(user.clone()));
+    assert_eq!(
+        cache.get::<User>("u").await.expect("get"),
+        Some(user.clone())
+    );
 
     for garbage in [
         &b""[..],
@@ -257,7 +295,10 @@ async fn byte_backends_store_envelopes_and_survive_garbage() {
         assert_eq!(cache.get::<User>("u").await.expect("get"), None);
     }
     // Right envelope, other type.
-    cache.set("u", &"not a user".to_string(), None).await.expect("set");
+    cache
+        .set("u", &"not a user".to_string(), None)
+        .await
+        .expect("set");
     assert_eq!(cache.get::<User>("u").await.expect("get"), None);
     assert_eq!(cache.stats().decode_failures, 6);
 

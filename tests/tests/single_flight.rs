@@ -10,10 +10,16 @@ use lexigram_cache_tests::RunCounter;
 fn caches() -> Vec<Cache> {
     let mut out = Vec::new();
     for engine in [MemoryEngine::S3Fifo, MemoryEngine::TinyLfu] {
-        let b = MemoryBackend::builder().engine(engine).build().expect("valid");
+        let b = MemoryBackend::builder()
+            .engine(engine)
+            .build()
+            .expect("valid");
         out.push(Cache::from_backend(format!("{engine:?}"), b.clone()));
         // Through the byte-level trait: exercises the envelope path.
-        out.push(Cache::from_backend(format!("{engine:?}-bytes"), Arc::new(b)));
+        out.push(Cache::from_backend(
+            format!("{engine:?}-bytes"),
+            Arc::new(b),
+        ));
     }
     out
 }
@@ -38,7 +44,13 @@ async fn thousand_callers_one_key_one_run() {
         for v in join_all(calls).await {
             assert_eq!(v.expect("task"), "value");
         }
-        assert_eq!(runs.get(), 1, "{}: body ran {} times", cache.name(), runs.get());
+        assert_eq!(
+            runs.get(),
+            1,
+            "{}: body ran {} times",
+            cache.name(),
+            runs.get()
+        );
         assert!(cache.stats().coalesced > 0, "{}", cache.name());
     }
 }
@@ -64,7 +76,12 @@ async fn eight_keys_fill_in_parallel() {
                     == i % 8
             })
         });
-        assert!(join_all(calls).await.into_iter().all(|ok| ok.expect("task")));
+        assert!(
+            join_all(calls)
+                .await
+                .into_iter()
+                .all(|ok| ok.expect("task"))
+        );
         let took = started.elapsed();
         assert_eq!(runs.get(), 8, "{}", cache.name());
         // Serial fills would take 8 × 300 ms = 2.4 s.
@@ -113,7 +130,12 @@ async fn aborted_leader_is_replaced() {
         for v in done {
             assert_eq!(v.expect("task"), 7);
         }
-        assert_eq!(runs.get(), 2, "{}: one takeover, not one per waiter", cache.name());
+        assert_eq!(
+            runs.get(),
+            2,
+            "{}: one takeover, not one per waiter",
+            cache.name()
+        );
     }
 }
 
@@ -142,9 +164,9 @@ async fn panicking_leader_is_replaced() {
         let waiters: Vec<_> = (0..50)
             .map(|_| {
                 let cache = cache.clone();
-                tokio::spawn(async move {
-                    cache.get_or_insert_with("p", None, || async { 3u32 }).await
-                })
+                tokio::spawn(
+                    async move { cache.get_or_insert_with("p", None, || async { 3u32 }).await },
+                )
             })
             .collect();
         assert!(leader.await.expect_err("leader panics").is_panic());
@@ -163,7 +185,10 @@ async fn reentrant_same_key_does_not_deadlock() {
             Duration::from_secs(5),
             cache.get_or_insert_with("r", None, || async move {
                 // The body asks for its own key: it must run, not wait for itself.
-                inner_cache.get_or_insert_with("r", None, || async { 1u32 }).await + 1
+                inner_cache
+                    .get_or_insert_with("r", None, || async { 1u32 })
+                    .await
+                    + 1
             }),
         )
         .await
@@ -183,7 +208,11 @@ async fn errors_are_not_cached_and_not_shared() {
                     .try_get_or_insert_with("e", None, || async {
                         let n = runs.hit();
                         tokio::time::sleep(Duration::from_millis(10)).await;
-                        if n == 1 { Err("first run fails") } else { Ok(n as u32) }
+                        if n == 1 {
+                            Err("first run fails")
+                        } else {
+                            Ok(n as u32)
+                        }
                     })
                     .await
             })
@@ -196,7 +225,12 @@ async fn errors_are_not_cached_and_not_shared() {
         assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
         // The first success is shared by everyone still waiting.
         assert_eq!(runs.get(), 2, "{}", cache.name());
-        assert!(results.iter().filter_map(|r| r.as_ref().ok()).all(|v| *v == 2));
+        assert!(
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .all(|v| *v == 2)
+        );
         assert_eq!(cache.get::<u32>("e").await.expect("get"), Some(2));
     }
 }

@@ -1,0 +1,74 @@
+//! Parsing the attribute's options with darling.
+
+use darling::FromMeta;
+use darling::util::{PathList, SpannedValue};
+use proc_macro2::Span;
+
+/// `#[cacheable(...)]`, as written.
+#[derive(Debug, Default, FromMeta)]
+#[darling(default)]
+pub struct Args {
+    pub ttl: Option<SpannedValue<TtlArg>>,
+    pub key: Option<syn::LitStr>,
+    pub prefix: Option<String>,
+    pub cache: Option<syn::Expr>,
+    pub backend: Option<SpannedValue<String>>,
+    pub skip: Option<PathList>,
+    pub cache_err: SpannedValue<bool>,
+    pub cache_none: SpannedValue<bool>,
+    pub protect: Option<bool>,
+    pub early_refresh: Option<bool>,
+    pub beta: Option<SpannedValue<f64>>,
+    pub stale_if_error: Option<SpannedValue<TtlArg>>,
+    pub version: u32,
+    pub skip_on_error: Option<bool>,
+    pub companions: Option<bool>,
+}
+
+/// A duration option: integer seconds, a humantime string, or `"never"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TtlArg {
+    Millis(u64),
+    Never,
+}
+
+impl FromMeta for TtlArg {
+    fn from_value(value: &syn::Lit) -> darling::Result<Self> {
+        match value {
+            syn::Lit::Int(i) => {
+                let secs: u64 = i.base10_parse().map_err(|e| {
+                    darling::Error::custom(format!("ttl must be whole seconds: {e}")).with_span(i)
+                })?;
+                Ok(TtlArg::Millis(secs.saturating_mul(1000)))
+            }
+            syn::Lit::Str(s) => parse_text(&s.value(), s.span()),
+            other => Err(darling::Error::custom(
+                "expected seconds (`ttl = 60`) or a duration (`ttl = \"5m\"`)",
+            )
+            .with_span(other)),
+        }
+    }
+}
+
+fn parse_text(text: &str, span: Span) -> darling::Result<TtlArg> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("never") {
+        return Ok(TtlArg::Never);
+    }
+    let d = humantime::parse_duration(text).map_err(|e| {
+        darling::Error::custom(format!(
+            "`{text}` is not a duration ({e}); write seconds (`60`), a duration such as \"90s\", \"5m\" or \"1h30m\", or \"never\""
+        ))
+        .with_span(&span)
+    })?;
+    Ok(TtlArg::Millis(
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+    ))
+}
+
+impl Args {
+    pub fn parse(tokens: proc_macro2::TokenStream) -> syn::Result<Self> {
+        let metas = darling::ast::NestedMeta::parse_meta_list(tokens)?;
+        Args::from_list(&metas).map_err(|e| syn::Error::new(e.span(), e.to_string()))
+    }
+}

@@ -1,0 +1,243 @@
+//! The generated tokens.
+
+use proc_macro2::{TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned};
+use syn::ItemFn;
+use syn::spanned::Spanned;
+
+use crate::args::{Args, TtlArg};
+use crate::key::{self, Segment};
+use crate::signature::{self, Shape, Signature};
+
+/// Everything checked; ready to expand.
+pub struct Plan {
+    pub args: Args,
+    pub sig: Signature,
+    pub template: Option<Vec<Segment>>,
+    pub skip: Vec<syn::Ident>,
+}
+
+pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
+    let site = site(&plan, &f);
+    let key = key_expr(&plan);
+    let source = source_expr(&plan);
+    let ret = &plan.sig.output;
+    let adapter = adapter_method(&plan.args);
+    let assertions = assertions(&plan.args, ret);
+
+    let wrap = |body: TokenStream| {
+        quote! {{
+            #site
+            let __lex_key: ::core::option::Option<::std::string::String> = #key;
+            let __lex_source = #source;
+            #[allow(unused_imports)]
+            use ::lexigram_cache::__private::{ProbeOption as _, ProbePlain as _, ProbeResult as _};
+            #assertions
+            let __lex_adapter = (&&&::lexigram_cache::__private::Probe::<#ret>::new()).#adapter();
+            let __lex_body = async move {
+                // Tells inference the block's output type, so `?` in the body converts errors
+                // into the function's error type as it would without the attribute.
+                if let ::core::option::Option::Some(__lex_ret) = ::core::option::Option::None::<#ret> {
+                    #[allow(unreachable_code)]
+                    return __lex_ret;
+                }
+                #body
+            };
+            ::lexigram_cache::__private::run(&__LEX_SITE, __lex_source, __lex_key, __lex_adapter, __lex_body).await
+        }}
+    };
+
+    let companions = match plan.sig.shape {
+        Shape::Async if plan.args.companions.unwrap_or(true) => companions(&plan, &f),
+        _ => TokenStream::new(),
+    };
+
+    match plan.sig.shape {
+        Shape::Async => {
+            let body = &f.block;
+            let wrapped = wrap(quote!(#body));
+            f.block = Box::new(syn::parse_quote!({ #wrapped }));
+        }
+        Shape::AsyncTrait { let_index } => {
+            if let Some(inner) = signature::async_block_of_mut(&mut f.block)
+                && let Some(syn::Stmt::Local(local)) = inner.stmts.get_mut(let_index)
+                && let Some(init) = local.init.as_mut()
+            {
+                let body = &init.expr;
+                let wrapped = wrap(quote!(#body));
+                init.expr = Box::new(syn::parse_quote!(#wrapped));
+            }
+        }
+    }
+    quote!(#f #companions)
+}
+
+fn site(plan: &Plan, f: &ItemFn) -> TokenStream {
+    let a = &plan.args;
+    let name = f.sig.ident.to_string();
+    let prefix = a.prefix.clone().unwrap_or_default();
+    let version = a.version;
+    let ttl = match a.ttl.as_ref().map(|t| **t) {
+        None => quote!(::lexigram_cache::__private::SiteTtl::Default),
+        Some(TtlArg::Never) => quote!(::lexigram_cache::__private::SiteTtl::Never),
+        Some(TtlArg::Millis(ms)) => quote!(::lexigram_cache::__private::SiteTtl::Millis(#ms)),
+    };
+    let backend = opt(a.backend.as_ref().map(|b| (**b).clone()));
+    let protect = opt(a.protect);
+    let early = opt(a.early_refresh);
+    let beta = opt(a.beta.as_ref().map(|b| (**b * 1000.0).round() as u32));
+    let stale = opt(a.stale_if_error.as_ref().map(|s| match **s {
+        TtlArg::Millis(ms) => ms,
+        TtlArg::Never => u64::MAX,
+    }));
+    quote! {
+        static __LEX_SITE: ::lexigram_cache::__private::Site = ::lexigram_cache::__private::Site {
+            scope: ::core::concat!(::core::module_path!(), "::", #name),
+            prefix: #prefix,
+            version: #version,
+            ttl: #ttl,
+            backend: #backend,
+            protect: #protect,
+            early_refresh: #early,
+            beta_milli: #beta,
+            stale_if_error_ms: #stale,
+        };
+    }
+}
+
+fn opt<T: quote::ToTokens>(v: Option<T>) -> TokenStream {
+    match v {
+        Some(v) => quote!(::core::option::Option::Some(#v)),
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+fn key_expr(plan: &Plan) -> TokenStream {
+    if let Some(segments) = &plan.template {
+        return key::expand(segments, &plan.sig);
+    }
+    let feeds = plan
+        .sig
+        .params
+        .iter()
+        .filter(|p| !plan.skip.contains(&p.ident))
+        .map(|p| {
+            let ident = &p.ident;
+            // Spanned at the parameter, so "not Serialize" points at it.
+            quote_spanned!(p.ty.span()=> ::lexigram_cache::__private::feed(&mut __lex_h, &mut __lex_ok, &#ident);)
+        });
+    quote! {{
+        let mut __lex_h = ::lexigram_cache::__private::hasher();
+        #[allow(unused_mut)]
+        let mut __lex_ok = true;
+        #(#feeds)*
+        ::lexigram_cache::__private::auto_key(&__LEX_SITE, &__lex_h, __lex_ok)
+    }}
+}
+
+fn source_expr(plan: &Plan) -> TokenStream {
+    match &plan.args.cache {
+        Some(expr) => {
+            let expr = rename_self(quote!(#expr), &plan.sig.self_ident);
+            quote!(::lexigram_cache::__private::given(&(#expr)))
+        }
+        None => quote!(::lexigram_cache::__private::Source::Registry),
+    }
+}
+
+/// `#[async_trait]` renames `self` to `__self` in the body; user expressions in the attribute
+/// need the same.
+fn rename_self(tokens: TokenStream, to: &syn::Ident) -> TokenStream {
+    if to == "self" {
+        return tokens;
+    }
+    tokens
+        .into_iter()
+        .map(|tt| match tt {
+            TokenTree::Ident(i) if i == "self" => {
+                TokenTree::Ident(syn::Ident::new("__self", i.span()))
+            }
+            TokenTree::Group(g) => {
+                let mut ng = proc_macro2::Group::new(g.delimiter(), rename_self(g.stream(), to));
+                ng.set_span(g.span());
+                TokenTree::Group(ng)
+            }
+            other => other,
+        })
+        .collect()
+}
+
+fn adapter_method(a: &Args) -> syn::Ident {
+    if *a.cache_err || *a.cache_none {
+        format_ident!("__lex_adapter_whole")
+    } else if a.skip_on_error == Some(false) {
+        format_ident!("__lex_adapter_strict")
+    } else {
+        format_ident!("__lex_adapter")
+    }
+}
+
+fn assertions(a: &Args, ret: &syn::Type) -> TokenStream {
+    let mut out = TokenStream::new();
+    if *a.cache_none {
+        let span = a.cache_none.span();
+        out.extend(quote_spanned!(span=> ::lexigram_cache::__private::assert_option::<#ret>();));
+    }
+    if *a.cache_err {
+        let span = a.cache_err.span();
+        out.extend(quote_spanned!(span=> ::lexigram_cache::__private::assert_result::<#ret>();));
+    }
+    if a.skip_on_error == Some(false) {
+        out.extend(
+            quote_spanned!(ret.span()=> ::lexigram_cache::__private::assert_result::<#ret>();),
+        );
+    }
+    out
+}
+
+fn companions(plan: &Plan, f: &ItemFn) -> TokenStream {
+    let vis = &f.vis;
+    let name = &f.sig.ident;
+    let key_fn = format_ident!("{}_cache_key", name);
+    let inv_fn = format_ident!("{}_invalidate", name);
+    let generics = &f.sig.generics;
+    let where_clause = &generics.where_clause;
+    let receiver = plan.sig.has_self.then(|| quote!(&self,));
+    let params = plan.sig.params.iter().map(|p| {
+        let (i, t) = (&p.ident, &p.ty);
+        quote!(#i: #t)
+    });
+    let params2 = params.clone();
+    let site = site(plan, f);
+    let key = key_expr(plan);
+    let source = source_expr(plan);
+    let key_doc = format!(
+        "The cache key [`{name}`](Self::{name}) uses for these arguments (empty if an argument fails to serialize). Generated by `#[cacheable]`."
+    );
+    let key_doc = if plan.sig.has_self {
+        key_doc
+    } else {
+        key_doc.replace("(Self::", "(")
+    };
+    let inv_doc = format!(
+        "Removes the value `{name}` cached for these arguments; `Ok(true)` if one was there. Generated by `#[cacheable]`."
+    );
+    quote! {
+        #[doc = #key_doc]
+        #[allow(unused_variables, clippy::needless_pass_by_value)]
+        #vis fn #key_fn #generics (#receiver #(#params),*) -> ::std::string::String #where_clause {
+            #site
+            let __lex_key: ::core::option::Option<::std::string::String> = #key;
+            __lex_key.unwrap_or_default()
+        }
+
+        #[doc = #inv_doc]
+        #[allow(unused_variables, clippy::needless_pass_by_value)]
+        #vis async fn #inv_fn #generics (#receiver #(#params2),*) -> ::core::result::Result<bool, ::lexigram_cache::CacheError> #where_clause {
+            #site
+            let __lex_key: ::core::option::Option<::std::string::String> = #key;
+            let __lex_source = #source;
+            ::lexigram_cache::__private::invalidate(&__LEX_SITE, __lex_source, __lex_key).await
+        }
+    }
+}

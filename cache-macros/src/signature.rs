@@ -1,0 +1,155 @@
+//! What the function looks like: receiver, parameters, return type, and whether
+//! `#[async_trait]` has already rewritten it.
+
+use syn::spanned::Spanned;
+use syn::{Block, Expr, FnArg, ItemFn, Pat, ReturnType, Stmt, Type};
+
+pub struct Param {
+    pub ident: syn::Ident,
+    pub ty: Type,
+}
+
+/// How the body is reached.
+pub enum Shape {
+    /// A plain `async fn`: the body is the fn's block.
+    Async,
+    /// A fn that `#[async_trait]` turned into `Box::pin(async move { ...; let __ret: R = BODY; __ret })`:
+    /// the statement index of that `let` inside the async block.
+    AsyncTrait { let_index: usize },
+}
+
+pub struct Signature {
+    pub has_self: bool,
+    /// `self`, or `__self` once `#[async_trait]` renamed it.
+    pub self_ident: syn::Ident,
+    pub params: Vec<Param>,
+    pub output: Type,
+    pub shape: Shape,
+    pub is_generic: bool,
+}
+
+pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
+    let (shape, output) = match (&f.sig.asyncness, &f.sig.output) {
+        (Some(_), ReturnType::Type(_, ty)) => (Shape::Async, (**ty).clone()),
+        (Some(_), ReturnType::Default) => {
+            return Err(syn::Error::new(
+                f.sig.ident.span(),
+                "#[cacheable] needs a return type: a function returning `()` has nothing to cache",
+            ));
+        }
+        (None, _) => match async_trait_body(&f.block) {
+            Some((let_index, ty)) => (Shape::AsyncTrait { let_index }, ty),
+            None => {
+                return Err(syn::Error::new(
+                    f.sig.fn_token.span,
+                    "#[cacheable] works on `async fn` only; make this function async",
+                ));
+            }
+        },
+    };
+    if let Type::ImplTrait(it) = &output {
+        return Err(syn::Error::new(
+            it.span(),
+            "#[cacheable] needs a concrete return type to store; `impl Trait` cannot be cached",
+        ));
+    }
+    let async_trait = matches!(shape, Shape::AsyncTrait { .. });
+    let mut has_self = false;
+    let mut params = Vec::new();
+    for arg in &f.sig.inputs {
+        match arg {
+            FnArg::Receiver(r) => {
+                match &r.kind {
+                    syn::ReceiverKind::Reference(_, _, None) => {}
+                    syn::ReceiverKind::Reference(_, _, Some(_)) => {
+                        return Err(syn::Error::new(
+                            r.span(),
+                            "#[cacheable] methods take `&self`, not `&mut self`: a cache hit would skip the mutation",
+                        ));
+                    }
+                    _ => {
+                        return Err(syn::Error::new(
+                            r.span(),
+                            "#[cacheable] methods take `&self`: a method that consumes `self` cannot share a cached value",
+                        ));
+                    }
+                }
+                has_self = true;
+            }
+            FnArg::Typed(pt) => match &*pt.pat {
+                Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => {
+                    params.push(Param {
+                        ident: pi.ident.clone(),
+                        ty: (*pt.ty).clone(),
+                    })
+                }
+                other => {
+                    return Err(syn::Error::new(
+                        other.span(),
+                        "#[cacheable] needs plain parameter names (`id: u64`), not patterns",
+                    ));
+                }
+            },
+        }
+    }
+    let self_ident = if async_trait {
+        syn::Ident::new("__self", proc_macro2::Span::call_site())
+    } else {
+        syn::Ident::new("self", proc_macro2::Span::call_site())
+    };
+    let is_generic = f
+        .sig
+        .generics
+        .params
+        .iter()
+        .any(|p| !matches!(p, syn::GenericParam::Lifetime(_)));
+    Ok(Signature {
+        has_self,
+        self_ident,
+        params,
+        output,
+        shape,
+        is_generic,
+    })
+}
+
+/// Recognises the body `#[async_trait]` writes and returns the `let __ret: R = ...;` position
+/// and `R`.
+fn async_trait_body(block: &Block) -> Option<(usize, Type)> {
+    let inner = async_block_of(block)?;
+    inner.stmts.iter().enumerate().find_map(|(i, stmt)| {
+        let Stmt::Local(local) = stmt else {
+            return None;
+        };
+        let Pat::Type(pt) = &local.pat else {
+            return None;
+        };
+        match &*pt.pat {
+            Pat::Ident(pi) if pi.ident == "__ret" && local.init.is_some() => {
+                Some((i, (*pt.ty).clone()))
+            }
+            _ => None,
+        }
+    })
+}
+
+/// The `async move { ... }` inside `Box::pin(...)`.
+pub fn async_block_of(block: &Block) -> Option<&Block> {
+    let [Stmt::Expr(Expr::Call(call), None)] = block.stmts.as_slice() else {
+        return None;
+    };
+    let [Expr::Async(a)] = call.args.iter().collect::<Vec<_>>().as_slice() else {
+        return None;
+    };
+    Some(&a.block)
+}
+
+pub fn async_block_of_mut(block: &mut Block) -> Option<&mut Block> {
+    let [Stmt::Expr(Expr::Call(call), None)] = block.stmts.as_mut_slice() else {
+        return None;
+    };
+    match call.args.first_mut() {
+        Some(Expr::Async(a)) => Some(&mut a.block),
+        _ => None,
+    }
+}
