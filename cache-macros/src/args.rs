@@ -69,6 +69,65 @@ fn parse_text(text: &str, span: Span) -> darling::Result<TtlArg> {
 impl Args {
     pub fn parse(tokens: proc_macro2::TokenStream) -> syn::Result<Self> {
         let metas = darling::ast::NestedMeta::parse_meta_list(tokens)?;
-        Args::from_list(&metas).map_err(|e| syn::Error::new(e.span(), e.to_string()))
+        Args::from_list(&metas).map_err(|e| {
+            let mut message = e.to_string();
+            if let Some(unknown) = message
+                .strip_prefix("Unknown field: `")
+                .and_then(|rest| rest.split('`').next())
+                && let Some(best) = closest(unknown)
+            {
+                message = format!("unknown option `{unknown}`; did you mean `{best}`?");
+            } else if message.starts_with("Unknown field") {
+                message = format!("{message}; the options are: {}", OPTIONS.join(", "));
+            }
+            syn::Error::new(e.span(), message)
+        })
     }
+}
+
+const OPTIONS: &[&str] = &[
+    "ttl",
+    "key",
+    "prefix",
+    "cache",
+    "backend",
+    "skip",
+    "cache_err",
+    "cache_none",
+    "protect",
+    "early_refresh",
+    "beta",
+    "stale_if_error",
+    "version",
+    "skip_on_error",
+    "companions",
+];
+
+/// The known option nearest to `word` by edit distance, if it is near enough to be a typo.
+fn closest(word: &str) -> Option<&'static str> {
+    OPTIONS
+        .iter()
+        .map(|o| (edit_distance(word, o), *o))
+        .filter(|(d, o)| *d <= 2.max(o.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, o)| o)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }

@@ -1,0 +1,8 @@
+use lexigram_cache::cacheable;
+
+#[cacheable(cache_err)]
+async fn load(id: u64) -> Option<u64> {
+    Some(id)
+}
+
+fn main() {}
