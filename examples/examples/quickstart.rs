@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use lexigram_cache::CacheModule;
+use lexigram_cache::cacheable;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -13,34 +13,34 @@ struct Weather {
     celsius: f32,
 }
 
-/// Pretends to call a slow upstream service.
-async fn fetch_weather(city: &str) -> Weather {
+/// Pretends to call a slow upstream service. The first call per city runs the body; calls
+/// within the next 60 seconds are answered from the cache.
+#[cacheable(ttl = 60, key = "weather:{city}")]
+async fn weather(city: &str) -> Result<Weather, std::io::Error> {
     tokio::time::sleep(Duration::from_millis(300)).await;
-    Weather {
+    Ok(Weather {
         city: city.to_string(),
         celsius: 21.5,
-    }
+    })
 }
 
 #[tokio::main]
-async fn main() {
-    let cache = CacheModule::stub().cache();
-    for attempt in 1..=2 {
+async fn main() -> Result<(), std::io::Error> {
+    for attempt in ["miss", "hit "] {
         let started = Instant::now();
-        let weather = cache
-            .get_or_insert_with("weather:lisbon", Duration::from_secs(60), || {
-                fetch_weather("Lisbon")
-            })
-            .await;
-        let outcome = if attempt == 1 { "miss" } else { "hit " };
+        let w = weather("Lisbon").await?;
         println!(
-            "call {attempt}: {outcome} {:>10.3?}  {} is {}°C",
+            "{attempt} {:>10.3?}  {} is {}°C",
             started.elapsed(),
-            weather.city,
-            weather.celsius
+            w.city,
+            w.celsius
         );
     }
-    let stats = cache.stats();
+    println!("key used: {}", weather_cache_key("Lisbon"));
+    weather_invalidate("Lisbon").await.ok();
+
+    // Nothing was installed, so the macro used the process-wide in-memory cache.
+    let stats = lexigram_cache::installed().cache().stats();
     println!(
         "stats: hits={} misses={} fills={} hit ratio={:.2}",
         stats.hits,
@@ -48,4 +48,5 @@ async fn main() {
         stats.fills,
         stats.hit_ratio()
     );
+    Ok(())
 }

@@ -1,0 +1,103 @@
+//! Memory hit through the macro against `cached` 4's macros, single task and 64 tasks, in one
+//! run (DESIGN.md section 9).
+//!
+//! `cargo bench -p lexigram-cache-benches --bench macro_hit`
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use cached::macros::{cached, concurrent_cached};
+use criterion::{Criterion, criterion_group, criterion_main};
+use lexigram_cache::cacheable;
+
+#[cacheable(ttl = 60)]
+async fn ours_auto_key(id: u64) -> u64 {
+    id * 2
+}
+
+#[cacheable(ttl = 60, key = "k:{id}")]
+async fn ours_template_key(id: u64) -> u64 {
+    id * 2
+}
+
+#[cached(ttl_secs = 60)]
+async fn cached_ttl(id: u64) -> u64 {
+    id * 2
+}
+
+#[concurrent_cached]
+async fn cached_concurrent(id: u64) -> u64 {
+    id * 2
+}
+
+macro_rules! contenders {
+    ($m:ident) => {
+        $m!("lexigram_auto_key", ours_auto_key);
+        $m!("lexigram_template_key", ours_template_key);
+        $m!("cached_ttl_secs", cached_ttl);
+        $m!("cached_concurrent", cached_concurrent);
+    };
+}
+
+fn single_task(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("macro_hit_1_task");
+    macro_rules! bench {
+        ($name:expr, $f:ident) => {
+            rt.block_on($f(42));
+            group.bench_function($name, |b| {
+                b.to_async(&rt)
+                    .iter(|| async { black_box($f(black_box(42)).await) })
+            });
+        };
+    }
+    contenders!(bench);
+    group.finish();
+}
+
+const TASKS: u64 = 64;
+
+fn many_tasks(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("macro_hit_64_tasks");
+    // Per-call time = wall time of 64 tasks sharing `iters` calls / iters.
+    macro_rules! bench {
+        ($name:expr, $f:ident) => {
+            rt.block_on($f(7));
+            group.bench_function($name, |b| {
+                b.iter_custom(|iters| {
+                    let per_task = iters.div_ceil(TASKS).max(1);
+                    rt.block_on(async {
+                        let started = Instant::now();
+                        let tasks: Vec<_> = (0..TASKS)
+                            .map(|_| {
+                                tokio::spawn(async move {
+                                    for _ in 0..per_task {
+                                        black_box($f(black_box(7)).await);
+                                    }
+                                })
+                            })
+                            .collect();
+                        for t in tasks {
+                            t.await.expect("task");
+                        }
+                        let took: Duration = started.elapsed();
+                        took.mul_f64(iters as f64 / (per_task * TASKS) as f64)
+                    })
+                })
+            });
+        };
+    }
+    contenders!(bench);
+    group.finish();
+}
+
+criterion_group!(benches, single_task, many_tasks);
+criterion_main!(benches);
