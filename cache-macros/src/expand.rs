@@ -56,7 +56,7 @@ pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
         Shape::Async => {
             let body = &f.block;
             let wrapped = wrap(quote!(#body));
-            f.block = Box::new(syn::parse_quote!({ #wrapped }));
+            *f.block = syn::parse_quote!({ #wrapped });
         }
         Shape::AsyncTrait { let_index } => {
             if let Some(inner) = signature::async_block_of_mut(&mut f.block)
@@ -65,7 +65,7 @@ pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
             {
                 let body = &init.expr;
                 let wrapped = wrap(quote!(#body));
-                init.expr = Box::new(syn::parse_quote!(#wrapped));
+                *init.expr = syn::parse_quote!(#wrapped);
             }
         }
     }

@@ -800,3 +800,33 @@ fn into_store<B: CacheBackend>(backend: B) -> Store {
         None => unreachable!("the slot is only emptied when it holds a MemoryBackend"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::CacheModule;
+
+    /// Finished and cancelled fills leave nothing behind in the in-flight table.
+    #[tokio::test]
+    async fn flights_are_removed() {
+        let cache = CacheModule::stub().cache();
+        cache.get_or_insert_with("k", None, || async { 1u8 }).await;
+        assert_eq!(cache.flights_in_progress(), 0);
+        let slow = cache.get_or_insert_with("x", None, || async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            1u8
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), slow)
+                .await
+                .is_err()
+        );
+        assert_eq!(cache.flights_in_progress(), 0);
+        let failed: Result<u8, &str> = cache
+            .try_get_or_insert_with("e", None, || async { Err("no") })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(cache.flights_in_progress(), 0);
+    }
+}

@@ -258,11 +258,11 @@ mod tests {
     fn foreign_and_damaged_bytes_are_reasons() {
         let fp = fingerprint::<User>(0);
         assert_eq!(
-            Envelope::decode::<User>(b"", fp).unwrap_err(),
+            Envelope::decode::<User>(b"", fp).expect_err("a miss reason"),
             MissReason::Truncated { len: 0 }
         );
         assert_eq!(
-            Envelope::decode::<User>(b"{\"id\":1}", fp).unwrap_err(),
+            Envelope::decode::<User>(b"{\"id\":1}", fp).expect_err("a miss reason"),
             MissReason::BadMagic(b'{')
         );
         let user = User {
@@ -279,13 +279,13 @@ mod tests {
         let mut newer = good.clone();
         newer[1] = ENVELOPE_VERSION + 1;
         assert_eq!(
-            Envelope::decode::<User>(&newer, fp).unwrap_err(),
+            Envelope::decode::<User>(&newer, fp).expect_err("a miss reason"),
             MissReason::NewerVersion(ENVELOPE_VERSION + 1)
         );
         let mut fmt = good.clone();
         fmt[2] = 9;
         assert_eq!(
-            Envelope::decode::<User>(&fmt, fp).unwrap_err(),
+            Envelope::decode::<User>(&fmt, fp).expect_err("a miss reason"),
             MissReason::UnknownFormat(9)
         );
         assert!(matches!(

@@ -66,5 +66,69 @@ pub use error::{BackendError, CacheError};
 pub use observe::CacheStats;
 pub use registry::{BackendHealth, CacheModule, Caches, HealthReport, installed};
 
-/// Caches an async function's result. See the crate documentation and the README's tour.
+/// Caches an async function's result (cache-aside).
+///
+/// ```
+/// use lexigram_cache::cacheable;
+///
+/// #[cacheable(ttl = "5m", key = "square:{n}")]
+/// async fn square(n: u64) -> Result<u64, std::io::Error> {
+///     Ok(n * n)
+/// }
+///
+/// # #[tokio::main] async fn main() {
+/// assert_eq!(square(3).await.unwrap(), 9);      // runs the body, stores 9
+/// assert_eq!(square(3).await.unwrap(), 9);      // served from the cache
+/// assert_eq!(square_cache_key(3), "square:3");  // generated companion
+/// square_invalidate(3).await.unwrap();          // generated companion: evicts the entry
+/// # }
+/// ```
+///
+/// Works on `async fn` free functions, inherent methods taking `&self`, trait impl methods
+/// (native `async fn` in traits, and methods of an `#[async_trait]` impl: put `#[async_trait]`
+/// on the impl block and `#[cacheable]` on the method), and generic functions that give `key`.
+/// The wrapper keeps the signature, visibility, docs and attributes, and its future is `Send`
+/// whenever the body's is.
+///
+/// # What is cached
+///
+/// Decided by the return type's trait impls, not its spelling: any `Result<T, E>` (also
+/// `anyhow::Result<T>`, `io::Result<T>` or a local alias) stores only `Ok` values;
+/// `Option<T>` stores only `Some`; any other type is stored as is. The stored type must be
+/// `Serialize + Deserialize + Clone + Send + Sync + 'static`.
+///
+/// # Options (all optional)
+///
+/// | option | meaning |
+/// |---|---|
+/// | `ttl = 60` / `ttl = "90s"` / `ttl = "never"` | lifetime; default: the backend's `default_ttl`. `0` is a compile error |
+/// | `key = "user:{id}"` | key template: `{param}`, `{param.field}`, `{self.field}` with `Display`; `{{`/`}}` for braces |
+/// | `prefix = "app:"` | put before the key |
+/// | `cache = expr` | the `Cache` (or `&Cache`) to use, e.g. `cache = self.cache` |
+/// | `backend = "name"` | a named backend of the installed registry |
+/// | `skip(a, b)` | parameters left out of the automatic key |
+/// | `cache_err` | also store `Err` values (`E` must be cacheable) |
+/// | `cache_none` | also store `None` |
+/// | `version = 2` | bumps the key space (automatic keys contain `:v2:`; every key's type fingerprint changes) |
+/// | `skip_on_error = false` | return cache *read* errors to the caller, converted with `From<CacheError>` into the fn's error type (Result returns only). Default `true`: a backend error is a miss |
+/// | `companions = false` | do not generate `<fn>_cache_key` / `<fn>_invalidate`; needed in trait impls, where extra methods are not allowed |
+/// | `protect`, `early_refresh`, `beta`, `stale_if_error` | parsed, checked and passed to the runtime, which **does not act on them yet**: in-process single flight is always on, and early refresh, stale-if-error and the distributed lock arrive with the protection work |
+///
+/// Without `cache` or `backend`, the installed registry's default cache is used
+/// ([`Caches::install`]); with nothing installed, a process-wide in-memory cache is created on
+/// first use.
+///
+/// # Keys
+///
+/// The automatic key is `{prefix}{module_path}::{fn_name}:v{version}:{hash}`, the hash being
+/// XXH3-128 of the non-skipped arguments' canonical serde encoding ([`key`]): stable across
+/// processes, machines and builds. `self` is not part of an automatic key: methods whose result
+/// depends on `self` name its fields in a template. An argument that is not `Serialize` is a
+/// compile error suggesting `skip(...)` or `key`.
+///
+/// # Companions
+///
+/// For `fn load_user(id: u64)` the macro also writes `fn load_user_cache_key(id: u64) -> String`
+/// and `async fn load_user_invalidate(id: u64) -> Result<bool, CacheError>` (sibling methods for
+/// methods), taking the same parameters as the function.
 pub use lexigram_cache_macros::cacheable;
