@@ -198,10 +198,10 @@ impl<T: CacheValue, E: From<CacheError> + 'static> Adapter for OkOrFail<T, E> {
     type Output = Result<T, E>;
     type Value = T;
     fn split(self, out: Result<T, E>) -> Result<T, Result<T, E>> {
-        out.map_err(Err)
+        OkOnly(PhantomData).split(out)
     }
     fn join(self, value: T) -> Result<T, E> {
-        Ok(value)
+        OkOnly(PhantomData).join(value)
     }
     fn fail(self, e: CacheError) -> Option<Result<T, E>> {
         Some(Err(E::from(e)))

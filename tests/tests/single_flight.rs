@@ -7,6 +7,36 @@ use futures::future::join_all;
 use lexigram_cache::{Cache, MemoryBackend, MemoryEngine};
 use lexigram_cache_tests::RunCounter;
 
+/// Starts a leader whose body marks itself running, then never finishes on its own (sleeps,
+/// or panics after `panic_after`), and returns once the body is running.
+async fn start_leader(
+    cache: &Cache,
+    key: &'static str,
+    runs: &RunCounter,
+    panic_after: Option<Duration>,
+) -> tokio::task::JoinHandle<u32> {
+    let (cache, body_runs) = (cache.clone(), runs.clone());
+    let leader = tokio::spawn(async move {
+        cache
+            .get_or_insert_with(key, None, || async move {
+                body_runs.hit();
+                match panic_after {
+                    Some(after) => {
+                        tokio::time::sleep(after).await;
+                        panic!("body failed");
+                    }
+                    None => tokio::time::sleep(Duration::from_secs(3600)).await,
+                }
+                0u32
+            })
+            .await
+    });
+    while runs.get() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    leader
+}
+
 fn caches() -> Vec<Cache> {
     let mut out = Vec::new();
     for engine in [MemoryEngine::S3Fifo, MemoryEngine::TinyLfu] {
@@ -93,21 +123,7 @@ async fn eight_keys_fill_in_parallel() {
 async fn aborted_leader_is_replaced() {
     for cache in caches() {
         let runs = RunCounter::default();
-        let leader = {
-            let (cache, runs) = (cache.clone(), runs.clone());
-            tokio::spawn(async move {
-                cache
-                    .get_or_insert_with("k", None, || async {
-                        runs.hit();
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                        0u32
-                    })
-                    .await
-            })
-        };
-        while runs.get() == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let leader = start_leader(&cache, "k", &runs, None).await;
         let waiters: Vec<_> = (0..100)
             .map(|_| {
                 let (cache, runs) = (cache.clone(), runs.clone());
@@ -143,24 +159,7 @@ async fn aborted_leader_is_replaced() {
 async fn panicking_leader_is_replaced() {
     for cache in caches() {
         let runs = RunCounter::default();
-        let leader = {
-            let (cache, runs) = (cache.clone(), runs.clone());
-            tokio::spawn(async move {
-                cache
-                    .get_or_insert_with("p", None, || async {
-                        runs.hit();
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        if runs.get() < 100 {
-                            panic!("body failed");
-                        }
-                        0u32
-                    })
-                    .await
-            })
-        };
-        while runs.get() == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let leader = start_leader(&cache, "p", &runs, Some(Duration::from_millis(100))).await;
         let waiters: Vec<_> = (0..50)
             .map(|_| {
                 let cache = cache.clone();
