@@ -75,23 +75,28 @@ impl Source {
     fn memory_hit<T: CacheValue>(&self, site: &Site, key: &str) -> Option<T> {
         match self {
             Source::Given(c) => c.memory_hit(key),
-            Source::Registry => with_installed(|caches| match site.backend {
-                None => caches.default_ref().memory_hit(key),
-                Some(name) => caches.named_ref(name)?.memory_hit(key),
-            }),
+            Source::Registry => with_installed(|caches| pick(caches, site)?.memory_hit(key)),
         }
     }
 
     fn resolve(self, site: &Site) -> Result<Cache, CacheError> {
         match self {
             Source::Given(c) => Ok(c),
-            Source::Registry => with_installed(|caches| match site.backend {
-                None => Ok(caches.cache()),
-                Some(name) => caches
-                    .named(name)
-                    .ok_or_else(|| CacheError::UnknownCache(name.to_owned())),
+            Source::Registry => with_installed(|caches| {
+                pick(caches, site).cloned().ok_or_else(|| {
+                    CacheError::UnknownCache(site.backend.unwrap_or_default().to_owned())
+                })
             }),
         }
+    }
+}
+
+/// The registry's cache for this site: the named backend, or the default.
+#[inline]
+fn pick<'a>(caches: &'a crate::Caches, site: &Site) -> Option<&'a Cache> {
+    match site.backend {
+        None => Some(caches.default_ref()),
+        Some(name) => caches.named_ref(name),
     }
 }
 
