@@ -58,10 +58,11 @@ pub mod __private;
 
 pub use backend::CacheBackend;
 pub use backend::memory::{MemoryBackend, MemoryBackendBuilder, MemoryEngine};
+pub use backend::redis::{RedisBackend, RedisBackendBuilder};
 pub use cache::{Cache, CacheOptions, CacheValue, Ttl};
 pub use clock::Clock;
 pub use codec::Format;
-pub use config::{BackendConfig, BackendKind, CacheConfig};
+pub use config::{BackendConfig, BackendKind, CacheConfig, ServerUrl};
 pub use error::{BackendError, CacheError};
 pub use observe::CacheStats;
 pub use registry::{BackendHealth, CacheModule, Caches, HealthReport, installed};

@@ -9,6 +9,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use crate::backend::memory::MemoryBackend;
+use crate::backend::redis::RedisBackend;
 use crate::cache::{Cache, CacheOptions};
 use crate::config::{self, BackendConfig, BackendKind, CacheConfig};
 use crate::error::CacheError;
@@ -32,7 +33,7 @@ impl CacheModule {
         let default = config::validate(&config)?;
         let mut caches = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
-            caches.push((b.name.clone(), build(i, b, &config)?));
+            caches.push((b.name.clone(), build(i, b, &config, i == default).await?));
         }
         Ok(Caches::new(caches, default, config))
     }
@@ -51,7 +52,23 @@ impl CacheModule {
     }
 }
 
-fn build(index: usize, b: &BackendConfig, config: &CacheConfig) -> Result<Cache, CacheError> {
+/// Moves a builder's field path under `backends[index]`.
+fn at_backend(index: usize) -> impl Fn(CacheError) -> CacheError {
+    move |e| match e {
+        CacheError::Config { path, message } => CacheError::Config {
+            path: format!("backends[{index}].{path}"),
+            message,
+        },
+        other => other,
+    }
+}
+
+async fn build(
+    index: usize,
+    b: &BackendConfig,
+    config: &CacheConfig,
+    is_default: bool,
+) -> Result<Cache, CacheError> {
     let options = CacheOptions {
         default_ttl: b.default_ttl,
         format: b.format,
@@ -70,13 +87,44 @@ fn build(index: usize, b: &BackendConfig, config: &CacheConfig) -> Result<Cache,
             if let Some(tti) = b.memory.time_to_idle {
                 builder = builder.time_to_idle(tti);
             }
-            let backend = builder.build().map_err(|e| match e {
-                CacheError::Config { path, message } => CacheError::Config {
-                    path: format!("backends[{index}].{path}"),
-                    message,
-                },
-                other => other,
-            })?;
+            let backend = builder.build().map_err(at_backend(index))?;
+            Ok(Cache::with_options(b.name.clone(), backend, options))
+        }
+        BackendKind::Redis => {
+            let mut urls = b.redis_url.iter().chain(&b.nodes).cloned();
+            let Some(first) = urls.next() else {
+                return Err(CacheError::Config {
+                    path: format!("backends[{index}].redis_url"),
+                    message: "a redis backend needs `redis_url` (or `nodes` for a Cluster), \
+                              e.g. redis://127.0.0.1:6379/0"
+                        .into(),
+                });
+            };
+            let mut builder = urls
+                .fold(RedisBackend::builder(first), |builder, url| {
+                    builder.node(url)
+                })
+                .cluster(b.cluster)
+                .prefix(b.prefix.clone())
+                .connect_timeout(b.connect_timeout)
+                .op_timeout(b.op_timeout)
+                .allow_unprefixed_clear(b.allow_unprefixed_clear);
+            if let Some(ca) = &b.ca_file {
+                builder = builder.ca_file(ca.clone());
+            }
+            let backend = builder.build().map_err(at_backend(index))?;
+            // A service cannot run without its default cache server; a secondary one may come
+            // up later, and the backend reconnects on its own when it does.
+            if let Err(e) = backend.ensure_connected().await {
+                if is_default {
+                    return Err(CacheError::backend(&b.name, e));
+                }
+                tracing::warn!(
+                    cache = %b.name,
+                    error = %e,
+                    "redis backend is not reachable at boot; calls miss until it is"
+                );
+            }
             Ok(Cache::with_options(b.name.clone(), backend, options))
         }
         other => Err(CacheError::NotBuilt {

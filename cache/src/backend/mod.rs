@@ -7,6 +7,7 @@
 
 pub mod glob;
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,7 +6,10 @@
 
 mod duration;
 mod model;
+mod secret;
 mod validate;
 
 pub use model::{BackendConfig, BackendKind, CacheConfig, MemoryConfig, ServiceConfig};
+pub use secret::ServerUrl;
+pub(crate) use secret::scrub;
 pub(crate) use validate::validate;

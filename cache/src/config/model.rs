@@ -1,11 +1,13 @@
 //! The configuration structs. Every field has a serde default, so an empty `cache:` section
 //! is a valid configuration: one in-memory backend named `default`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::duration;
+use super::secret::ServerUrl;
 use crate::backend::memory::MemoryEngine;
 use crate::codec::Format;
 
@@ -88,6 +90,27 @@ pub struct BackendConfig {
     pub format: Format,
     /// Options of the in-memory store (type `memory`).
     pub memory: MemoryConfig,
+    /// Redis: `redis://[user:password@]host:port[/db]`, or `rediss://...` for TLS. The password
+    /// is never printed (see [`ServerUrl`]).
+    pub redis_url: Option<ServerUrl>,
+    /// Redis Cluster: seed node URLs. Listing more than one node, or setting `cluster: true`,
+    /// selects Cluster mode; `redis_url` then counts as one more seed.
+    pub nodes: Vec<ServerUrl>,
+    /// Redis: treat the servers as a Cluster even if only one seed is given.
+    pub cluster: bool,
+    /// Redis over TLS: a PEM file with the CA that signed the server's certificate. Without it
+    /// the system's trust store is used.
+    pub ca_file: Option<PathBuf>,
+    /// Remote backends: how long to wait for a connection. Default `2s`.
+    #[serde(with = "duration::required")]
+    pub connect_timeout: Duration,
+    /// Remote backends: how long one operation may take before it counts as failed. Default
+    /// `500ms`: a cache that answers later than that is slower than most bodies it saves.
+    #[serde(with = "duration::required")]
+    pub op_timeout: Duration,
+    /// Let `clear` run with an empty `prefix`, which deletes *every* key on the server (or in
+    /// the database). Off by default, because that is almost never what a service wants.
+    pub allow_unprefixed_clear: bool,
 }
 
 impl Default for BackendConfig {
@@ -100,6 +123,13 @@ impl Default for BackendConfig {
             default_ttl: Some(Duration::from_secs(300)),
             format: Format::MsgPack,
             memory: MemoryConfig::default(),
+            redis_url: None,
+            nodes: Vec::new(),
+            cluster: false,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(2),
+            op_timeout: Duration::from_millis(500),
+            allow_unprefixed_clear: false,
         }
     }
 }
@@ -109,6 +139,22 @@ impl BackendConfig {
     pub fn memory(name: impl Into<String>) -> Self {
         BackendConfig {
             name: name.into(),
+            ..BackendConfig::default()
+        }
+    }
+
+    /// A Redis backend at `url` (single node; add `nodes` or set `cluster` for a Cluster).
+    ///
+    /// ```
+    /// use lexigram_cache::BackendConfig;
+    /// let b = BackendConfig::redis("sessions", "redis://:pw@127.0.0.1:6379/0");
+    /// assert_eq!(format!("{:?}", b.redis_url), "Some(\"redis://:***@127.0.0.1:6379/0\")");
+    /// ```
+    pub fn redis(name: impl Into<String>, url: impl Into<ServerUrl>) -> Self {
+        BackendConfig {
+            name: name.into(),
+            kind: BackendKind::Redis,
+            redis_url: Some(url.into()),
             ..BackendConfig::default()
         }
     }

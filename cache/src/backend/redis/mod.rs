@@ -1,0 +1,780 @@
+//! Redis, single node or Cluster, on the `redis` crate.
+//!
+//! One [`RedisBackend`] holds one multiplexed connection (a `ConnectionManager`, which
+//! reconnects by itself) or one Cluster connection. Every operation runs under the backend's
+//! operation timeout, so a stalled server costs a caller at most that long.
+
+mod slot;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::future::try_join_all;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, RedisError, TlsCertificates, Value};
+use tokio::sync::OnceCell;
+
+use super::CacheBackend;
+use super::glob;
+use crate::config::{ServerUrl, scrub};
+use crate::error::{BackendError, CacheError};
+
+/// Keys asked for per `SCAN` round trip and deleted per `UNLINK`.
+const SCAN_BATCH: usize = 500;
+/// After a failed connection attempt, calls fail fast for this long instead of each paying the
+/// connect timeout; the next call after it tries again.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Builds a [`RedisBackend`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use lexigram_cache::RedisBackend;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), lexigram_cache::CacheError> {
+/// let backend = RedisBackend::builder("redis://127.0.0.1:6379/0")
+///     .prefix("shop:")
+///     .op_timeout(Duration::from_millis(200))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct RedisBackendBuilder {
+    nodes: Vec<ServerUrl>,
+    cluster: bool,
+    prefix: String,
+    ca_file: Option<PathBuf>,
+    connect_timeout: Duration,
+    op_timeout: Duration,
+    allow_unprefixed_clear: bool,
+}
+
+impl RedisBackendBuilder {
+    /// Adds one more seed node (Cluster). Two or more nodes select Cluster mode.
+    pub fn node(mut self, url: impl Into<ServerUrl>) -> Self {
+        self.nodes.push(url.into());
+        self
+    }
+
+    /// Talks to a Redis Cluster even when only one seed node is given.
+    pub fn cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Put before every key, exactly once, such as `"shop:"`. [`clear`](CacheBackend::clear)
+    /// removes the keys under it and nothing else.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// A PEM file with the CA that signed the server's certificate, for `rediss://` URLs.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// How long to wait for a connection. Default 2 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one round trip may take before it fails with [`BackendError::Timeout`].
+    /// Default 500 ms.
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// Lets [`clear`](CacheBackend::clear) run without a prefix, deleting every key of the
+    /// database (of every master, on a Cluster). Off by default.
+    pub fn allow_unprefixed_clear(mut self, allow: bool) -> Self {
+        self.allow_unprefixed_clear = allow;
+        self
+    }
+
+    /// Checks the URLs and reads the CA file, without connecting. The backend connects on
+    /// first use, and keeps retrying (at most once a second) while the server is away.
+    pub fn build(self) -> Result<RedisBackend, CacheError> {
+        let Some(first) = self.nodes.first() else {
+            return Err(config_error(
+                "redis_url",
+                "no Redis URL given; set `redis_url`, e.g. redis://127.0.0.1:6379/0",
+            ));
+        };
+        let certs = match &self.ca_file {
+            Some(path) => Some(TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|e| {
+                    config_error(
+                        "ca_file",
+                        format!("cannot read the CA file {}: {e}", path.display()),
+                    )
+                })?),
+            }),
+            None => None,
+        };
+        let secrets: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|u| u.password().map(str::to_owned))
+            .collect();
+        let bad_url = |u: &ServerUrl, e: RedisError| {
+            config_error(
+                "redis_url",
+                format!(
+                    "`{u}` is not a usable Redis URL ({}); write redis://[user:password@]host:port[/db] or rediss://... for TLS",
+                    scrub(e.to_string(), &secrets)
+                ),
+            )
+        };
+        let client = if self.cluster || self.nodes.len() > 1 {
+            let mut infos = Vec::with_capacity(self.nodes.len());
+            for u in &self.nodes {
+                infos.push(
+                    redis::IntoConnectionInfo::into_connection_info(u.expose())
+                        .map_err(|e| bad_url(u, e))?,
+                );
+            }
+            let mut builder = ClusterClient::builder(infos)
+                .connection_timeout(self.connect_timeout)
+                .response_timeout(self.op_timeout)
+                .retries(1);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            Client::Cluster(builder.build().map_err(|e| bad_url(first, e))?)
+        } else {
+            let client = match certs {
+                Some(certs) => redis::Client::build_with_tls(first.expose(), certs),
+                None => redis::Client::open(first.expose()),
+            };
+            Client::Single(client.map_err(|e| bad_url(first, e))?)
+        };
+        let shown = self
+            .nodes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(RedisBackend {
+            inner: Arc::new(Inner {
+                client,
+                conn: OnceCell::new(),
+                failed: Mutex::new(None),
+                shown,
+                secrets,
+                tls: self.nodes.iter().any(|u| u.expose().starts_with("rediss:")),
+                prefix: self.prefix,
+                connect_timeout: self.connect_timeout,
+                op_timeout: self.op_timeout,
+                allow_unprefixed_clear: self.allow_unprefixed_clear,
+            }),
+        })
+    }
+
+    /// [`build`](Self::build), then connects once: an unreachable server is an error here,
+    /// naming the (redacted) URL.
+    pub async fn connect(self) -> Result<RedisBackend, CacheError> {
+        let backend = self.build()?;
+        backend
+            .inner
+            .conn()
+            .await
+            .map_err(|e| CacheError::backend("redis", e))?;
+        Ok(backend)
+    }
+}
+
+fn config_error(path: &str, message: impl Into<String>) -> CacheError {
+    CacheError::Config {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// A Redis backend: single node, or Cluster with several seed nodes.
+///
+/// Values are stored with `SET key value PX ms`; keys carry the backend's prefix exactly once.
+/// `delete_pattern` and `clear` walk the keyspace with `SCAN` (never `KEYS`) and delete with
+/// `UNLINK`, on every master of a Cluster. Cheap to clone.
+///
+/// ```no_run
+/// use lexigram_cache::{Cache, RedisBackend};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), lexigram_cache::CacheError> {
+/// let backend = RedisBackend::builder("redis://127.0.0.1:6379").prefix("app:").connect().await?;
+/// let cache = Cache::from_backend("redis", backend);
+/// cache.set("greeting", &"hello".to_string(), None).await?;
+/// assert_eq!(cache.get::<String>("greeting").await?.as_deref(), Some("hello"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("servers", &self.inner.shown)
+            .field("cluster", &matches!(self.inner.client, Client::Cluster(_)))
+            .field("prefix", &self.inner.prefix)
+            .field("op_timeout", &self.inner.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+// One per backend, inside its Arc: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Client {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+struct Inner {
+    client: Client,
+    conn: OnceCell<Conn>,
+    /// When the last connection attempt failed, and why.
+    failed: Mutex<Option<(Instant, String)>>,
+    /// The URLs, redacted, for messages.
+    shown: String,
+    /// Passwords, scrubbed out of any message a client library produces.
+    secrets: Vec<String>,
+    tls: bool,
+    prefix: String,
+    connect_timeout: Duration,
+    op_timeout: Duration,
+    allow_unprefixed_clear: bool,
+}
+
+impl Inner {
+    async fn conn(&self) -> Result<Conn, BackendError> {
+        if let Some(c) = self.conn.get() {
+            return Ok(c.clone());
+        }
+        if let Some((at, why)) = &*self.failed.lock()
+            && at.elapsed() < RECONNECT_PAUSE
+        {
+            return Err(BackendError::Connection(why.clone()));
+        }
+        self.conn
+            .get_or_try_init(|| async {
+                let attempt = tokio::time::timeout(self.connect_timeout, self.open()).await;
+                let why = match attempt {
+                    Ok(Ok(conn)) => {
+                        *self.failed.lock() = None;
+                        return Ok(conn);
+                    }
+                    Ok(Err(e)) => self.connect_message(&e),
+                    Err(_) => format!(
+                        "no connection to Redis at {} within {:?}",
+                        self.shown, self.connect_timeout
+                    ),
+                };
+                *self.failed.lock() = Some((Instant::now(), why.clone()));
+                Err(BackendError::Connection(why))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn open(&self) -> Result<Conn, RedisError> {
+        match &self.client {
+            Client::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.op_timeout))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_secs(1));
+                Ok(Conn::Single(
+                    ConnectionManager::new_with_config(client.clone(), config).await?,
+                ))
+            }
+            Client::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
+        }
+    }
+
+    fn connect_message(&self, e: &RedisError) -> String {
+        let detail = scrub(e.to_string(), &self.secrets);
+        let hint = if self.tls && (detail.contains("certificate") || detail.contains("Certificate"))
+        {
+            "; the server's certificate is not trusted: set `ca_file` to the CA that signed it"
+        } else {
+            ""
+        };
+        format!("cannot connect to Redis at {}: {detail}{hint}", self.shown)
+    }
+
+    fn error(&self, e: RedisError) -> BackendError {
+        if e.is_timeout() {
+            return BackendError::Timeout(self.op_timeout);
+        }
+        let text = scrub(e.to_string(), &self.secrets);
+        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+            BackendError::Connection(format!("Redis at {}: {text}", self.shown))
+        } else {
+            BackendError::Protocol(format!("Redis at {} answered: {text}", self.shown))
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + key.len());
+        k.push_str(&self.prefix);
+        k.push_str(key);
+        k
+    }
+
+    /// Runs one command under the operation timeout.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BackendError> {
+        let mut conn = self.conn().await?;
+        match tokio::time::timeout(self.op_timeout, cmd.query_async(&mut conn)).await {
+            Ok(r) => r.map_err(|e| self.error(e)),
+            Err(_) => Err(BackendError::Timeout(self.op_timeout)),
+        }
+    }
+
+    /// Runs one command on one Cluster node, under the operation timeout.
+    async fn query_node(
+        &self,
+        conn: &mut ClusterConnection,
+        cmd: Cmd,
+        node: &(String, u16),
+    ) -> Result<Value, BackendError> {
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: node.0.clone(),
+            port: node.1,
+        });
+        match tokio::time::timeout(self.op_timeout, conn.route_command(cmd, routing)).await {
+            Ok(r) => r.map_err(|e| self.error(e)),
+            Err(_) => Err(BackendError::Timeout(self.op_timeout)),
+        }
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.client, Client::Cluster(_))
+    }
+
+    /// Deletes every key under the prefix whose rest matches `pattern` (`None`: all of them).
+    async fn scan_delete(&self, pattern: Option<&str>) -> Result<u64, BackendError> {
+        let head = pattern.map_or_else(String::new, literal_head);
+        let server_match = format!("{}*", escape_match(&format!("{}{head}", self.prefix)));
+        let wanted = |full: &[u8]| -> bool {
+            let Some(pattern) = pattern else {
+                return full.starts_with(self.prefix.as_bytes());
+            };
+            std::str::from_utf8(full)
+                .ok()
+                .and_then(|k| k.strip_prefix(self.prefix.as_str()))
+                .is_some_and(|k| glob::matches(pattern, k))
+        };
+        let mut removed = 0;
+        match self.conn().await? {
+            Conn::Single(_) => {
+                let mut cursor = 0u64;
+                loop {
+                    let (next, keys): (u64, Vec<Vec<u8>>) =
+                        self.query(&scan(cursor, &server_match)).await?;
+                    let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| wanted(k)).collect();
+                    if !keys.is_empty() {
+                        removed += self.query::<u64>(redis::cmd("UNLINK").arg(&keys)).await?;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            Conn::Cluster(mut conn) => {
+                for node in self.masters(&mut conn).await? {
+                    let mut cursor = 0u64;
+                    loop {
+                        let reply = self
+                            .query_node(&mut conn, scan(cursor, &server_match), &node)
+                            .await?;
+                        let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)
+                            .map_err(|e| {
+                                BackendError::Protocol(format!("unexpected SCAN reply: {e}"))
+                            })?;
+                        let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| wanted(k)).collect();
+                        removed += self.unlink_by_slot(&keys).await?;
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// `UNLINK` in one command per hash slot (a Cluster refuses keys of several slots).
+    async fn unlink_by_slot(&self, keys: &[Vec<u8>]) -> Result<u64, BackendError> {
+        let groups = slot::group_by_slot(keys);
+        let counts = try_join_all(groups.iter().map(|g| async move {
+            let mut cmd = redis::cmd("UNLINK");
+            for &i in g {
+                cmd.arg(&keys[i]);
+            }
+            self.query::<u64>(&cmd).await
+        }))
+        .await?;
+        Ok(counts.into_iter().sum())
+    }
+
+    /// The address of every reachable master of the Cluster, from `CLUSTER NODES`.
+    async fn masters(
+        &self,
+        conn: &mut ClusterConnection,
+    ) -> Result<Vec<(String, u16)>, BackendError> {
+        let text: String = match tokio::time::timeout(
+            self.op_timeout,
+            redis::cmd("CLUSTER").arg("NODES").query_async(conn),
+        )
+        .await
+        {
+            Ok(r) => r.map_err(|e| self.error(e))?,
+            Err(_) => return Err(BackendError::Timeout(self.op_timeout)),
+        };
+        let masters = parse_masters(&text);
+        if masters.is_empty() {
+            return Err(BackendError::Protocol(
+                "CLUSTER NODES listed no reachable master; check the cluster with `redis-cli cluster nodes`"
+                    .into(),
+            ));
+        }
+        Ok(masters)
+    }
+}
+
+fn scan(cursor: u64, pattern: &str) -> Cmd {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(SCAN_BATCH);
+    cmd
+}
+
+/// Masters from `CLUSTER NODES` lines: `<id> <host:port@cport[,hostname]> <flags> ...`.
+fn parse_masters(text: &str) -> Vec<(String, u16)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, addr, flags) = (fields.next()?, fields.next()?, fields.next()?);
+            let is_master = flags.split(',').any(|f| f == "master");
+            let unusable = flags
+                .split(',')
+                .any(|f| matches!(f, "fail" | "fail?" | "noaddr" | "handshake"));
+            if !is_master || unusable {
+                return None;
+            }
+            let hostport = addr.split(['@', ',']).next()?;
+            let (host, port) = hostport.rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The literal characters of a glob before its first wildcard, unescaped.
+fn literal_head(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' | '?' => break,
+            '\\' => match chars.next() {
+                Some(next) => out.push(next),
+                None => break,
+            },
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes the characters Redis `MATCH` treats specially, so `text` matches itself.
+fn escape_match(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl RedisBackend {
+    /// A builder for a backend at `url` (`redis://` or `rediss://`).
+    pub fn builder(url: impl Into<ServerUrl>) -> RedisBackendBuilder {
+        RedisBackendBuilder {
+            nodes: vec![url.into()],
+            cluster: false,
+            prefix: String::new(),
+            ca_file: None,
+            connect_timeout: Duration::from_secs(2),
+            op_timeout: Duration::from_millis(500),
+            allow_unprefixed_clear: false,
+        }
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The server URLs with passwords redacted.
+    pub fn servers(&self) -> &str {
+        &self.inner.shown
+    }
+
+    /// Whether this backend talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.is_cluster()
+    }
+
+    /// Connects now if not connected yet; an error says why the server cannot be reached.
+    pub async fn ensure_connected(&self) -> Result<(), BackendError> {
+        self.inner.conn().await.map(drop)
+    }
+}
+
+#[async_trait]
+impl CacheBackend for RedisBackend {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        self.inner
+            .query(redis::cmd("GET").arg(self.inner.key(key)))
+            .await
+    }
+
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.inner.key(key)).arg(value);
+        if let Some(ttl) = ttl {
+            cmd.arg("PX").arg(ttl_ms(ttl));
+        }
+        self.inner.query::<()>(&cmd).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, BackendError> {
+        let n: u64 = self
+            .inner
+            .query(redis::cmd("DEL").arg(self.inner.key(key)))
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, BackendError> {
+        let n: u64 = self
+            .inner
+            .query(redis::cmd("EXISTS").arg(self.inner.key(key)))
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let full: Vec<String> = keys.iter().map(|k| self.inner.key(k)).collect();
+        if !self.inner.is_cluster() {
+            return self.inner.query(redis::cmd("MGET").arg(&full)).await;
+        }
+        let groups = slot::group_by_slot(&full);
+        let replies = try_join_all(groups.iter().map(|g| {
+            let mut cmd = redis::cmd("MGET");
+            for &i in g {
+                cmd.arg(&full[i]);
+            }
+            async move { self.inner.query::<Vec<Option<Vec<u8>>>>(&cmd).await }
+        }))
+        .await?;
+        let mut out = vec![None; keys.len()];
+        for (group, values) in groups.iter().zip(replies) {
+            if values.len() != group.len() {
+                return Err(BackendError::Protocol(format!(
+                    "MGET of {} keys answered {} values",
+                    group.len(),
+                    values.len()
+                )));
+            }
+            for (&i, v) in group.iter().zip(values) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_many(
+        &self,
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let full: Vec<String> = items.iter().map(|(k, _)| self.inner.key(k)).collect();
+        // One pipeline per slot: a single node gets exactly one, a Cluster node one per slot.
+        let groups = if self.inner.is_cluster() {
+            slot::group_by_slot(&full)
+        } else {
+            vec![(0..items.len()).collect()]
+        };
+        try_join_all(groups.iter().map(|g| {
+            let mut pipe = redis::pipe();
+            for &i in g {
+                let cmd = pipe.cmd("SET").arg(&full[i]).arg(items[i].1);
+                if let Some(ttl) = ttl {
+                    cmd.arg("PX").arg(ttl_ms(ttl));
+                }
+                cmd.ignore();
+            }
+            async move {
+                let mut conn = self.inner.conn().await?;
+                match tokio::time::timeout(self.inner.op_timeout, pipe.query_async::<()>(&mut conn))
+                    .await
+                {
+                    Ok(r) => r.map_err(|e| self.inner.error(e)),
+                    Err(_) => Err(BackendError::Timeout(self.inner.op_timeout)),
+                }
+            }
+        }))
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64, BackendError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let full: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|k| self.inner.key(k).into_bytes())
+            .collect();
+        if !self.inner.is_cluster() {
+            return self.inner.query(redis::cmd("DEL").arg(&full)).await;
+        }
+        self.inner.unlink_by_slot(&full).await
+    }
+
+    async fn delete_pattern(&self, pattern: &str) -> Result<u64, BackendError> {
+        self.inner.scan_delete(Some(pattern)).await
+    }
+
+    async fn clear(&self) -> Result<u64, BackendError> {
+        if self.inner.prefix.is_empty() && !self.inner.allow_unprefixed_clear {
+            return Err(BackendError::Rejected(
+                "clear on a Redis backend without a prefix would delete every key of the database, \
+                 including other services' keys; set a `prefix` on this backend, or set \
+                 `allow_unprefixed_clear: true` if deleting everything is what you want"
+                    .into(),
+            ));
+        }
+        self.inner.scan_delete(None).await
+    }
+
+    async fn ping(&self) -> Result<Duration, BackendError> {
+        let start = Instant::now();
+        let reply: String = self.inner.query(&redis::cmd("PING")).await?;
+        if reply != "PONG" {
+            return Err(BackendError::Protocol(format!(
+                "PING answered {reply:?} instead of PONG"
+            )));
+        }
+        Ok(start.elapsed())
+    }
+}
+
+/// Milliseconds for `PX`, at least 1: a sub-millisecond ttl must still expire, not persist.
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_become_a_safe_server_side_prefix() {
+        assert_eq!(literal_head("user:*"), "user:");
+        assert_eq!(literal_head(r"a\*b?c"), "a*b");
+        assert_eq!(literal_head("plain"), "plain");
+        assert_eq!(escape_match("a*b[c]?\\^"), r"a\*b\[c\]\?\\\^");
+    }
+
+    #[test]
+    fn masters_are_read_from_cluster_nodes() {
+        let text = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001,host.example master - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+d4 127.0.0.1:7002@17002 master,fail - 0 0 3 connected
+e5 [::1]:7004@17004 master - 0 0 4 connected 10923-16383
+";
+        assert_eq!(
+            parse_masters(text),
+            vec![
+                ("127.0.0.1".to_owned(), 7000),
+                ("127.0.0.1".to_owned(), 7001),
+                ("::1".to_owned(), 7004)
+            ]
+        );
+        assert!(parse_masters("garbage\n\n").is_empty());
+    }
+}
