@@ -20,3 +20,4 @@ impl RunCounter {
 }
 
 pub mod conformance;
+pub mod servers;

@@ -1,0 +1,400 @@
+//! Real servers for the integration tests: `redis-server` (single node, TLS, 3-master Cluster)
+//! on free 127.0.0.1 ports, each in its own scratch directory, killed on drop (also when the
+//! test panics). A missing binary fails the test with a message naming `scripts/test`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to answer its first PING.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A scratch directory removed on drop.
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// A new empty directory under the system temp dir.
+    pub fn new(tag: &str) -> ScratchDir {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "lexigram-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a scratch directory");
+        ScratchDir(path)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (and, for a Cluster node, whose bus port
+/// `port + 10000` was free too).
+pub fn free_port(with_bus: bool) -> u16 {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local addr").port();
+        if !with_bus {
+            return port;
+        }
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Starts `program`, or fails the test with a message that says how to get it.
+pub fn spawn(program: &str, args: &[String], log: &Path) -> Child {
+    let log = std::fs::File::create(log).expect("create a server log file");
+    let err = log.try_clone().expect("clone the log file handle");
+    match Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "`{program}` is not installed: run `scripts/test`, which installs redis-server, \
+             redis-tools and memcached with apt-get before running the tests"
+        ),
+        Err(e) => panic!("cannot start `{program}`: {e}"),
+    }
+}
+
+/// Sends `kill -<signal> <pid>`. Uses the `kill` program so the tests need no unsafe code.
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Sends one inline command to a Redis server on `port` and returns the raw reply.
+pub fn redis_raw(port: u16, command: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(format!("{command}\r\n").as_bytes())?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut reply = Vec::new();
+    loop {
+        let n = stream.read(&mut buf)?;
+        reply.extend_from_slice(&buf[..n]);
+        if n == 0 || reply.ends_with(b"\r\n") {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// A running `redis-server`.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    tls: Option<TlsFiles>,
+    _dir: ScratchDir,
+    certs: Option<ScratchDir>,
+}
+
+/// The certificate files of a TLS server, made by the test with a throwaway CA.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The port that speaks TLS.
+    pub port: u16,
+    /// The CA that signed the server's certificate (PEM).
+    pub ca: PathBuf,
+    /// Another CA that did not sign it, for the wrong-CA test (PEM).
+    pub other_ca: PathBuf,
+}
+
+impl RedisServer {
+    /// A plain single-node server.
+    pub fn start() -> RedisServer {
+        Self::launch(Vec::new(), None, false, None)
+    }
+
+    /// A plain server on a given port (to bring a server back where a client expects it).
+    pub fn start_at(port: u16) -> RedisServer {
+        Self::launch(Vec::new(), None, false, Some(port))
+    }
+
+    /// A server that requires `password` (AUTH).
+    pub fn start_with_password(password: &str) -> RedisServer {
+        Self::launch(
+            vec!["--requirepass".into(), password.into()],
+            None,
+            false,
+            None,
+        )
+    }
+
+    /// A server with a TLS port (certificates from a CA made here) beside its plain port.
+    pub fn start_tls() -> RedisServer {
+        let dir = ScratchDir::new("redis-tls-certs");
+        let files = make_certificates(dir.path());
+        let tls_port = free_port(false);
+        let args = vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            files.0.display().to_string(),
+            "--tls-key-file".into(),
+            files.1.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            files.2.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        let tls = TlsFiles {
+            port: tls_port,
+            ca: files.2,
+            other_ca: files.3,
+        };
+        let mut server = Self::launch(args, Some(tls), false, None);
+        server.certs = Some(dir);
+        server
+    }
+
+    fn launch(
+        extra: Vec<String>,
+        tls: Option<TlsFiles>,
+        cluster: bool,
+        fixed_port: Option<u16>,
+    ) -> RedisServer {
+        let mut last_log = String::new();
+        for _attempt in 0..3 {
+            let tls = tls.clone();
+            let port = fixed_port.unwrap_or_else(|| free_port(cluster));
+            let dir = ScratchDir::new("redis");
+            let mut args = vec![
+                "--port".into(),
+                port.to_string(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--save".into(),
+                String::new(),
+                "--appendonly".into(),
+                "no".into(),
+                "--dir".into(),
+                dir.path().display().to_string(),
+            ];
+            if cluster {
+                args.extend([
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    dir.path().join("nodes.conf").display().to_string(),
+                    "--cluster-node-timeout".into(),
+                    "5000".into(),
+                ]);
+            }
+            args.extend(extra.iter().cloned());
+            let log = dir.path().join("server.log");
+            let mut child = spawn("redis-server", &args, &log);
+            let deadline = Instant::now() + START_TIMEOUT;
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    // Most likely the port was taken between probing and binding: try another.
+                    last_log = std::fs::read_to_string(&log).unwrap_or_default();
+                    break;
+                }
+                let reply = redis_raw(port, "PING").unwrap_or_default();
+                if reply.starts_with("+PONG") || reply.starts_with("-NOAUTH") {
+                    return RedisServer {
+                        child,
+                        port,
+                        tls,
+                        _dir: dir,
+                        certs: None,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!(
+                        "redis-server on port {port} did not answer PING within {START_TIMEOUT:?}; log:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("redis-server would not start; last log:\n{last_log}");
+    }
+
+    /// The plain port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The TLS port and certificate files, for a server from [`start_tls`](Self::start_tls).
+    pub fn tls(&self) -> &TlsFiles {
+        self.tls
+            .as_ref()
+            .expect("this server was started without TLS")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.pid(), "CONT");
+    }
+
+    /// Kills the server now.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a raw inline command on the plain port (no AUTH).
+    pub fn raw(&self, command: &str) -> String {
+        redis_raw(self.port, command).expect("raw redis command")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // A stopped process ignores SIGTERM until continued; SIGKILL works either way.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A 3-master Redis Cluster on loopback ports.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers, joins them with `redis-cli --cluster create`, and
+    /// waits until every node reports `cluster_state:ok`.
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| RedisServer::launch(Vec::new(), None, true, None))
+            .collect();
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        args.extend([
+            "--cluster-replicas".into(),
+            "0".into(),
+            "--cluster-yes".into(),
+        ]);
+        let out = match Command::new("redis-cli").args(&args).output() {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "`redis-cli` is not installed: run `scripts/test`, which installs redis-tools"
+            ),
+            Err(e) => panic!("cannot run redis-cli: {e}"),
+        };
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &nodes {
+            loop {
+                let info = node.raw("CLUSTER INFO");
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster did not reach cluster_state:ok: {info}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The seed URLs of all nodes.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Which node holds `key` (by asking each with `CLUSTER KEYSLOT` and `CLUSTER NODES`).
+    pub fn keyslot(&self, key: &str) -> u16 {
+        let reply = self.nodes[0].raw(&format!("CLUSTER KEYSLOT {key}"));
+        reply
+            .trim()
+            .trim_start_matches(':')
+            .parse()
+            .expect("CLUSTER KEYSLOT answers an integer")
+    }
+}
+
+/// Writes a CA, a server certificate for 127.0.0.1/localhost signed by it, the server key, and
+/// an unrelated second CA. Returns (cert, key, ca, other_ca).
+fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        CertifiedIssuer::self_signed(params, KeyPair::generate().expect("ca key"))
+            .expect("self-signed ca")
+    };
+    let issuer = ca("lexigram test CA");
+    let other = ca("some other CA");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("server params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "lexigram test redis");
+    let key = KeyPair::generate().expect("server key");
+    let cert = params.signed_by(&key, &issuer).expect("sign server cert");
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write pem");
+        p
+    };
+    (
+        write("server.pem", cert.pem()),
+        write("server.key", key.serialize_pem()),
+        write("ca.pem", issuer.pem()),
+        write("other-ca.pem", other.pem()),
+    )
+}
