@@ -327,7 +327,9 @@ impl Inner {
             Client::Single(client) => {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(self.connect_timeout))
-                    .set_response_timeout(Some(self.op_timeout))
+                    // Every call already runs under `op_timeout` (see `query`); a second timer
+                    // per request inside the client would only cost time on the hit path.
+                    .set_response_timeout(None)
                     .set_number_of_retries(2)
                     .set_max_delay(Duration::from_secs(1));
                 Ok(Conn::Single(

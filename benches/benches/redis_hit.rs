@@ -1,0 +1,157 @@
+//! A `#[cacheable]` hit on Redis beside the raw `redis` crate's GET of a 100-byte value, one
+//! task and 64 tasks, in one run against one spawned redis-server (DESIGN.md section 9:
+//! within 10% of the raw client).
+//!
+//! `cargo bench -p lexigram-cache-benches --bench redis_hit`
+
+use std::hint::black_box;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use lexigram_cache::{BackendConfig, Cache, CacheConfig, CacheModule, cacheable};
+use lexigram_cache_tests::servers::RedisServer;
+use redis::aio::ConnectionManager;
+
+/// 100 bytes of text: the raw client reads these bytes; the cache reads them inside its
+/// envelope.
+fn payload() -> String {
+    "x".repeat(100)
+}
+
+#[cacheable(ttl = 3600, key = "hit:{id}")]
+async fn ours_macro(id: u64) -> String {
+    let _ = id;
+    payload()
+}
+
+struct Setup {
+    _server: RedisServer,
+    raw: ConnectionManager,
+    cache: Cache,
+}
+
+static SETUP: OnceLock<Setup> = OnceLock::new();
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    // One runtime for every group: a Redis connection is driven by the runtime that opened it.
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+}
+
+fn setup() -> &'static Setup {
+    SETUP.get_or_init(|| {
+        let server = RedisServer::start();
+        runtime().block_on(async {
+            let mut config = CacheConfig::default();
+            let mut b = BackendConfig::redis("default", server.url());
+            b.prefix = "bench:".into();
+            config.backends = vec![b];
+            let caches = CacheModule::configure(config).await.expect("boot");
+            caches.install();
+            let client = redis::Client::open(server.url()).expect("client");
+            let mut raw = ConnectionManager::new(client)
+                .await
+                .expect("raw connection");
+            redis::cmd("SET")
+                .arg("raw:42")
+                .arg(payload())
+                .query_async::<()>(&mut raw)
+                .await
+                .expect("seed raw key");
+            ours_macro(42).await;
+            let cache = caches.cache();
+            cache
+                .set("typed:42", &payload(), None)
+                .await
+                .expect("seed typed key");
+            Setup {
+                _server: server,
+                raw,
+                cache,
+            }
+        })
+    })
+}
+
+async fn raw_get() -> Vec<u8> {
+    let mut conn = setup().raw.clone();
+    redis::cmd("GET")
+        .arg("raw:42")
+        .query_async::<Vec<u8>>(&mut conn)
+        .await
+        .expect("raw GET")
+}
+
+async fn ours_cache_get() -> Option<String> {
+    setup().cache.get::<String>("typed:42").await.expect("get")
+}
+
+macro_rules! contenders {
+    ($m:ident) => {
+        $m!("raw_redis_get", raw_get());
+        $m!("lexigram_macro", ours_macro(42));
+        $m!("lexigram_cache_get", ours_cache_get());
+    };
+}
+
+fn single_task(c: &mut Criterion) {
+    setup();
+    let rt = runtime();
+    let mut group = c.benchmark_group("redis_hit_1_task");
+    macro_rules! bench {
+        ($name:expr, $call:expr) => {
+            group.bench_function($name, |b| {
+                b.to_async(rt).iter(|| async { black_box($call.await) })
+            });
+        };
+    }
+    contenders!(bench);
+    group.finish();
+}
+
+const TASKS: u64 = 64;
+
+fn many_tasks(c: &mut Criterion) {
+    setup();
+    let rt = runtime();
+    let mut group = c.benchmark_group("redis_hit_64_tasks");
+    // Per-call time = wall time of 64 tasks sharing `iters` calls / iters.
+    macro_rules! bench {
+        ($name:expr, $call:expr) => {
+            group.bench_function($name, |b| {
+                b.iter_custom(|iters| {
+                    let per_task = iters.div_ceil(TASKS).max(1);
+                    rt.block_on(async {
+                        let started = Instant::now();
+                        let tasks: Vec<_> = (0..TASKS)
+                            .map(|_| {
+                                tokio::spawn(async move {
+                                    for _ in 0..per_task {
+                                        black_box($call.await);
+                                    }
+                                })
+                            })
+                            .collect();
+                        for t in tasks {
+                            t.await.expect("task");
+                        }
+                        let took: Duration = started.elapsed();
+                        took.mul_f64(iters as f64 / (per_task * TASKS) as f64)
+                    })
+                })
+            });
+        };
+    }
+    contenders!(bench);
+    group.finish();
+}
+
+criterion_group!(benches, single_task, many_tasks);
+criterion_main!(benches);
