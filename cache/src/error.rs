@@ -80,7 +80,7 @@ pub enum CacheError {
     },
     /// A backend type is not available in this build yet.
     #[error(
-        "backend `{backend}` has type `{kind}`, which this version of lexigram-cache cannot build yet; use type `memory`"
+        "backend `{backend}` has type `{kind}`, which this version of lexigram-cache cannot build yet; use type `memory` or `redis`"
     )]
     NotBuilt {
         /// The backend's name.

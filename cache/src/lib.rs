@@ -23,7 +23,8 @@
 //! - [`Cache`]: a typed handle over one backend (`get`, `set`, `get_or_insert_with`, ...),
 //!   with single-flight stampede protection and statistics;
 //! - [`CacheBackend`]: the byte-level interface of a store; [`MemoryBackend`] is the in-process
-//!   one (values stay typed: a hit never serializes);
+//!   one (values stay typed: a hit never serializes), [`RedisBackend`] talks to Redis (single
+//!   node, TLS or Cluster);
 //! - [`CacheModule`] and [`Caches`]: boot named caches from a [`CacheConfig`], and install them
 //!   as the registry `#[cacheable]` uses. With nothing installed, a process-wide in-memory cache
 //!   is created on first use.
