@@ -2,7 +2,7 @@
 //!
 //! - [`MemoryEngine::S3Fifo`] (default) is `quick_cache`: S3-FIFO eviction, a read costs about
 //!   a tenth of moka's, and expiry is checked lazily per entry against the coarse
-//!   [`Clock`](crate::Clock), so the hit path reads no system clock.
+//!   [`Clock`], so the hit path reads no system clock.
 //! - [`MemoryEngine::TinyLfu`] is `moka`: TinyLFU admission (better hit ratio for skewed
 //!   workloads that scan), optional time-to-idle, and an eviction listener feeding the
 //!   `evictions` statistic.
