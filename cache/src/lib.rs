@@ -24,7 +24,7 @@
 //!   with single-flight stampede protection and statistics;
 //! - [`CacheBackend`]: the byte-level interface of a store; [`MemoryBackend`] is the in-process
 //!   one (values stay typed: a hit never serializes), [`RedisBackend`] talks to Redis (single
-//!   node, TLS or Cluster);
+//!   node, TLS or Cluster), [`MemcachedBackend`] to one or several memcached servers;
 //! - [`CacheModule`] and [`Caches`]: boot named caches from a [`CacheConfig`], and install them
 //!   as the registry `#[cacheable]` uses. With nothing installed, a process-wide in-memory cache
 //!   is created on first use.
@@ -58,6 +58,7 @@ mod registry;
 pub mod __private;
 
 pub use backend::CacheBackend;
+pub use backend::memcached::{MemcachedBackend, MemcachedBackendBuilder};
 pub use backend::memory::{MemoryBackend, MemoryBackendBuilder, MemoryEngine};
 pub use backend::redis::{RedisBackend, RedisBackendBuilder};
 pub use cache::{Cache, CacheOptions, CacheValue, Ttl};

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
+use crate::backend::CacheBackend;
+use crate::backend::memcached::MemcachedBackend;
 use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
 use crate::cache::{Cache, CacheOptions};
@@ -127,10 +129,28 @@ async fn build(
             }
             Ok(Cache::with_options(b.name.clone(), backend, options))
         }
-        other => Err(CacheError::NotBuilt {
-            backend: b.name.clone(),
-            kind: other.as_str().into(),
-        }),
+        BackendKind::Memcached => {
+            let backend = MemcachedBackend::builder(b.servers.iter().cloned())
+                .prefix(b.prefix.clone())
+                .pool_size(b.pool_size)
+                .connect_timeout(b.connect_timeout)
+                .op_timeout(b.op_timeout)
+                .max_item_size(b.max_item_size)
+                .build()
+                .map_err(at_backend(index))?;
+            // Same rule as Redis: the default backend must answer at boot.
+            if let Err(e) = backend.ping().await {
+                if is_default {
+                    return Err(CacheError::backend(&b.name, e));
+                }
+                tracing::warn!(
+                    cache = %b.name,
+                    error = %e,
+                    "memcached backend is not reachable at boot; calls miss until it is"
+                );
+            }
+            Ok(Cache::with_options(b.name.clone(), backend, options))
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! deserializes; through this trait it stores bytes like any other backend.
 
 pub mod glob;
+pub mod memcached;
 pub mod memory;
 pub mod redis;
 

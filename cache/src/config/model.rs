@@ -108,6 +108,14 @@ pub struct BackendConfig {
     /// `500ms`: a cache that answers later than that is slower than most bodies it saves.
     #[serde(with = "duration::required")]
     pub op_timeout: Duration,
+    /// Memcached: the servers, `host:port` each. Keys are spread over them by rendezvous
+    /// hashing.
+    pub servers: Vec<String>,
+    /// Memcached: connections per server, at most. Default 8.
+    pub pool_size: usize,
+    /// Memcached: the servers' item size limit in bytes (memcached's `-I`). Larger values are
+    /// refused before they are sent. Default 1 MiB.
+    pub max_item_size: usize,
     /// Let `clear` run with an empty `prefix`, which deletes *every* key on the server (or in
     /// the database). Off by default, because that is almost never what a service wants.
     pub allow_unprefixed_clear: bool,
@@ -130,6 +138,9 @@ impl Default for BackendConfig {
             connect_timeout: Duration::from_secs(2),
             op_timeout: Duration::from_millis(500),
             allow_unprefixed_clear: false,
+            servers: Vec::new(),
+            pool_size: 8,
+            max_item_size: 1024 * 1024,
         }
     }
 }
@@ -139,6 +150,25 @@ impl BackendConfig {
     pub fn memory(name: impl Into<String>) -> Self {
         BackendConfig {
             name: name.into(),
+            ..BackendConfig::default()
+        }
+    }
+
+    /// A Memcached backend over `servers` (`host:port` each).
+    ///
+    /// ```
+    /// use lexigram_cache::{BackendConfig, BackendKind};
+    /// let b = BackendConfig::memcached("sessions", ["10.0.0.1:11211", "10.0.0.2:11211"]);
+    /// assert_eq!(b.kind, BackendKind::Memcached);
+    /// ```
+    pub fn memcached<S: Into<String>>(
+        name: impl Into<String>,
+        servers: impl IntoIterator<Item = S>,
+    ) -> Self {
+        BackendConfig {
+            name: name.into(),
+            kind: BackendKind::Memcached,
+            servers: servers.into_iter().map(Into::into).collect(),
             ..BackendConfig::default()
         }
     }

@@ -1,0 +1,606 @@
+//! Memcached, one or several servers, on our own client for the meta text protocol.
+//!
+//! - `protocol`: requests (`mg`, `ms`, `md`, `mn`) and an incremental reply parser;
+//! - `pool`: per-server connection pools that never reuse a connection left mid-reply;
+//! - `ring`: rendezvous hashing of keys onto servers;
+//! - `keys`: a one-to-one mapping of any cache key onto a valid memcached key.
+
+mod keys;
+mod pool;
+mod protocol;
+mod ring;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures::future::join_all;
+
+use self::keys::WireKey;
+use self::pool::Server;
+use self::protocol::Reply;
+use self::ring::Ring;
+use super::CacheBackend;
+use crate::error::{BackendError, CacheError};
+
+/// memcached reads an expiry above 30 days as a Unix time, not as seconds from now.
+const RELATIVE_TTL_MAX: u64 = 30 * 24 * 3600;
+
+/// Builds a [`MemcachedBackend`].
+///
+/// ```
+/// use std::time::Duration;
+/// use lexigram_cache::MemcachedBackend;
+/// let backend = MemcachedBackend::builder(["127.0.0.1:11211", "127.0.0.1:11212"])
+///     .prefix("shop:")
+///     .pool_size(8)
+///     .op_timeout(Duration::from_millis(200))
+///     .build()
+///     .unwrap();
+/// assert_eq!(backend.servers().len(), 2);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MemcachedBackendBuilder {
+    servers: Vec<String>,
+    prefix: String,
+    pool_size: usize,
+    connect_timeout: Duration,
+    op_timeout: Duration,
+    max_item_size: usize,
+}
+
+impl MemcachedBackendBuilder {
+    /// Put before every key, such as `"shop:"`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Connections per server, at most. Default 8.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// How long to wait for a connection. Default 2 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one call may take (per server) before it fails as a timeout. Default 500 ms.
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// The servers' item size limit (memcached's `-I`, default 1 MiB). Larger values are
+    /// refused before they are sent.
+    pub fn max_item_size(mut self, bytes: usize) -> Self {
+        self.max_item_size = bytes;
+        self
+    }
+
+    /// Checks the addresses. Connections are opened on first use.
+    pub fn build(self) -> Result<MemcachedBackend, CacheError> {
+        if self.servers.is_empty() {
+            return Err(config_error(
+                "servers",
+                "no memcached server given; list at least one, e.g. `servers: [\"127.0.0.1:11211\"]`",
+            ));
+        }
+        if self.pool_size == 0 {
+            return Err(config_error("pool_size", "must be at least 1"));
+        }
+        let mut addrs = Vec::with_capacity(self.servers.len());
+        for (i, s) in self.servers.iter().enumerate() {
+            let addr = parse_addr(s).map_err(|m| config_error(&format!("servers[{i}]"), m))?;
+            if addrs.contains(&addr) {
+                return Err(config_error(
+                    &format!("servers[{i}]"),
+                    format!("`{addr}` is listed twice"),
+                ));
+            }
+            addrs.push(addr);
+        }
+        let ring = Ring::new(&addrs);
+        let servers = addrs
+            .into_iter()
+            .map(|a| Server::new(a, self.pool_size, self.connect_timeout))
+            .collect();
+        Ok(MemcachedBackend {
+            inner: Arc::new(Inner {
+                servers,
+                ring,
+                prefix: self.prefix,
+                op_timeout: self.op_timeout,
+                max_item_size: self.max_item_size,
+            }),
+        })
+    }
+}
+
+fn config_error(path: &str, message: impl Into<String>) -> CacheError {
+    CacheError::Config {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// `host:port` from `host:port` or `memcached://host:port`; the port defaults to 11211.
+fn parse_addr(s: &str) -> Result<String, String> {
+    let rest = s.trim();
+    let rest = rest.strip_prefix("memcached://").unwrap_or(rest);
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains(['/', '@', ' ', '?']) {
+        return Err(format!(
+            "`{s}` is not a memcached address; write host:port, e.g. 127.0.0.1:11211"
+        ));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => (h, p),
+        _ => (rest, "11211"),
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{s}`: `{port}` is not a port number"))?;
+    if host.is_empty() {
+        return Err(format!("`{s}` has no host"));
+    }
+    Ok(format!("{host}:{port}"))
+}
+
+/// A Memcached backend over one or several servers. Cheap to clone.
+///
+/// Keys are spread over the servers by rendezvous hashing; a server that is down makes its own
+/// keys fail (cached functions then run their bodies) and leaves the others alone. Memcached
+/// cannot list keys, so [`delete_pattern`](CacheBackend::delete_pattern) and
+/// [`clear`](CacheBackend::clear) return [`BackendError::Unsupported`] instead of pretending.
+///
+/// ```no_run
+/// use lexigram_cache::{Cache, MemcachedBackend};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), lexigram_cache::CacheError> {
+/// let backend = MemcachedBackend::builder(["127.0.0.1:11211"]).prefix("app:").build()?;
+/// let cache = Cache::from_backend("memcached", backend);
+/// cache.set("greeting", &"hello".to_string(), None).await?;
+/// assert_eq!(cache.get::<String>("greeting").await?.as_deref(), Some("hello"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MemcachedBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    servers: Vec<Server>,
+    ring: Ring,
+    prefix: String,
+    op_timeout: Duration,
+    max_item_size: usize,
+}
+
+impl fmt::Debug for MemcachedBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemcachedBackend")
+            .field("servers", &self.servers())
+            .field("prefix", &self.inner.prefix)
+            .field("op_timeout", &self.inner.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemcachedBackend {
+    /// A builder over `servers` (`host:port`, or `memcached://host:port`).
+    pub fn builder<S: Into<String>>(
+        servers: impl IntoIterator<Item = S>,
+    ) -> MemcachedBackendBuilder {
+        MemcachedBackendBuilder {
+            servers: servers.into_iter().map(Into::into).collect(),
+            prefix: String::new(),
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(2),
+            op_timeout: Duration::from_millis(500),
+            max_item_size: 1024 * 1024,
+        }
+    }
+
+    /// The server addresses, in configuration order.
+    pub fn servers(&self) -> Vec<&str> {
+        self.inner.servers.iter().map(Server::addr).collect()
+    }
+
+    /// The address of the server that holds `key`.
+    pub fn server_for(&self, key: &str) -> &str {
+        let wk = WireKey::new(&self.inner.prefix, key);
+        self.inner.servers[self.inner.ring.pick(wk.encoded.as_bytes())].addr()
+    }
+
+    /// Idle pooled connections per server, in configuration order (for diagnostics).
+    pub fn idle_connections(&self) -> Vec<usize> {
+        self.inner.servers.iter().map(Server::idle).collect()
+    }
+}
+
+impl Inner {
+    fn server(&self, wk: &WireKey) -> &Server {
+        &self.servers[self.ring.pick(wk.encoded.as_bytes())]
+    }
+
+    /// One exchange with `server` under the operation timeout.
+    async fn exchange(
+        &self,
+        server: &Server,
+        request: &[u8],
+        expected: usize,
+    ) -> Result<Vec<Reply>, BackendError> {
+        let work = async {
+            let mut lease = server.lease().await?;
+            let mut seen = 0;
+            let replies = lease
+                .exchange(request, |_| {
+                    seen += 1;
+                    seen == expected
+                })
+                .await?;
+            if replies.iter().any(|r| {
+                matches!(
+                    r,
+                    Reply::ServerError(_) | Reply::ClientError(_) | Reply::Error
+                )
+            }) {
+                // After an error the server may still be swallowing a value we sent; start
+                // the next request on a fresh connection.
+                lease.discard();
+            }
+            Ok(replies)
+        };
+        match tokio::time::timeout(self.op_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout(self.op_timeout)),
+        }
+    }
+
+    /// A reply that is not one of `allowed` is an error that says what came back.
+    fn unexpected(&self, server: &Server, reply: Reply) -> BackendError {
+        match reply {
+            Reply::ServerError(m) if m.contains("too large") => BackendError::Rejected(format!(
+                "memcached at {} refused the value: {m}; raise `max_item_size` and the server's -I, or cache smaller values",
+                server.addr()
+            )),
+            Reply::ServerError(m) => {
+                BackendError::Protocol(format!("memcached at {}: SERVER_ERROR {m}", server.addr()))
+            }
+            Reply::ClientError(m) => {
+                BackendError::Protocol(format!("memcached at {}: CLIENT_ERROR {m}", server.addr()))
+            }
+            other => BackendError::Protocol(format!(
+                "memcached at {} answered {other:?} where it should not",
+                server.addr()
+            )),
+        }
+    }
+
+    fn check_size(&self, wk: &WireKey, value: &[u8]) -> Result<(), BackendError> {
+        // memcached stores the key and ~50 bytes of item header in the same slab item.
+        let size = value.len() + wk.overhead() + wk.encoded.len() + 64;
+        if size > self.max_item_size {
+            return Err(BackendError::Rejected(format!(
+                "a value of {} bytes does not fit memcached's item size limit of {} bytes; \
+                 raise `max_item_size` (and the server's -I) or cache smaller values",
+                value.len(),
+                self.max_item_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Groups key indices by the server that holds them.
+    fn by_server(&self, wire: &[WireKey]) -> Vec<(usize, Vec<usize>)> {
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (i, wk) in wire.iter().enumerate() {
+            let s = self.ring.pick(wk.encoded.as_bytes());
+            match groups.iter_mut().find(|(g, _)| *g == s) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((s, vec![i])),
+            }
+        }
+        groups
+    }
+}
+
+/// The `T` flag for a ttl: whole seconds from now (at least 1), or an absolute Unix time past
+/// memcached's 30-day limit for relative times. `None`: no expiry (0).
+fn exptime(ttl: Option<Duration>) -> u64 {
+    let Some(ttl) = ttl else { return 0 };
+    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    if secs <= RELATIVE_TTL_MAX {
+        return secs;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    now.saturating_add(secs)
+}
+
+#[async_trait]
+impl CacheBackend for MemcachedBackend {
+    fn kind(&self) -> &'static str {
+        "memcached"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let inner = &*self.inner;
+        let wk = WireKey::new(&inner.prefix, key);
+        let server = inner.server(&wk);
+        let mut req = Vec::with_capacity(wk.encoded.len() + 12);
+        protocol::get(&mut req, &wk.encoded);
+        match inner.exchange(server, &req, 1).await?.pop() {
+            Some(Reply::Value(v)) => Ok(wk.unframe(v)),
+            Some(Reply::Miss) => Ok(None),
+            Some(other) => Err(inner.unexpected(server, other)),
+            None => Err(BackendError::Protocol("no reply".into())),
+        }
+    }
+
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        let inner = &*self.inner;
+        let wk = WireKey::new(&inner.prefix, key);
+        inner.check_size(&wk, value)?;
+        let server = inner.server(&wk);
+        let mut req = Vec::with_capacity(value.len() + wk.encoded.len() + 32);
+        protocol::set(&mut req, &wk.encoded, &wk.frame(value), exptime(ttl));
+        match inner.exchange(server, &req, 1).await?.pop() {
+            Some(Reply::Stored) => Ok(()),
+            Some(other) => Err(inner.unexpected(server, other)),
+            None => Err(BackendError::Protocol("no reply".into())),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, BackendError> {
+        let inner = &*self.inner;
+        let wk = WireKey::new(&inner.prefix, key);
+        let server = inner.server(&wk);
+        let mut req = Vec::new();
+        protocol::delete(&mut req, &wk.encoded);
+        match inner.exchange(server, &req, 1).await?.pop() {
+            Some(Reply::Stored) => Ok(true),
+            Some(Reply::NotFound) => Ok(false),
+            Some(other) => Err(inner.unexpected(server, other)),
+            None => Err(BackendError::Protocol("no reply".into())),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, BackendError> {
+        // A hashed key must be read whole to tell it from another key with the same hash.
+        if WireKey::new(&self.inner.prefix, key).full.is_some() {
+            return Ok(self.get(key).await?.is_some());
+        }
+        let inner = &*self.inner;
+        let wk = WireKey::new(&inner.prefix, key);
+        let server = inner.server(&wk);
+        let mut req = Vec::new();
+        protocol::exists(&mut req, &wk.encoded);
+        match inner.exchange(server, &req, 1).await?.pop() {
+            Some(Reply::Stored) => Ok(true),
+            Some(Reply::Miss) => Ok(false),
+            Some(other) => Err(inner.unexpected(server, other)),
+            None => Err(BackendError::Protocol("no reply".into())),
+        }
+    }
+
+    /// One pipelined round trip per server (`mg` for each key, then `mn`). Keys on a server
+    /// that fails are misses, unless every server failed: then the error is returned.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let inner = &*self.inner;
+        let wire: Vec<WireKey> = keys
+            .iter()
+            .map(|k| WireKey::new(&inner.prefix, k))
+            .collect();
+        let groups = inner.by_server(&wire);
+        let results = join_all(groups.iter().map(|(s, members)| {
+            let mut req = Vec::with_capacity(members.len() * 40);
+            for &i in members {
+                protocol::get(&mut req, &wire[i].encoded);
+            }
+            protocol::noop(&mut req);
+            let server = &inner.servers[*s];
+            async move {
+                let replies = inner.exchange(server, &req, members.len() + 1).await?;
+                check_pipeline(inner, server, replies)
+            }
+        }))
+        .await;
+        let mut out = vec![None; keys.len()];
+        let mut first_error = None;
+        let mut failed_groups = 0;
+        for ((s, members), result) in groups.iter().zip(results) {
+            match result {
+                Ok(replies) => {
+                    for (&i, reply) in members.iter().zip(replies) {
+                        out[i] = match reply {
+                            Reply::Value(v) => wire[i].unframe(v),
+                            Reply::Miss => None,
+                            other => return Err(inner.unexpected(&inner.servers[*s], other)),
+                        };
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(server = inner.servers[*s].addr(), error = %e, "memcached server failed; its keys read as misses");
+                    failed_groups += 1;
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if failed_groups == groups.len() => Err(e),
+            _ => Ok(out),
+        }
+    }
+
+    async fn set_many(
+        &self,
+        items: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        let inner = &*self.inner;
+        let wire: Vec<WireKey> = items
+            .iter()
+            .map(|(k, _)| WireKey::new(&inner.prefix, k))
+            .collect();
+        for (wk, (_, v)) in wire.iter().zip(items) {
+            inner.check_size(wk, v)?;
+        }
+        let exp = exptime(ttl);
+        let results = join_all(inner.by_server(&wire).into_iter().map(|(s, members)| {
+            let mut req = Vec::new();
+            for &i in &members {
+                protocol::set(&mut req, &wire[i].encoded, &wire[i].frame(items[i].1), exp);
+            }
+            protocol::noop(&mut req);
+            let server = &inner.servers[s];
+            async move {
+                let replies = inner.exchange(server, &req, members.len() + 1).await?;
+                for reply in check_pipeline(inner, server, replies)? {
+                    if reply != Reply::Stored {
+                        return Err(inner.unexpected(server, reply));
+                    }
+                }
+                Ok(())
+            }
+        }))
+        .await;
+        results.into_iter().collect()
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64, BackendError> {
+        let inner = &*self.inner;
+        let wire: Vec<WireKey> = keys
+            .iter()
+            .map(|k| WireKey::new(&inner.prefix, k))
+            .collect();
+        let results = join_all(inner.by_server(&wire).into_iter().map(|(s, members)| {
+            let mut req = Vec::new();
+            for &i in &members {
+                protocol::delete(&mut req, &wire[i].encoded);
+            }
+            protocol::noop(&mut req);
+            let server = &inner.servers[s];
+            async move {
+                let replies = inner.exchange(server, &req, members.len() + 1).await?;
+                let mut removed = 0u64;
+                for reply in check_pipeline(inner, server, replies)? {
+                    match reply {
+                        Reply::Stored => removed += 1,
+                        Reply::NotFound => {}
+                        other => return Err(inner.unexpected(server, other)),
+                    }
+                }
+                Ok(removed)
+            }
+        }))
+        .await;
+        results.into_iter().sum()
+    }
+
+    async fn delete_pattern(&self, _pattern: &str) -> Result<u64, BackendError> {
+        Err(BackendError::Unsupported {
+            backend: "memcached",
+            operation: "delete_pattern",
+            hint: "memcached cannot list its keys; delete known keys with delete/delete_many, \
+                   or use a `version` on the cached function to move to fresh keys",
+        })
+    }
+
+    async fn clear(&self) -> Result<u64, BackendError> {
+        Err(BackendError::Unsupported {
+            backend: "memcached",
+            operation: "clear",
+            hint: "memcached cannot list the keys under a prefix; change the backend's `prefix` \
+                   (or a function's `version`) to start from empty keys, and let the old ones \
+                   expire",
+        })
+    }
+
+    /// `mn` to every server; the slowest round trip. Fails naming the first server that did
+    /// not answer.
+    async fn ping(&self) -> Result<Duration, BackendError> {
+        let inner = &*self.inner;
+        let results = join_all(inner.servers.iter().map(|server| async move {
+            let start = Instant::now();
+            match inner.exchange(server, b"mn\r\n", 1).await?.pop() {
+                Some(Reply::NoOp) => Ok(start.elapsed()),
+                Some(other) => Err(inner.unexpected(server, other)),
+                None => Err(BackendError::Protocol("no reply".into())),
+            }
+        }))
+        .await;
+        let mut slowest = Duration::ZERO;
+        for r in results {
+            slowest = slowest.max(r?);
+        }
+        Ok(slowest)
+    }
+}
+
+/// The replies of a pipeline that ends with `mn`, without the final `MN`.
+fn check_pipeline(
+    inner: &Inner,
+    server: &Server,
+    mut replies: Vec<Reply>,
+) -> Result<Vec<Reply>, BackendError> {
+    match replies.pop() {
+        Some(Reply::NoOp) => Ok(replies),
+        Some(other) => Err(inner.unexpected(server, other)),
+        None => Err(BackendError::Protocol("no reply".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_past_thirty_days_become_unix_times() {
+        assert_eq!(exptime(None), 0);
+        assert_eq!(exptime(Some(Duration::from_millis(1))), 1);
+        assert_eq!(exptime(Some(Duration::from_millis(1500))), 2);
+        assert_eq!(
+            exptime(Some(Duration::from_secs(RELATIVE_TTL_MAX))),
+            RELATIVE_TTL_MAX
+        );
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs();
+        let forty_days = exptime(Some(Duration::from_secs(40 * 24 * 3600)));
+        assert!(forty_days >= now + 40 * 24 * 3600 && forty_days < now + 40 * 24 * 3600 + 5);
+    }
+
+    #[test]
+    fn addresses_are_checked() {
+        assert_eq!(
+            parse_addr("127.0.0.1:11211").as_deref(),
+            Ok("127.0.0.1:11211")
+        );
+        assert_eq!(
+            parse_addr("memcached://cache:1234").as_deref(),
+            Ok("cache:1234")
+        );
+        assert_eq!(parse_addr("cache").as_deref(), Ok("cache:11211"));
+        assert!(parse_addr("cache:port").is_err());
+        assert!(parse_addr("").is_err());
+        assert!(parse_addr("http://x/y").is_err());
+        let err = MemcachedBackend::builder(["a:1", "a:1"])
+            .build()
+            .expect_err("twice");
+        assert!(err.to_string().contains("servers[1]"), "{err}");
+    }
+}

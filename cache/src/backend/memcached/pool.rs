@@ -1,0 +1,203 @@
+//! Connections to one memcached server, pooled.
+//!
+//! A connection is leased for one request/response exchange and goes back to the pool only
+//! when the exchange finished. If the caller's future is dropped half-way (a timeout, a
+//! cancelled task), the lease is dropped unfinished and the connection is closed: its unread
+//! reply bytes would otherwise be read as the answer to the next request.
+
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use super::protocol::{self, Reply};
+use crate::error::BackendError;
+
+/// After a failed connect, calls to this server fail fast for this long.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// Bytes read per socket read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One open connection and the bytes read from it but not parsed yet.
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+/// A server address and its idle connections.
+#[derive(Debug)]
+pub(crate) struct Server {
+    addr: String,
+    idle: Mutex<Vec<Conn>>,
+    permits: Semaphore,
+    connect_timeout: Duration,
+    failed: Mutex<Option<(Instant, String)>>,
+}
+
+impl Server {
+    /// A pool of at most `size` connections to `addr` (`host:port`).
+    pub(crate) fn new(addr: String, size: usize, connect_timeout: Duration) -> Server {
+        Server {
+            addr,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(size.max(1)),
+            connect_timeout,
+            failed: Mutex::new(None),
+        }
+    }
+
+    /// `host:port`.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// How many idle connections the pool holds (for tests).
+    pub(crate) fn idle(&self) -> usize {
+        self.idle.lock().len()
+    }
+
+    /// Leases a connection: an idle one, or a new one when none is idle. Waits while `size`
+    /// connections are leased.
+    pub(crate) async fn lease(&self) -> Result<Lease<'_>, BackendError> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| BackendError::Other("connection pool closed".into()))?;
+        let idle = self.idle.lock().pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.connect().await?,
+        };
+        Ok(Lease {
+            server: self,
+            conn: Some(conn),
+            _permit: permit,
+            finished: false,
+        })
+    }
+
+    async fn connect(&self) -> Result<Conn, BackendError> {
+        if let Some((at, why)) = &*self.failed.lock()
+            && at.elapsed() < RECONNECT_PAUSE
+        {
+            return Err(BackendError::Connection(why.clone()));
+        }
+        let attempt = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr));
+        let why = match attempt.await {
+            Ok(Ok(stream)) => {
+                // Requests are written whole; waiting to coalesce them only adds latency.
+                let _ = stream.set_nodelay(true);
+                *self.failed.lock() = None;
+                return Ok(Conn {
+                    stream,
+                    buf: Vec::with_capacity(READ_CHUNK),
+                    start: 0,
+                });
+            }
+            Ok(Err(e)) => format!("cannot connect to memcached at {}: {e}", self.addr),
+            Err(_) => format!(
+                "no connection to memcached at {} within {:?}",
+                self.addr, self.connect_timeout
+            ),
+        };
+        *self.failed.lock() = Some((Instant::now(), why.clone()));
+        Err(BackendError::Connection(why))
+    }
+}
+
+/// A leased connection. Returned to the pool on drop only after a finished exchange.
+#[derive(Debug)]
+pub(crate) struct Lease<'a> {
+    server: &'a Server,
+    conn: Option<Conn>,
+    _permit: SemaphorePermit<'a>,
+    finished: bool,
+}
+
+impl Lease<'_> {
+    /// Writes `request` and reads replies until `done` says the last one arrived. A reply the
+    /// protocol does not allow here, a broken stream or a closed connection is an error, and
+    /// the connection is not reused.
+    pub(crate) async fn exchange(
+        &mut self,
+        request: &[u8],
+        mut done: impl FnMut(&Reply) -> bool,
+    ) -> Result<Vec<Reply>, BackendError> {
+        self.finished = false;
+        let addr = self.server.addr.clone();
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| BackendError::Other("lease used after failure".into()))?;
+        let io = |e: std::io::Error| BackendError::Connection(format!("memcached at {addr}: {e}"));
+        conn.stream.write_all(request).await.map_err(io)?;
+        let mut replies = Vec::new();
+        loop {
+            match protocol::parse(&conn.buf[conn.start..]) {
+                Ok(Some((reply, used))) => {
+                    conn.start += used;
+                    let last = done(&reply);
+                    replies.push(reply);
+                    if last {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(desync) => {
+                    self.conn = None;
+                    return Err(BackendError::Protocol(format!(
+                        "memcached at {}: {}; the connection was closed",
+                        self.server.addr, desync.0
+                    )));
+                }
+            }
+            if conn.start > 0 {
+                conn.buf.drain(..conn.start);
+                conn.start = 0;
+            }
+            conn.buf.reserve(READ_CHUNK);
+            let n = conn.stream.read_buf(&mut conn.buf).await.map_err(io)?;
+            if n == 0 {
+                self.conn = None;
+                return Err(BackendError::Connection(format!(
+                    "memcached at {} closed the connection",
+                    self.server.addr
+                )));
+            }
+        }
+        if conn.start == conn.buf.len() {
+            conn.buf.clear();
+            conn.start = 0;
+        } else {
+            // Bytes nobody asked for: the stream is out of step with our requests.
+            self.conn = None;
+            return Err(BackendError::Protocol(format!(
+                "memcached at {} sent more replies than requests; the connection was closed",
+                self.server.addr
+            )));
+        }
+        self.finished = true;
+        Ok(replies)
+    }
+
+    /// Closes the connection instead of returning it to the pool.
+    pub(crate) fn discard(&mut self) {
+        self.conn = None;
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.finished
+            && let Some(conn) = self.conn.take()
+        {
+            self.server.idle.lock().push(conn);
+        }
+    }
+}
