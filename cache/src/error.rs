@@ -78,16 +78,6 @@ pub enum CacheError {
         /// What is wrong and how to fix it.
         message: String,
     },
-    /// A backend type is not available in this build yet.
-    #[error(
-        "backend `{backend}` has type `{kind}`, which this version of lexigram-cache cannot build yet; use type `memory` or `redis`"
-    )]
-    NotBuilt {
-        /// The backend's name.
-        backend: String,
-        /// Its configured type.
-        kind: String,
-    },
     /// No cache with this name is registered.
     #[error("no cache named `{0}` is configured; add a backend with that name to `cache.backends`")]
     UnknownCache(String),

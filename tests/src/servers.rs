@@ -85,10 +85,27 @@ pub fn signal(pid: u32, signal: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{signal} {pid} failed");
+    // A signal is delivered asynchronously; wait until the process is in the state it asked
+    // for, so the test's next request really meets a stopped (or running) server.
+    let want_stopped = signal == "STOP";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return;
+        };
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("");
+        if (state == "T") == want_stopped {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Sends one inline command to a Redis server on `port` and returns the raw reply.
-pub fn redis_raw(port: u16, command: &str) -> std::io::Result<String> {
+pub fn text_command(port: u16, command: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.write_all(format!("{command}\r\n").as_bytes())?;
@@ -216,7 +233,7 @@ impl RedisServer {
                     last_log = std::fs::read_to_string(&log).unwrap_or_default();
                     break;
                 }
-                let reply = redis_raw(port, "PING").unwrap_or_default();
+                let reply = text_command(port, "PING").unwrap_or_default();
                 if reply.starts_with("+PONG") || reply.starts_with("-NOAUTH") {
                     return RedisServer {
                         child,
@@ -279,7 +296,7 @@ impl RedisServer {
 
     /// Sends a raw inline command on the plain port (no AUTH).
     pub fn raw(&self, command: &str) -> String {
-        redis_raw(self.port, command).expect("raw redis command")
+        text_command(self.port, command).expect("raw redis command")
     }
 }
 
@@ -397,4 +414,122 @@ fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
         write("ca.pem", issuer.pem()),
         write("other-ca.pem", other.pem()),
     )
+}
+
+/// A running `memcached`.
+#[derive(Debug)]
+pub struct MemcachedServer {
+    child: Child,
+    port: u16,
+    _dir: ScratchDir,
+}
+
+impl MemcachedServer {
+    /// A server with the default item size limit (1 MiB).
+    pub fn start() -> MemcachedServer {
+        Self::launch(None, &[])
+    }
+
+    /// A server on a given port (to bring one back where clients expect it).
+    pub fn start_at(port: u16) -> MemcachedServer {
+        Self::launch(Some(port), &[])
+    }
+
+    /// A server with extra command-line arguments.
+    pub fn start_with(args: &[&str]) -> MemcachedServer {
+        Self::launch(None, args)
+    }
+
+    fn launch(fixed_port: Option<u16>, extra: &[&str]) -> MemcachedServer {
+        let mut last_log = String::new();
+        for _attempt in 0..3 {
+            let port = fixed_port.unwrap_or_else(|| free_port(false));
+            let dir = ScratchDir::new("memcached");
+            let mut args: Vec<String> = vec![
+                "-l".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+                "-U".into(),
+                "0".into(),
+                "-m".into(),
+                "64".into(),
+            ];
+            // memcached refuses to run as root unless told which user to be.
+            if std::env::var("USER").as_deref() == Ok("root") || is_root() {
+                args.extend(["-u".into(), "root".into()]);
+            }
+            args.extend(extra.iter().map(|s| (*s).to_owned()));
+            let log = dir.path().join("server.log");
+            let mut child = spawn("memcached", &args, &log);
+            let deadline = Instant::now() + START_TIMEOUT;
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    last_log = std::fs::read_to_string(&log).unwrap_or_default();
+                    break;
+                }
+                if text_command(port, "mn").is_ok_and(|r| r.starts_with("MN")) {
+                    return MemcachedServer {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!(
+                        "memcached on port {port} did not answer within {START_TIMEOUT:?}; log:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("memcached would not start; last log:\n{last_log}");
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Sends one raw text command and returns the reply.
+    pub fn raw(&self, command: &str) -> String {
+        text_command(self.port, command).expect("raw memcached command")
+    }
+
+    /// Freezes the server (SIGSTOP).
+    pub fn pause(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.child.id(), "CONT");
+    }
+
+    /// Kills the server now.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MemcachedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }

@@ -130,7 +130,9 @@ async fn configuration_errors_name_the_field() {
 
     let mut config = CacheConfig::default();
     config.backends[0].kind = BackendKind::Memcached;
-    let err = CacheModule::configure(config).await.expect_err("not built");
-    assert!(matches!(err, CacheError::NotBuilt { .. }), "{err}");
-    assert!(err.to_string().contains("cannot build yet"), "{err}");
+    let err = CacheModule::configure(config)
+        .await
+        .expect_err("no servers");
+    assert!(matches!(err, CacheError::Config { .. }), "{err}");
+    assert!(err.to_string().contains("backends[0].servers"), "{err}");
 }
