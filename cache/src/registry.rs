@@ -130,14 +130,17 @@ async fn build(
             Ok(Cache::with_options(b.name.clone(), backend, options))
         }
         BackendKind::Memcached => {
-            let backend = MemcachedBackend::builder(b.servers.iter().cloned())
+            let mut builder = MemcachedBackend::builder(b.servers.iter().cloned())
                 .prefix(b.prefix.clone())
                 .pool_size(b.pool_size)
                 .connect_timeout(b.connect_timeout)
                 .op_timeout(b.op_timeout)
                 .max_item_size(b.max_item_size)
-                .build()
-                .map_err(at_backend(index))?;
+                .tls(b.tls);
+            if let Some(ca) = &b.ca_file {
+                builder = builder.ca_file(ca.clone());
+            }
+            let backend = builder.build().map_err(at_backend(index))?;
             // Same rule as Redis: the default backend must answer at boot.
             if let Err(e) = backend.ping().await {
                 if is_default {

@@ -422,6 +422,7 @@ pub struct MemcachedServer {
     child: Child,
     port: u16,
     _dir: ScratchDir,
+    tls: Option<(TlsFiles, ScratchDir)>,
 }
 
 impl MemcachedServer {
@@ -440,6 +441,58 @@ impl MemcachedServer {
         Self::launch(None, args)
     }
 
+    /// A server that speaks only TLS, with a certificate from a CA made here.
+    pub fn start_tls() -> MemcachedServer {
+        let dir = ScratchDir::new("memcached-certs");
+        let (cert, key, ca, other_ca) = make_certificates(dir.path());
+        let port = free_port(false);
+        let ssl = format!(
+            "ssl_chain_cert={},ssl_key={}",
+            cert.display(),
+            key.display()
+        );
+        let log_dir = ScratchDir::new("memcached-tls");
+        let log = log_dir.path().join("server.log");
+        let mut args: Vec<String> = vec![
+            "-l".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-U".into(),
+            "0".into(),
+            "-Z".into(),
+            "-o".into(),
+            ssl,
+        ];
+        if is_root() {
+            args.extend(["-u".into(), "root".into()]);
+        }
+        let mut child = spawn("memcached", &args, &log);
+        let deadline = Instant::now() + START_TIMEOUT;
+        // The port speaks TLS only, so readiness is an accepted TCP connection.
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "memcached -Z exited with {status}; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "memcached -Z did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        MemcachedServer {
+            child,
+            port,
+            _dir: log_dir,
+            tls: Some((TlsFiles { port, ca, other_ca }, dir)),
+        }
+    }
+
+    /// The certificate files of a server from [`start_tls`](Self::start_tls).
+    pub fn tls(&self) -> &TlsFiles {
+        &self.tls.as_ref().expect("started without TLS").0
+    }
+
     fn launch(fixed_port: Option<u16>, extra: &[&str]) -> MemcachedServer {
         let mut last_log = String::new();
         for _attempt in 0..3 {
@@ -456,7 +509,7 @@ impl MemcachedServer {
                 "64".into(),
             ];
             // memcached refuses to run as root unless told which user to be.
-            if std::env::var("USER").as_deref() == Ok("root") || is_root() {
+            if is_root() {
                 args.extend(["-u".into(), "root".into()]);
             }
             args.extend(extra.iter().map(|s| (*s).to_owned()));
@@ -473,6 +526,7 @@ impl MemcachedServer {
                         child,
                         port,
                         _dir: dir,
+                        tls: None,
                     };
                 }
                 if Instant::now() > deadline {

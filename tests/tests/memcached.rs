@@ -281,3 +281,38 @@ async fn configure_builds_memcached_backends() {
         .expect_err("bad address");
     assert!(err.to_string().contains("backends[0].servers[0]"), "{err}");
 }
+
+#[tokio::test]
+async fn tls_with_the_right_ca_works_and_a_wrong_ca_fails_clearly() {
+    let server = MemcachedServer::start_tls();
+    let tls = server.tls().clone();
+    let b = MemcachedBackend::builder([server.addr()])
+        .prefix("tls:")
+        .ca_file(&tls.ca)
+        .build()
+        .expect("build");
+    check_basics(&b, "").await;
+
+    for ca in [Some(&tls.other_ca), None] {
+        let mut builder = MemcachedBackend::builder([server.addr()]).tls(true);
+        if let Some(ca) = ca {
+            builder = builder.ca_file(ca);
+        }
+        let err = builder
+            .build()
+            .expect("build")
+            .get("k")
+            .await
+            .expect_err("untrusted certificate");
+        let text = err.to_string();
+        assert!(
+            text.contains("ca_file") && text.contains(&server.addr()),
+            "the error says to set ca_file and names the server: {text}"
+        );
+    }
+    let err = MemcachedBackend::builder([server.addr()])
+        .ca_file("/nonexistent/ca.pem")
+        .build()
+        .expect_err("missing CA file");
+    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+}

@@ -98,8 +98,11 @@ pub struct BackendConfig {
     pub nodes: Vec<ServerUrl>,
     /// Redis: treat the servers as a Cluster even if only one seed is given.
     pub cluster: bool,
-    /// Redis over TLS: a PEM file with the CA that signed the server's certificate. Without it
-    /// the system's trust store is used.
+    /// Memcached: talk TLS to the servers (memcached started with `-Z`). Redis selects TLS
+    /// with a `rediss://` URL instead.
+    pub tls: bool,
+    /// TLS (Redis `rediss://`, Memcached `tls: true`): a PEM file with the CA that signed the
+    /// server's certificate. Without it the system's trust store is used.
     pub ca_file: Option<PathBuf>,
     /// Remote backends: how long to wait for a connection. Default `2s`.
     #[serde(with = "duration::required")]
@@ -134,6 +137,7 @@ impl Default for BackendConfig {
             redis_url: None,
             nodes: Vec::new(),
             cluster: false,
+            tls: false,
             ca_file: None,
             connect_timeout: Duration::from_secs(2),
             op_timeout: Duration::from_millis(500),

@@ -11,6 +11,7 @@ mod protocol;
 mod ring;
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +19,7 @@ use async_trait::async_trait;
 use futures::future::join_all;
 
 use self::keys::WireKey;
-use self::pool::Server;
+use self::pool::{Server, Tls};
 use self::protocol::Reply;
 use self::ring::Ring;
 use super::CacheBackend;
@@ -49,9 +50,25 @@ pub struct MemcachedBackendBuilder {
     connect_timeout: Duration,
     op_timeout: Duration,
     max_item_size: usize,
+    tls: bool,
+    ca_file: Option<PathBuf>,
 }
 
 impl MemcachedBackendBuilder {
+    /// Talks TLS to every server (memcached started with `-Z`). The servers' certificates are
+    /// checked against [`ca_file`](Self::ca_file), or the system's trust store without it.
+    pub fn tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// A PEM file with the CA that signed the servers' certificates. Implies [`tls`](Self::tls).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self.tls = true;
+        self
+    }
+
     /// Put before every key, such as `"shop:"`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -105,10 +122,15 @@ impl MemcachedBackendBuilder {
             }
             addrs.push(addr);
         }
+        let tls = if self.tls {
+            Some(tls_config(self.ca_file.as_deref())?)
+        } else {
+            None
+        };
         let ring = Ring::new(&addrs);
         let servers = addrs
             .into_iter()
-            .map(|a| Server::new(a, self.pool_size, self.connect_timeout))
+            .map(|a| Server::new(a, self.pool_size, self.connect_timeout, tls.clone()))
             .collect();
         Ok(MemcachedBackend {
             inner: Arc::new(Inner {
@@ -120,6 +142,42 @@ impl MemcachedBackendBuilder {
             }),
         })
     }
+}
+
+/// The client TLS configuration: the CA file's certificates, or the system's trust store.
+fn tls_config(ca_file: Option<&Path>) -> Result<Tls, CacheError> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let bad = |e: String| {
+                config_error(
+                    "ca_file",
+                    format!("cannot read CA certificates from {}: {e}", path.display()),
+                )
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                roots
+                    .add(cert.map_err(|e| bad(e.to_string()))?)
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(bad("the file holds no PEM certificate".into()));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+        }
+    }
+    let config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Tls(Arc::new(config)))
 }
 
 fn config_error(path: &str, message: impl Into<String>) -> CacheError {
@@ -203,6 +261,8 @@ impl MemcachedBackend {
             connect_timeout: Duration::from_secs(2),
             op_timeout: Duration::from_millis(500),
             max_item_size: 1024 * 1024,
+            tls: false,
+            ca_file: None,
         }
     }
 

@@ -7,10 +7,14 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::protocol::{self, Reply};
 use crate::error::BackendError;
@@ -20,12 +24,33 @@ const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// Bytes read per socket read.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// A plain or TLS byte stream.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
 /// One open connection and the bytes read from it but not parsed yet.
-#[derive(Debug)]
 struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: Vec<u8>,
     start: usize,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("buffered", &(self.buf.len() - self.start))
+            .finish()
+    }
+}
+
+/// TLS settings shared by every connection of a backend.
+#[derive(Clone)]
+pub(crate) struct Tls(pub(crate) Arc<tokio_rustls::rustls::ClientConfig>);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
 }
 
 /// A server address and its idle connections.
@@ -35,17 +60,24 @@ pub(crate) struct Server {
     idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
     connect_timeout: Duration,
+    tls: Option<Tls>,
     failed: Mutex<Option<(Instant, String)>>,
 }
 
 impl Server {
     /// A pool of at most `size` connections to `addr` (`host:port`).
-    pub(crate) fn new(addr: String, size: usize, connect_timeout: Duration) -> Server {
+    pub(crate) fn new(
+        addr: String,
+        size: usize,
+        connect_timeout: Duration,
+        tls: Option<Tls>,
+    ) -> Server {
         Server {
             addr,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size.max(1)),
             connect_timeout,
+            tls,
             failed: Mutex::new(None),
         }
     }
@@ -87,11 +119,9 @@ impl Server {
         {
             return Err(BackendError::Connection(why.clone()));
         }
-        let attempt = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr));
+        let attempt = tokio::time::timeout(self.connect_timeout, self.open());
         let why = match attempt.await {
             Ok(Ok(stream)) => {
-                // Requests are written whole; waiting to coalesce them only adds latency.
-                let _ = stream.set_nodelay(true);
                 *self.failed.lock() = None;
                 return Ok(Conn {
                     stream,
@@ -107,6 +137,38 @@ impl Server {
         };
         *self.failed.lock() = Some((Instant::now(), why.clone()));
         Err(BackendError::Connection(why))
+    }
+}
+
+impl Server {
+    async fn open(&self) -> std::io::Result<Box<dyn Io>> {
+        let stream = TcpStream::connect(&self.addr).await?;
+        // Requests are written whole; waiting to coalesce them only adds latency.
+        let _ = stream.set_nodelay(true);
+        let Some(tls) = &self.tls else {
+            return Ok(Box::new(stream));
+        };
+        let host = self
+            .addr
+            .rsplit_once(':')
+            .map_or(self.addr.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host}: {e}"))
+        })?;
+        let stream = TlsConnector::from(tls.0.clone())
+            .connect(name, stream)
+            .await
+            .map_err(|e| {
+                let hint = if e.to_string().contains("certificate") {
+                    "; the server's certificate is not trusted: set `ca_file` to the CA that signed it"
+                } else {
+                    ""
+                };
+                std::io::Error::new(e.kind(), format!("TLS handshake failed: {e}{hint}"))
+            })?;
+        Ok(Box::new(stream))
     }
 }
 
@@ -129,12 +191,14 @@ impl Lease<'_> {
         mut done: impl FnMut(&Reply) -> bool,
     ) -> Result<Vec<Reply>, BackendError> {
         self.finished = false;
-        let addr = self.server.addr.clone();
+        let server = self.server;
         let conn = self
             .conn
             .as_mut()
             .ok_or_else(|| BackendError::Other("lease used after failure".into()))?;
-        let io = |e: std::io::Error| BackendError::Connection(format!("memcached at {addr}: {e}"));
+        let io = |e: std::io::Error| {
+            BackendError::Connection(format!("memcached at {}: {e}", server.addr))
+        };
         conn.stream.write_all(request).await.map_err(io)?;
         let mut replies = Vec::new();
         loop {
