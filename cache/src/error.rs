@@ -70,12 +70,22 @@ pub enum CacheError {
         "a ttl of zero is not allowed: use `None` (or `Ttl::Default`) for the backend's default ttl, or `Ttl::Never` for no expiry"
     )]
     ZeroTtl,
-    /// The configuration is invalid.
-    #[error("invalid cache configuration at `{path}`: {message}")]
+    /// The configuration is invalid. The message names the field, the environment variable
+    /// that sets it, and what to do.
+    #[error("invalid cache configuration at `{path}` (env `{}`): {message}", crate::config::env_var(.path))]
     Config {
         /// The field path, such as `backends[0].type`.
         path: String,
         /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A configuration source (a file, `LEX_CONFIG_FILE`, an environment variable's name)
+    /// could not be read.
+    #[error("cannot load the cache configuration from {origin}: {message}")]
+    ConfigSource {
+        /// The file or variable.
+        origin: String,
+        /// What is wrong with it.
         message: String,
     },
     /// No cache with this name is registered.

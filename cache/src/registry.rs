@@ -30,14 +30,34 @@ use crate::error::CacheError;
 pub struct CacheModule;
 
 impl CacheModule {
-    /// Validates `config` and builds every backend in it.
+    /// Validates `config` and builds every backend in it. With `LEX_ENV` (or `APP_ENV`) set to
+    /// `production`, remote backends without a password on a non-loopback host, or with a
+    /// well-known weak one, are refused.
     pub async fn configure(config: CacheConfig) -> Result<Caches, CacheError> {
         let default = config::validate(&config)?;
+        config::check_security(&config, config::is_production(|k| std::env::var(k).ok()))?;
         let mut caches = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
             caches.push((b.name.clone(), build(i, b, &config, i == default).await?));
         }
         Ok(Caches::new(caches, default, config))
+    }
+
+    /// Loads the configuration from `application.yaml` (or `LEX_CONFIG_FILE`), the
+    /// `LEX_PROFILE` file and `LEX_CACHE__...` variables (see
+    /// [`ConfigSources`](crate::config::ConfigSources)), then [`configure`](Self::configure)s
+    /// it. To change values in code as the last layer, load with
+    /// [`CacheConfig::from_env`] and call `configure` yourself.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), lexigram_cache::CacheError> {
+    /// // With no file and no variables: one in-memory backend named `default`.
+    /// let caches = lexigram_cache::CacheModule::from_env().await?;
+    /// assert_eq!(caches.cache().name(), "default");
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_env() -> Result<Caches, CacheError> {
+        Self::configure(CacheConfig::from_env()?).await
     }
 
     /// One in-memory backend named `default` with default options. Synchronous; meant for
@@ -93,12 +113,12 @@ async fn build(
             Ok(Cache::with_options(b.name.clone(), backend, options))
         }
         BackendKind::Redis => {
-            let mut urls = b.redis_url.iter().chain(&b.nodes).cloned();
+            let mut urls = b.redis_urls().into_iter();
             let Some(first) = urls.next() else {
                 return Err(CacheError::Config {
                     path: format!("backends[{index}].redis_url"),
-                    message: "a redis backend needs `redis_url` (or `nodes` for a Cluster), \
-                              e.g. redis://127.0.0.1:6379/0"
+                    message: "a redis backend needs `redis_url` (or `host`, or `nodes` for a \
+                              Cluster), e.g. redis://127.0.0.1:6379/0"
                         .into(),
                 });
             };
@@ -137,6 +157,12 @@ async fn build(
                 .op_timeout(b.op_timeout)
                 .max_item_size(b.max_item_size)
                 .tls(b.tls);
+            if let Some(password) = &b.password {
+                builder = builder.credentials(
+                    b.username.clone().unwrap_or_default(),
+                    password.expose().to_owned(),
+                );
+            }
             if let Some(ca) = &b.ca_file {
                 builder = builder.ca_file(ca.clone());
             }

@@ -104,3 +104,24 @@ pub(crate) mod optional {
         }
     }
 }
+
+/// A ttl that may be absent: absent is `None`, `"never"` is `Some(None)`.
+pub(crate) mod ttl_override {
+    use super::*;
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<Duration>>, D::Error> {
+        never::deserialize(d).map(Some)
+    }
+
+    pub(crate) fn serialize<S: Serializer>(
+        d: &Option<Option<Duration>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            None => s.serialize_none(),
+            Some(inner) => never::serialize(inner, s),
+        }
+    }
+}

@@ -5,11 +5,18 @@
 //! backends.
 
 mod duration;
+mod load;
 mod model;
 mod secret;
+mod security;
 mod validate;
 
-pub use model::{BackendConfig, BackendKind, CacheConfig, MemoryConfig, ServiceConfig};
-pub use secret::ServerUrl;
+pub(crate) use load::env_var;
+pub use load::{ConfigSources, ENV_PREFIX};
+pub use model::{
+    BackendConfig, BackendKind, CacheConfig, FunctionConfig, MemoryConfig, ServiceConfig,
+};
 pub(crate) use secret::scrub;
+pub use secret::{Secret, ServerUrl};
+pub(crate) use security::{check as check_security, is_production};
 pub(crate) use validate::validate;

@@ -1,13 +1,14 @@
 //! The configuration structs. Every field has a serde default, so an empty `cache:` section
 //! is a valid configuration: one in-memory backend named `default`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::duration;
-use super::secret::ServerUrl;
+use super::secret::{Secret, ServerUrl};
 use crate::backend::memory::MemoryEngine;
 use crate::codec::Format;
 
@@ -31,6 +32,9 @@ pub struct CacheConfig {
     pub backends: Vec<BackendConfig>,
     /// Settings shared by every backend.
     pub service: ServiceConfig,
+    /// Per-function overrides, by the function's path (`my_app::users::load_user`): they
+    /// replace the `#[cacheable]` attribute's `ttl`, `enabled` and `backend` at run time.
+    pub functions: BTreeMap<String, FunctionConfig>,
 }
 
 impl Default for CacheConfig {
@@ -39,8 +43,47 @@ impl Default for CacheConfig {
             enabled: true,
             backends: vec![BackendConfig::memory("default")],
             service: ServiceConfig::default(),
+            functions: BTreeMap::new(),
         }
     }
+}
+
+impl CacheConfig {
+    /// The configuration of this process: `application.yaml` (or `LEX_CONFIG_FILE`), the
+    /// `LEX_PROFILE` file, then `LEX_CACHE__...` variables. See
+    /// [`ConfigSources`](super::ConfigSources).
+    pub fn from_env() -> Result<CacheConfig, crate::CacheError> {
+        super::ConfigSources::from_process()?.load()
+    }
+}
+
+/// Overrides for one `#[cacheable]` function, keyed by its path in
+/// [`CacheConfig::functions`].
+///
+/// ```yaml
+/// cache:
+///   functions:
+///     my_app::users::load_user:
+///       ttl: 10m          # or "never"
+///       enabled: true
+///       backend: sessions
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FunctionConfig {
+    /// Replaces the attribute's `ttl`: seconds, a duration such as `"10m"`, or `"never"`.
+    #[serde(
+        with = "duration::ttl_override",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ttl: Option<Option<Duration>>,
+    /// `false` runs the function's body on every call, uncached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Replaces the attribute's `backend`: the name of a configured backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 /// The kind of store behind a backend.
@@ -93,6 +136,17 @@ pub struct BackendConfig {
     /// Redis: `redis://[user:password@]host:port[/db]`, or `rediss://...` for TLS. The password
     /// is never printed (see [`ServerUrl`]).
     pub redis_url: Option<ServerUrl>,
+    /// Redis without `redis_url`: the host. Default unset.
+    pub host: Option<String>,
+    /// Redis without `redis_url`: the port. Default 6379.
+    pub port: Option<u16>,
+    /// Redis without `redis_url`: the database number. Default 0.
+    pub db: Option<u32>,
+    /// Redis (ACL user, or with `redis_url`'s host) and Memcached (with `password`, for a
+    /// server started with `-Y`): the user name.
+    pub username: Option<String>,
+    /// Redis and Memcached: the password. Never printed.
+    pub password: Option<Secret>,
     /// Redis Cluster: seed node URLs. Listing more than one node, or setting `cluster: true`,
     /// selects Cluster mode; `redis_url` then counts as one more seed.
     pub nodes: Vec<ServerUrl>,
@@ -135,6 +189,11 @@ impl Default for BackendConfig {
             format: Format::MsgPack,
             memory: MemoryConfig::default(),
             redis_url: None,
+            host: None,
+            port: None,
+            db: None,
+            username: None,
+            password: None,
             nodes: Vec::new(),
             cluster: false,
             tls: false,
@@ -156,6 +215,46 @@ impl BackendConfig {
             name: name.into(),
             ..BackendConfig::default()
         }
+    }
+
+    /// The Redis URLs this backend connects to: `redis_url` and `nodes`, or one built from
+    /// `host`/`port`/`db`/`tls`; `username`/`password` fill in a URL that has no credentials.
+    pub(crate) fn redis_urls(&self) -> Vec<ServerUrl> {
+        let mut urls: Vec<ServerUrl> = self.redis_url.iter().chain(&self.nodes).cloned().collect();
+        if urls.is_empty()
+            && let Some(host) = &self.host
+        {
+            let scheme = if self.tls { "rediss" } else { "redis" };
+            let port = self.port.unwrap_or(6379);
+            let db = self.db.unwrap_or(0);
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.clone()
+            };
+            urls.push(ServerUrl::from(format!("{scheme}://{host}:{port}/{db}")));
+        }
+        if self.password.is_none() && self.username.is_none() {
+            return urls;
+        }
+        let user = self
+            .username
+            .as_deref()
+            .map(percent_encode)
+            .unwrap_or_default();
+        let pass = self
+            .password
+            .as_ref()
+            .map(|p| format!(":{}", percent_encode(p.expose())))
+            .unwrap_or_default();
+        urls.into_iter()
+            .map(|u| match u.expose().split_once("://") {
+                Some((scheme, rest)) if !u.has_credentials() => {
+                    ServerUrl::from(format!("{scheme}://{user}{pass}@{rest}"))
+                }
+                _ => u,
+            })
+            .collect()
     }
 
     /// A Memcached backend over `servers` (`host:port` each).
@@ -238,4 +337,17 @@ impl Default for ServiceConfig {
             fill_wait: Duration::from_secs(10),
         }
     }
+}
+
+/// Percent-encodes everything but unreserved URL characters, for credentials put into a URL.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -36,6 +36,11 @@ impl ServerUrl {
             .filter(|p| !p.is_empty())
     }
 
+    /// Whether the URL carries user info (`user:pass@` or `user@`).
+    pub(crate) fn has_credentials(&self) -> bool {
+        userinfo(&self.0).is_some()
+    }
+
     /// The host part, without user info, port, path or brackets around an IPv6 address.
     pub fn host(&self) -> Option<&str> {
         let rest = self.0.split_once("://").map_or(self.0.as_str(), |(_, r)| r);
@@ -46,6 +51,44 @@ impl ServerUrl {
         }
         let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
         (!host.is_empty()).then_some(host)
+    }
+}
+
+/// A password in configuration. `Debug` prints `"***"`; [`expose`](Self::expose) gives the
+/// text to the code that authenticates.
+///
+/// ```
+/// use lexigram_cache::config::Secret;
+/// let s = Secret::from("hunter2");
+/// assert_eq!(format!("{s:?}"), "\"***\"");
+/// assert_eq!(s.expose(), "hunter2");
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The password itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
     }
 }
 

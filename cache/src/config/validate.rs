@@ -38,6 +38,76 @@ pub(crate) fn validate(config: &CacheConfig) -> Result<usize, CacheError> {
             ));
         }
     }
+    for (i, b) in config.backends.iter().enumerate() {
+        for (j, url) in b.redis_url.iter().chain(&b.nodes).enumerate() {
+            let path = if b.redis_url.is_some() && j == 0 {
+                format!("backends[{i}].redis_url")
+            } else {
+                format!(
+                    "backends[{i}].nodes[{}]",
+                    j - usize::from(b.redis_url.is_some())
+                )
+            };
+            let text = url.expose();
+            let scheme_ok = text.starts_with("redis://") || text.starts_with("rediss://");
+            if !scheme_ok || url.host().is_none() {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "`{url}` is not a Redis URL; write redis://[user:password@]host:port[/db] \
+                         or rediss://... for TLS"
+                    ),
+                ));
+            }
+        }
+        if b.pool_size == 0 {
+            return Err(invalid(
+                format!("backends[{i}].pool_size"),
+                "must be at least 1",
+            ));
+        }
+        if b.max_item_size == 0 {
+            return Err(invalid(
+                format!("backends[{i}].max_item_size"),
+                "must be greater than zero",
+            ));
+        }
+        for (field, d) in [
+            ("connect_timeout", b.connect_timeout),
+            ("op_timeout", b.op_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(
+                    format!("backends[{i}].{field}"),
+                    "must be greater than zero",
+                ));
+            }
+        }
+    }
+    for (name, f) in &config.functions {
+        if f.ttl == Some(Some(std::time::Duration::ZERO)) {
+            return Err(invalid(
+                format!("functions.{name}.ttl"),
+                "must be greater than zero; write \"never\" for no expiry",
+            ));
+        }
+        if let Some(backend) = &f.backend
+            && !config.backends.iter().any(|b| &b.name == backend)
+        {
+            return Err(invalid(
+                format!("functions.{name}.backend"),
+                format!(
+                    "no backend is named `{backend}`; the backends are: {}",
+                    config
+                        .backends
+                        .iter()
+                        .map(|b| b.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
     if config.service.fill_wait.is_zero() {
         return Err(invalid(
             "service.fill_wait".into(),

@@ -41,7 +41,7 @@ const RELATIVE_TTL_MAX: u64 = 30 * 24 * 3600;
 ///     .unwrap();
 /// assert_eq!(backend.servers().len(), 2);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct MemcachedBackendBuilder {
     servers: Vec<String>,
@@ -52,9 +52,17 @@ pub struct MemcachedBackendBuilder {
     max_item_size: usize,
     tls: bool,
     ca_file: Option<PathBuf>,
+    credentials: Option<(String, String)>,
 }
 
 impl MemcachedBackendBuilder {
+    /// Authenticates every new connection with memcached's text-protocol authentication (a
+    /// server started with `-Y <auth file>`). The password is never printed.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((username.into(), password.into()));
+        self
+    }
+
     /// Talks TLS to every server (memcached started with `-Z`). The servers' certificates are
     /// checked against [`ca_file`](Self::ca_file), or the system's trust store without it.
     pub fn tls(mut self, tls: bool) -> Self {
@@ -130,7 +138,15 @@ impl MemcachedBackendBuilder {
         let ring = Ring::new(&addrs);
         let servers = addrs
             .into_iter()
-            .map(|a| Server::new(a, self.pool_size, self.connect_timeout, tls.clone()))
+            .map(|a| {
+                Server::new(
+                    a,
+                    self.pool_size,
+                    self.connect_timeout,
+                    tls.clone(),
+                    self.credentials.clone(),
+                )
+            })
             .collect();
         Ok(MemcachedBackend {
             inner: Arc::new(Inner {
@@ -178,6 +194,17 @@ fn tls_config(ca_file: Option<&Path>) -> Result<Tls, CacheError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Tls(Arc::new(config)))
+}
+
+impl fmt::Debug for MemcachedBackendBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemcachedBackendBuilder")
+            .field("servers", &self.servers)
+            .field("prefix", &self.prefix)
+            .field("tls", &self.tls)
+            .field("username", &self.credentials.as_ref().map(|c| &c.0))
+            .finish_non_exhaustive()
+    }
 }
 
 fn config_error(path: &str, message: impl Into<String>) -> CacheError {
@@ -263,6 +290,7 @@ impl MemcachedBackend {
             max_item_size: 1024 * 1024,
             tls: false,
             ca_file: None,
+            credentials: None,
         }
     }
 

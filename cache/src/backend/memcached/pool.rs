@@ -61,6 +61,7 @@ pub(crate) struct Server {
     permits: Semaphore,
     connect_timeout: Duration,
     tls: Option<Tls>,
+    credentials: Option<(String, String)>,
     failed: Mutex<Option<(Instant, String)>>,
 }
 
@@ -71,6 +72,7 @@ impl Server {
         size: usize,
         connect_timeout: Duration,
         tls: Option<Tls>,
+        credentials: Option<(String, String)>,
     ) -> Server {
         Server {
             addr,
@@ -78,6 +80,7 @@ impl Server {
             permits: Semaphore::new(size.max(1)),
             connect_timeout,
             tls,
+            credentials,
             failed: Mutex::new(None),
         }
     }
@@ -119,15 +122,20 @@ impl Server {
         {
             return Err(BackendError::Connection(why.clone()));
         }
-        let attempt = tokio::time::timeout(self.connect_timeout, self.open());
+        let attempt = tokio::time::timeout(self.connect_timeout, async {
+            let stream = self.open().await?;
+            let mut conn = Conn {
+                stream,
+                buf: Vec::with_capacity(READ_CHUNK),
+                start: 0,
+            };
+            self.authenticate(&mut conn).await?;
+            Ok::<_, std::io::Error>(conn)
+        });
         let why = match attempt.await {
-            Ok(Ok(stream)) => {
+            Ok(Ok(conn)) => {
                 *self.failed.lock() = None;
-                return Ok(Conn {
-                    stream,
-                    buf: Vec::with_capacity(READ_CHUNK),
-                    start: 0,
-                });
+                return Ok(conn);
             }
             Ok(Err(e)) => format!("cannot connect to memcached at {}: {e}", self.addr),
             Err(_) => format!(
@@ -141,6 +149,35 @@ impl Server {
 }
 
 impl Server {
+    /// memcached's text authentication (`-Y`): the first command of a connection is a `set`
+    /// whose data is `user password`; `STORED` means accepted.
+    async fn authenticate(&self, conn: &mut Conn) -> std::io::Result<()> {
+        let Some((user, pass)) = &self.credentials else {
+            return Ok(());
+        };
+        let data = format!("{user} {pass}");
+        let request = format!("set auth 0 0 {}\r\n{data}\r\n", data.len());
+        conn.stream.write_all(request.as_bytes()).await?;
+        let mut reply = Vec::new();
+        while !reply.ends_with(b"\r\n") && reply.len() < 256 {
+            let mut byte = [0u8; 1];
+            if conn.stream.read(&mut byte).await? == 0 {
+                break;
+            }
+            reply.push(byte[0]);
+        }
+        if reply == b"STORED\r\n" {
+            return Ok(());
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "authentication as `{user}` was refused ({}); check `username` and `password`",
+                String::from_utf8_lossy(&reply).trim()
+            ),
+        ))
+    }
+
     async fn open(&self) -> std::io::Result<Box<dyn Io>> {
         let stream = TcpStream::connect(&self.addr).await?;
         // Requests are written whole; waiting to coalesce them only adds latency.

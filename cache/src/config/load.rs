@@ -1,0 +1,293 @@
+//! Loading a [`CacheConfig`] from layered sources, later wins: built-in defaults, the
+//! `cache:` section of `application.yaml`, of `application-{profile}.yaml`, then
+//! `LEX_CACHE__...` environment variables. Values set in code come last: change the loaded
+//! config before handing it to [`CacheModule::configure`](crate::CacheModule::configure).
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::{Mapping, Value};
+
+use super::CacheConfig;
+use crate::error::CacheError;
+
+/// The prefix of the environment variables read, with `__` separating path segments.
+pub const ENV_PREFIX: &str = "LEX_CACHE__";
+
+/// Where configuration comes from. [`from_process`](Self::from_process) reads the real
+/// environment; tests and tools can fill one in by hand.
+///
+/// ```
+/// use lexigram_cache::config::ConfigSources;
+/// let sources = ConfigSources {
+///     file: None,
+///     profile: None,
+///     vars: vec![
+///         ("LEX_CACHE__BACKENDS__0__TYPE".into(), "memory".into()),
+///         ("LEX_CACHE__BACKENDS__0__DEFAULT_TTL".into(), "90s".into()),
+///     ],
+/// };
+/// let config = sources.load().unwrap();
+/// assert_eq!(config.backends[0].default_ttl, Some(std::time::Duration::from_secs(90)));
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ConfigSources {
+    /// The YAML file whose `cache:` section is read. `None`: no file.
+    pub file: Option<PathBuf>,
+    /// The profile: `application-{profile}.yaml` beside `file` is layered on top, if present.
+    pub profile: Option<String>,
+    /// Environment variables (name, value); only names starting with `LEX_CACHE__` are used.
+    pub vars: Vec<(String, String)>,
+}
+
+impl ConfigSources {
+    /// The process's sources: the file named by `LEX_CONFIG_FILE` (an error if it is
+    /// missing), else `./application.yaml` if it exists; the profile from `LEX_PROFILE`; and
+    /// every `LEX_CACHE__...` variable.
+    pub fn from_process() -> Result<ConfigSources, CacheError> {
+        let file = match std::env::var_os("LEX_CONFIG_FILE") {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                if !path.is_file() {
+                    return Err(CacheError::ConfigSource {
+                        origin: "LEX_CONFIG_FILE".into(),
+                        message: format!("names {}, which is not a readable file", path.display()),
+                    });
+                }
+                Some(path)
+            }
+            None => Some(PathBuf::from("application.yaml")).filter(|p| p.is_file()),
+        };
+        Ok(ConfigSources {
+            file,
+            profile: std::env::var("LEX_PROFILE")
+                .ok()
+                .filter(|p| !p.trim().is_empty()),
+            vars: std::env::vars()
+                .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+                .collect(),
+        })
+    }
+
+    /// Layers the sources and deserializes the result. Errors name the field and where its
+    /// value came from.
+    pub fn load(&self) -> Result<CacheConfig, CacheError> {
+        let mut tree = Value::Mapping(Mapping::new());
+        if let Some(file) = &self.file {
+            merge(&mut tree, read_section(file)?);
+            if let Some(profile) = &self.profile {
+                let sibling = profile_file(file, profile);
+                if sibling.is_file() {
+                    merge(&mut tree, read_section(&sibling)?);
+                } else {
+                    tracing::debug!(file = %sibling.display(), "no profile file");
+                }
+            }
+        }
+        let mut vars: Vec<&(String, String)> = self
+            .vars
+            .iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        // Sorted, so that index 0 of a list is created before index 1.
+        vars.sort();
+        for (name, value) in vars {
+            set_env(&mut tree, name, value)?;
+        }
+        check_gaps(&tree, "")?;
+        serde_path_to_error::deserialize::<_, CacheConfig>(tree).map_err(|e| {
+            let path = e.path().to_string();
+            CacheError::Config {
+                path: if path == "." { String::new() } else { path },
+                message: e.into_inner().to_string(),
+            }
+        })
+    }
+}
+
+/// `application-{profile}.yaml` in the directory of `file`.
+fn profile_file(file: &Path, profile: &str) -> PathBuf {
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("application");
+    let ext = file.extension().and_then(|s| s.to_str()).unwrap_or("yaml");
+    file.with_file_name(format!("{stem}-{profile}.{ext}"))
+}
+
+/// The `cache:` section of a YAML file (empty when the file has none).
+fn read_section(file: &Path) -> Result<Value, CacheError> {
+    let bad = |message: String| CacheError::ConfigSource {
+        origin: file.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let doc: Value =
+        serde_yaml_ng::from_str(&text).map_err(|e| bad(format!("is not valid YAML: {e}")))?;
+    match doc {
+        Value::Null => Ok(Value::Mapping(Mapping::new())),
+        Value::Mapping(mut top) => match top.remove("cache") {
+            None | Some(Value::Null) => Ok(Value::Mapping(Mapping::new())),
+            Some(section @ Value::Mapping(_)) => Ok(section),
+            Some(_) => Err(bad("its `cache:` entry must be a mapping".into())),
+        },
+        _ => Err(bad("the top level must be a mapping".into())),
+    }
+}
+
+/// Deep merge: mappings merge key by key; anything else in `over` replaces `base`.
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Mapping(b), Value::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Sets `LEX_CACHE__A__0__B=value` at `a[0].b`, creating mappings and list elements.
+fn set_env(tree: &mut Value, name: &str, value: &str) -> Result<(), CacheError> {
+    let rest = &name[ENV_PREFIX.len()..];
+    let segments: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+    if segments.iter().any(String::is_empty) {
+        return Err(CacheError::ConfigSource {
+            origin: name.into(),
+            message: "the name has an empty segment; separate field names with exactly two underscores"
+                .into(),
+        });
+    }
+    let mut node = tree;
+    for segment in &segments {
+        node = match segment.parse::<usize>() {
+            Ok(index) => {
+                if !matches!(node, Value::Sequence(_)) {
+                    *node = Value::Sequence(Vec::new());
+                }
+                let Value::Sequence(items) = node else {
+                    unreachable!("just made a sequence")
+                };
+                if items.len() <= index {
+                    // Gaps stay null until their own variables fill them; `check_gaps` reports
+                    // any that stay empty.
+                    items.resize(index + 1, Value::Null);
+                }
+                &mut items[index]
+            }
+            Err(_) => {
+                if !matches!(node, Value::Mapping(_)) {
+                    *node = Value::Mapping(Mapping::new());
+                }
+                let Value::Mapping(map) = node else {
+                    unreachable!("just made a mapping")
+                };
+                map.entry(Value::String(segment.clone()))
+                    .or_insert(Value::Null)
+            }
+        };
+    }
+    *node = scalar(value);
+    Ok(())
+}
+
+/// An environment value as the YAML scalar it spells: `false` a bool, `60` a number, an empty
+/// value unset, anything else (a URL, a duration, a name) a string.
+fn scalar(text: &str) -> Value {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Value::Null;
+    }
+    match serde_yaml_ng::from_str::<Value>(trimmed) {
+        Ok(v @ (Value::Bool(_) | Value::Number(_))) => v,
+        // A quoted value is the text inside the quotes.
+        Ok(Value::String(s)) if trimmed.starts_with(['"', '\'']) => Value::String(s),
+        _ => Value::String(text.to_owned()),
+    }
+}
+
+/// A list element that no source filled (`BACKENDS__1__...` without `BACKENDS__0__...`).
+fn check_gaps(tree: &Value, path: &str) -> Result<(), CacheError> {
+    match tree {
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                let key = k.as_str().unwrap_or_default();
+                let child = if path.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{path}.{key}")
+                };
+                check_gaps(v, &child)?;
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, v) in items.iter().enumerate() {
+                let child = format!("{path}[{i}]");
+                if v.is_null() {
+                    return Err(CacheError::Config {
+                        path: child,
+                        message: "is missing: indexed variables must number list elements \
+                                  from 0 without gaps"
+                            .into(),
+                    });
+                }
+                check_gaps(v, &child)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The environment variable that sets the field at `path` (`backends[0].type` →
+/// `LEX_CACHE__BACKENDS__0__TYPE`).
+pub(crate) fn env_var(path: &str) -> String {
+    let mut out = String::from(ENV_PREFIX);
+    let mut first = true;
+    for part in path.split(['.', '[']) {
+        let part = part.trim_end_matches(']');
+        if part.is_empty() {
+            continue;
+        }
+        if !first {
+            out.push_str("__");
+        }
+        first = false;
+        out.push_str(&part.to_ascii_uppercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_follow_field_paths() {
+        assert_eq!(env_var("backends[0].type"), "LEX_CACHE__BACKENDS__0__TYPE");
+        assert_eq!(
+            env_var("service.fill_wait"),
+            "LEX_CACHE__SERVICE__FILL_WAIT"
+        );
+        assert_eq!(env_var("enabled"), "LEX_CACHE__ENABLED");
+    }
+
+    #[test]
+    fn scalars_keep_their_type() {
+        assert_eq!(scalar("false"), Value::Bool(false));
+        assert!(matches!(scalar("60"), Value::Number(_)));
+        assert_eq!(
+            scalar("redis://:pw@h:6379/0"),
+            Value::String("redis://:pw@h:6379/0".into())
+        );
+        assert_eq!(scalar("5m"), Value::String("5m".into()));
+        assert_eq!(scalar("\"123\""), Value::String("123".into()));
+        assert_eq!(scalar("a: b"), Value::String("a: b".into()));
+        assert_eq!(scalar(""), Value::Null);
+    }
+}
