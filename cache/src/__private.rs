@@ -75,29 +75,53 @@ impl Source {
     fn memory_hit<T: CacheValue>(&self, site: &Site, key: &str) -> Option<T> {
         match self {
             Source::Given(c) => c.memory_hit(key),
-            Source::Registry => with_installed(|caches| pick(caches, site)?.memory_hit(key)),
+            Source::Registry => with_installed(|caches| match route(caches, site) {
+                Ok(Some((cache, _))) => cache.memory_hit(key),
+                _ => None,
+            }),
         }
     }
 
-    fn resolve(self, site: &Site) -> Result<Cache, CacheError> {
+    /// The cache and ttl to use; `Ok(None)` when configuration switched this function off.
+    fn resolve(self, site: &Site) -> Result<Option<(Cache, Ttl)>, CacheError> {
         match self {
-            Source::Given(c) => Ok(c),
+            Source::Given(c) => Ok(Some((c, site.ttl.ttl()))),
             Source::Registry => with_installed(|caches| {
-                pick(caches, site).cloned().ok_or_else(|| {
-                    CacheError::UnknownCache(site.backend.unwrap_or_default().to_owned())
-                })
+                route(caches, site).map(|r| r.map(|(c, ttl)| (c.clone(), ttl)))
             }),
         }
     }
 }
 
-/// The registry's cache for this site: the named backend, or the default.
+/// The registry's cache for this site and its ttl, after the per-function overrides of
+/// `cache.functions` (looked up only when there are any). `Ok(None)`: switched off.
 #[inline]
-fn pick<'a>(caches: &'a crate::Caches, site: &Site) -> Option<&'a Cache> {
-    match site.backend {
-        None => Some(caches.default_ref()),
-        Some(name) => caches.named_ref(name),
+fn route<'a>(
+    caches: &'a crate::Caches,
+    site: &Site,
+) -> Result<Option<(&'a Cache, Ttl)>, CacheError> {
+    let functions = &caches.config().functions;
+    let over = if functions.is_empty() {
+        None
+    } else {
+        functions.get(site.scope)
+    };
+    if over.and_then(|o| o.enabled) == Some(false) {
+        return Ok(None);
     }
+    let backend = over.and_then(|o| o.backend.as_deref()).or(site.backend);
+    let cache = match backend {
+        None => caches.default_ref(),
+        Some(name) => caches
+            .named_ref(name)
+            .ok_or_else(|| CacheError::UnknownCache(name.to_owned()))?,
+    };
+    let ttl = match over.and_then(|o| o.ttl) {
+        Some(Some(d)) => Ttl::After(d),
+        Some(None) => Ttl::Never,
+        None => site.ttl.ttl(),
+    };
+    Ok(Some((cache, ttl)))
 }
 
 /// What `cache = expr` may be.
@@ -467,8 +491,9 @@ where
     if let Some(v) = source.memory_hit::<A::Value>(site, &key) {
         return adapter.join(v);
     }
-    let cache = match source.resolve(site) {
-        Ok(c) => c,
+    let (cache, ttl) = match source.resolve(site) {
+        Ok(Some(route)) => route,
+        Ok(None) => return body.await,
         Err(e) => {
             tracing::warn!(function = site.scope, error = %e, "running without the cache");
             return match adapter.fail(e) {
@@ -489,7 +514,7 @@ where
         }
     }
     let filled = cache
-        .fill(&key, site.ttl.ttl(), site.version, move || async move {
+        .fill(&key, ttl, site.version, move || async move {
             adapter.split(body.await)
         })
         .await;
@@ -508,5 +533,8 @@ pub async fn invalidate(
     let Some(key) = key else {
         return Ok(false);
     };
-    source.resolve(site)?.delete(&key).await
+    match source.resolve(site)? {
+        Some((cache, _)) => cache.delete(&key).await,
+        None => Ok(false),
+    }
 }

@@ -159,8 +159,9 @@ fn set_env(tree: &mut Value, name: &str, value: &str) -> Result<(), CacheError> 
     if segments.iter().any(String::is_empty) {
         return Err(CacheError::ConfigSource {
             origin: name.into(),
-            message: "the name has an empty segment; separate field names with exactly two underscores"
-                .into(),
+            message:
+                "the name has an empty segment; separate field names with exactly two underscores"
+                    .into(),
         });
     }
     let mut node = tree;

@@ -55,6 +55,25 @@ impl CacheConfig {
     pub fn from_env() -> Result<CacheConfig, crate::CacheError> {
         super::ConfigSources::from_process()?.load()
     }
+
+    /// The production password rules: with `production`, an error for a remote backend with
+    /// no password on a non-loopback host or a well-known weak password (in the field or the
+    /// URL); without, a logged warning for the same. [`CacheModule::configure`] runs this with
+    /// `production` read from `LEX_ENV` / `APP_ENV`.
+    ///
+    /// [`CacheModule::configure`]: crate::CacheModule::configure
+    ///
+    /// ```
+    /// use lexigram_cache::{BackendConfig, CacheConfig};
+    /// let mut config = CacheConfig::default();
+    /// config.backends = vec![BackendConfig::redis("default", "redis://:admin@10.1.2.3:6379")];
+    /// let err = config.check_security(true).unwrap_err();
+    /// assert!(err.to_string().contains("weak password"));
+    /// assert!(config.check_security(false).is_ok());
+    /// ```
+    pub fn check_security(&self, production: bool) -> Result<(), crate::CacheError> {
+        super::check_security(self, production)
+    }
 }
 
 /// Overrides for one `#[cacheable]` function, keyed by its path in
