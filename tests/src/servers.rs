@@ -521,7 +521,10 @@ impl MemcachedServer {
                     last_log = std::fs::read_to_string(&log).unwrap_or_default();
                     break;
                 }
-                if text_command(port, "mn").is_ok_and(|r| r.starts_with("MN")) {
+                // A server with `-Y` answers CLIENT_ERROR before authentication: also alive.
+                if text_command(port, "mn")
+                    .is_ok_and(|r| r.starts_with("MN") || r.starts_with("CLIENT_ERROR"))
+                {
                     return MemcachedServer {
                         child,
                         port,

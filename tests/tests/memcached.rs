@@ -316,3 +316,38 @@ async fn tls_with_the_right_ca_works_and_a_wrong_ca_fails_clearly() {
         .expect_err("missing CA file");
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
 }
+
+#[tokio::test]
+async fn text_authentication_with_a_password_that_is_never_printed() {
+    let dir = lexigram_cache_tests::servers::ScratchDir::new("mc-auth");
+    let auth = dir.path().join("auth");
+    std::fs::write(&auth, "app:Str0ng-pass-99\n").expect("auth file");
+    let server = MemcachedServer::start_with(&["-Y", auth.to_str().expect("utf-8")]);
+
+    let mut config = CacheConfig::default();
+    let mut b = BackendConfig::memcached("default", [server.addr()]);
+    b.username = Some("app".into());
+    b.password = Some("Str0ng-pass-99".into());
+    config.backends = vec![b];
+    let caches = CacheModule::configure(config.clone())
+        .await
+        .expect("authenticated");
+    caches.cache().set("k", &3u8, None).await.expect("set");
+    assert_eq!(caches.cache().get::<u8>("k").await.expect("get"), Some(3));
+
+    config.backends[0].password = Some("wrong-pass-77".into());
+    let err = CacheModule::configure(config.clone())
+        .await
+        .expect_err("wrong password");
+    let text = format!("{err} {err:?} {config:?}");
+    assert!(
+        text.contains("authentication as `app` was refused"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-pass-77"), "{text}");
+
+    let unauthenticated = MemcachedBackend::builder([server.addr()])
+        .build()
+        .expect("build");
+    assert!(unauthenticated.get("k").await.is_err());
+}
