@@ -18,14 +18,11 @@ pub const ENV_PREFIX: &str = "LEX_CACHE__";
 ///
 /// ```
 /// use lexigram_cache::config::ConfigSources;
-/// let sources = ConfigSources {
-///     file: None,
-///     profile: None,
-///     vars: vec![
-///         ("LEX_CACHE__BACKENDS__0__TYPE".into(), "memory".into()),
-///         ("LEX_CACHE__BACKENDS__0__DEFAULT_TTL".into(), "90s".into()),
-///     ],
-/// };
+/// let mut sources = ConfigSources::default();
+/// sources.vars = vec![
+///     ("LEX_CACHE__BACKENDS__0__TYPE".into(), "memory".into()),
+///     ("LEX_CACHE__BACKENDS__0__DEFAULT_TTL".into(), "90s".into()),
+/// ];
 /// let config = sources.load().unwrap();
 /// assert_eq!(config.backends[0].default_ttl, Some(std::time::Duration::from_secs(90)));
 /// ```
