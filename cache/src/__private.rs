@@ -513,8 +513,21 @@ where
             }
         }
     }
+    let mut policy = cache.default_policy();
+    if let Some(protect) = site.protect {
+        policy.lock = protect;
+    }
+    if let Some(early) = site.early_refresh {
+        policy.early_refresh = early;
+    }
+    if let Some(beta) = site.beta_milli {
+        policy.beta = f64::from(beta) / 1000.0;
+    }
+    if let Some(ms) = site.stale_if_error_ms {
+        policy.stale_if_error = Some(Duration::from_millis(ms));
+    }
     let filled = cache
-        .fill(&key, ttl, site.version, move || async move {
+        .fill_with(&key, ttl, site.version, &policy, move || async move {
             adapter.split(body.await)
         })
         .await;

@@ -10,8 +10,11 @@ use crate::backend::CacheBackend;
 use crate::backend::memory::{MemEntry, MemoryBackend, NEVER};
 use crate::clock::{duration_ms, wall_ms};
 use crate::codec::{Envelope, Format, fingerprint};
+use crate::error::BackendError;
 use crate::error::CacheError;
 use crate::observe::{CacheStats, Counter, Counters, short_key};
+use crate::protect::breaker::{Breaker, Permit};
+use crate::protect::early;
 use crate::protect::single_flight::{self, Join, SingleFlight};
 
 /// A value that can be cached: any serde type that is `Clone + Send + Sync + 'static`.
@@ -105,6 +108,30 @@ pub struct CacheOptions {
     /// `false` turns the cache into a pass-through: reads miss, writes are dropped, and
     /// `get_or_insert_with` always runs the body.
     pub enabled: bool,
+    /// On a backend shared between processes, take the backend's fill lock before running a
+    /// body, so one process fills a cold key while the others wait for its value. Default on.
+    pub lock: bool,
+    /// How long a fill lock lives if its holder dies without releasing it. Default 10 s.
+    pub lock_ttl: Duration,
+    /// How long a caller waits for another process's fill before running the body itself.
+    /// Default 10 s.
+    pub lock_wait: Duration,
+    /// Filled values get a ttl scaled by a random factor in `1 ± ttl_jitter`, so keys filled
+    /// together do not expire together. `0` switches it off. Default `0.1`.
+    pub ttl_jitter: f64,
+    /// XFetch early refresh of hot keys on remote backends (one caller recomputes shortly
+    /// before expiry while the others are served). Default on.
+    pub early_refresh: bool,
+    /// XFetch's `beta`: above 1 refreshes earlier, below 1 later. Default 1.
+    pub beta: f64,
+    /// Keep values this long past their expiry, and serve them when a refill fails.
+    /// Default `None` (off).
+    pub stale_if_error: Option<Duration>,
+    /// Consecutive backend failures (timeouts count) that open the circuit breaker; `0`
+    /// never opens it. Default 5.
+    pub breaker_threshold: u32,
+    /// How long an open breaker skips the backend before one call probes it. Default 5 s.
+    pub breaker_open_for: Duration,
 }
 
 impl Default for CacheOptions {
@@ -114,8 +141,27 @@ impl Default for CacheOptions {
             format: Format::MsgPack,
             fill_wait: Duration::from_secs(10),
             enabled: true,
+            lock: true,
+            lock_ttl: Duration::from_secs(10),
+            lock_wait: Duration::from_secs(10),
+            ttl_jitter: 0.1,
+            early_refresh: true,
+            beta: 1.0,
+            stale_if_error: None,
+            breaker_threshold: 5,
+            breaker_open_for: Duration::from_secs(5),
         }
     }
+}
+
+/// How one fill is protected: the cache's options, with a `#[cacheable]` function's own
+/// `protect`, `early_refresh`, `beta` and `stale_if_error` on top.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FillPolicy {
+    pub(crate) lock: bool,
+    pub(crate) early_refresh: bool,
+    pub(crate) beta: f64,
+    pub(crate) stale_if_error: Option<Duration>,
 }
 
 pub(crate) enum Store {
@@ -129,6 +175,7 @@ struct Inner {
     options: CacheOptions,
     flights: SingleFlight,
     counters: Counters,
+    breaker: Breaker,
 }
 
 /// One backend with its codec and protection: what application code calls.
@@ -167,8 +214,18 @@ impl std::fmt::Debug for Cache {
 
 /// What a read found, before statistics.
 enum Found<T> {
-    Fresh(T),
+    /// A value before its expiry; for remote values, what XFetch needs.
+    Fresh(T, Option<Timing>),
+    /// A value past its expiry but inside its stale-if-error window.
+    Stale(T),
     Miss,
+}
+
+/// When a remote value expires and how long it took to compute.
+#[derive(Clone, Copy)]
+struct Timing {
+    expires_ms: u64,
+    compute_us: u32,
 }
 
 impl Cache {
@@ -190,9 +247,10 @@ impl Cache {
             inner: Arc::new(Inner {
                 name: name.into(),
                 store,
-                options,
                 flights: SingleFlight::default(),
                 counters: Counters::default(),
+                breaker: Breaker::new(options.breaker_threshold, options.breaker_open_for),
+                options,
             }),
         }
     }
@@ -221,7 +279,11 @@ impl Cache {
             Store::Memory(m) => m.evictions(),
             Store::Remote(_) => 0,
         };
-        self.inner.counters.snapshot(evictions)
+        let mut stats = self.inner.counters.snapshot(evictions);
+        stats.breaker_opens = self.inner.breaker.opened();
+        stats.breaker_short_circuits = self.inner.breaker.short_circuits();
+        stats.breaker_open = self.inner.breaker.is_open();
+        stats
     }
 
     pub(crate) fn count(&self, c: Counter) {
@@ -253,12 +315,12 @@ impl Cache {
             return Ok(None);
         }
         match self.find::<T>(key, version).await? {
-            Found::Fresh(v) => {
+            Found::Fresh(v, _) => {
                 self.count(Counter::Hits);
                 tracing::debug!(cache = %self.inner.name, key = short_key(key), "cache hit");
                 Ok(Some(v))
             }
-            Found::Miss => {
+            Found::Stale(_) | Found::Miss => {
                 self.count(Counter::Misses);
                 tracing::debug!(cache = %self.inner.name, key = short_key(key), "cache miss");
                 Ok(None)
@@ -301,16 +363,48 @@ impl Cache {
         }
     }
 
+    /// An expired memory entry still inside its stale-if-error window.
+    fn memory_stale<T: CacheValue>(&self, m: &MemoryBackend, key: &str) -> Found<T> {
+        match m.entry(key) {
+            Some(entry) if entry.keep_until != entry.expires_at => {
+                match entry.value.downcast_ref::<T>() {
+                    Some(v) => Found::Stale(v.clone()),
+                    None => Found::Miss,
+                }
+            }
+            _ => Found::Miss,
+        }
+    }
+
+    /// Runs one backend call through the circuit breaker: while it is open the call is not
+    /// made and `CircuitOpen` comes back at once.
+    async fn guarded<R>(
+        &self,
+        call: impl Future<Output = Result<R, BackendError>>,
+    ) -> Result<R, BackendError> {
+        let permit = self.inner.breaker.permit();
+        if let Permit::Open(retry_in) = permit {
+            return Err(BackendError::CircuitOpen { retry_in });
+        }
+        let result = call.await;
+        self.inner
+            .breaker
+            .record(&self.inner.name, permit, result.as_ref().map(drop));
+        result
+    }
+
     async fn find<T: CacheValue>(&self, key: &str, version: u32) -> Result<Found<T>, CacheError> {
         match &self.inner.store {
             Store::Memory(m) => Ok(match self.memory_find::<T>(m, key) {
-                Some(v) => Found::Fresh(v),
-                None => Found::Miss,
+                Some(v) => Found::Fresh(v, None),
+                None => self.memory_stale::<T>(m, key),
             }),
             Store::Remote(b) => {
-                let bytes = match b.get(key).await {
+                let bytes = match self.guarded(b.get(key)).await {
                     Ok(Some(bytes)) => bytes,
                     Ok(None) => return Ok(Found::Miss),
+                    // The breaker skipped the network: a miss, already counted by the breaker.
+                    Err(BackendError::CircuitOpen { .. }) => return Ok(Found::Miss),
                     Err(e) => return Err(self.backend_error("get", key, e)),
                 };
                 Ok(self.decode(key, &bytes, version))
@@ -321,10 +415,19 @@ impl Cache {
     fn decode<T: CacheValue>(&self, key: &str, bytes: &[u8], version: u32) -> Found<T> {
         match Envelope::decode::<T>(bytes, fingerprint::<T>(version)) {
             Ok((value, env)) => {
-                if env.expires_at_ms != 0 && env.expires_at_ms <= wall_ms() {
-                    Found::Miss
+                let now = wall_ms();
+                if env.expires_at_ms == 0 || env.expires_at_ms > now {
+                    Found::Fresh(
+                        value,
+                        Some(Timing {
+                            expires_ms: env.expires_at_ms,
+                            compute_us: env.compute_us,
+                        }),
+                    )
+                } else if env.keep_until_ms > now {
+                    Found::Stale(value)
                 } else {
-                    Found::Fresh(value)
+                    Found::Miss
                 }
             }
             Err(reason) => {
@@ -349,9 +452,11 @@ impl Cache {
         ttl: impl Into<Ttl>,
     ) -> Result<(), CacheError> {
         let ttl = ttl.into().resolve(self.inner.options.default_ttl)?;
-        self.store_value(key, value, ttl, 0, Duration::ZERO).await
+        self.store_value(key, value, ttl, 0, Duration::ZERO, None)
+            .await
     }
 
+    /// Stores `value`; with `keep`, the value stays readable as stale that long past `ttl`.
     pub(crate) async fn store_value<T: CacheValue>(
         &self,
         key: &str,
@@ -359,6 +464,7 @@ impl Cache {
         ttl: Option<Duration>,
         version: u32,
         compute: Duration,
+        keep: Option<Duration>,
     ) -> Result<(), CacheError> {
         if !self.inner.options.enabled {
             return Ok(());
@@ -372,21 +478,29 @@ impl Cache {
                     1
                 };
                 let expires_at = m.expiry(ttl);
+                let keep_until = match keep {
+                    Some(k) if expires_at != NEVER => expires_at.saturating_add(duration_ms(k)),
+                    _ => expires_at,
+                };
                 m.insert(
                     key,
                     MemEntry {
                         value: Arc::new(value.clone()),
                         expires_at,
-                        keep_until: expires_at,
+                        keep_until,
                         weight,
                     },
                 );
             }
             Store::Remote(b) => {
-                let bytes = self.envelope(key, value, ttl, version, compute)?;
-                b.set(key, &bytes, ttl)
-                    .await
-                    .map_err(|e| self.backend_error("set", key, e))?;
+                let bytes = self.envelope(key, value, ttl, version, compute, keep)?;
+                let backend_ttl = ttl.map(|t| t + keep.unwrap_or_default());
+                match self.guarded(b.set(key, &bytes, backend_ttl)).await {
+                    Ok(()) => {}
+                    // An open breaker skips writes without touching the network.
+                    Err(BackendError::CircuitOpen { .. }) => return Ok(()),
+                    Err(e) => return Err(self.backend_error("set", key, e)),
+                }
             }
         }
         self.count(Counter::Sets);
@@ -411,16 +525,21 @@ impl Cache {
         ttl: Option<Duration>,
         version: u32,
         compute: Duration,
+        keep: Option<Duration>,
     ) -> Result<Vec<u8>, CacheError> {
         let payload = self.serialize(key, value)?;
         let now = wall_ms();
         let expires_at_ms = ttl.map_or(0, |d| now.saturating_add(duration_ms(d)));
+        let keep_until_ms = match keep {
+            Some(k) if expires_at_ms != 0 => expires_at_ms.saturating_add(duration_ms(k)),
+            _ => expires_at_ms,
+        };
         Ok(Envelope {
             format: self.inner.options.format,
             fingerprint: fingerprint::<T>(version),
             stored_at_ms: now,
             expires_at_ms,
-            keep_until_ms: expires_at_ms,
+            keep_until_ms,
             compute_us: u32::try_from(compute.as_micros()).unwrap_or(u32::MAX),
             payload: &payload,
         }
@@ -469,15 +588,15 @@ impl Cache {
         let found: Vec<Option<T>> = match &self.inner.store {
             Store::Memory(m) => keys.iter().map(|k| self.memory_find::<T>(m, k)).collect(),
             Store::Remote(b) => {
-                let raw = b
-                    .get_many(keys)
+                let raw = self
+                    .guarded(b.get_many(keys))
                     .await
                     .map_err(|e| self.backend_error("get_many", keys.first().unwrap_or(&""), e))?;
                 keys.iter()
                     .zip(raw)
                     .map(
                         |(k, bytes)| match bytes.map(|b| self.decode::<T>(k, &b, 0)) {
-                            Some(Found::Fresh(v)) => Some(v),
+                            Some(Found::Fresh(v, _)) => Some(v),
                             _ => None,
                         },
                     )
@@ -505,7 +624,7 @@ impl Cache {
         match &self.inner.store {
             Store::Memory(_) => {
                 for (k, v) in items {
-                    self.store_value(k.as_ref(), v, ttl, 0, Duration::ZERO)
+                    self.store_value(k.as_ref(), v, ttl, 0, Duration::ZERO, None)
                         .await?;
                 }
             }
@@ -515,14 +634,14 @@ impl Cache {
                     .map(|(k, v)| {
                         Ok((
                             k.as_ref(),
-                            self.envelope(k.as_ref(), v, ttl, 0, Duration::ZERO)?,
+                            self.envelope(k.as_ref(), v, ttl, 0, Duration::ZERO, None)?,
                         ))
                     })
                     .collect::<Result<Vec<_>, CacheError>>()?;
                 let refs: Vec<(&str, &[u8])> =
                     encoded.iter().map(|(k, v)| (*k, v.as_slice())).collect();
                 let first = refs.first().map_or("", |(k, _)| k);
-                b.set_many(&refs, ttl)
+                self.guarded(b.set_many(&refs, ttl))
                     .await
                     .map_err(|e| self.backend_error("set_many", first, e))?;
                 self.inner.counters.add(Counter::Sets, items.len() as u64);
@@ -652,6 +771,17 @@ impl Cache {
         self.fill(key, ttl.into(), 0, init).await
     }
 
+    /// The protection of fills that did not choose their own: the cache's options.
+    pub(crate) fn default_policy(&self) -> FillPolicy {
+        let o = &self.inner.options;
+        FillPolicy {
+            lock: o.lock,
+            early_refresh: o.early_refresh,
+            beta: o.beta,
+            stale_if_error: o.stale_if_error,
+        }
+    }
+
     /// Reads; on a miss, runs `init` under single flight and stores an `Ok` value.
     pub(crate) async fn fill<T, E, F, Fut>(
         &self,
@@ -665,15 +795,26 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let policy = self.default_policy();
+        self.fill_with(key, ttl, version, &policy, init).await
+    }
+
+    /// [`fill`](Self::fill) with an explicit protection policy.
+    pub(crate) async fn fill_with<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        version: u32,
+        policy: &FillPolicy,
+        init: F,
+    ) -> Result<T, E>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         if !self.inner.options.enabled {
             return init().await;
-        }
-        match self.read_quietly::<T>(key, version).await {
-            Some(v) => {
-                self.count(Counter::Hits);
-                return Ok(v);
-            }
-            None => self.count(Counter::Misses),
         }
         let ttl = match ttl.resolve(self.inner.options.default_ttl) {
             Ok(ttl) => Some(ttl),
@@ -683,25 +824,43 @@ impl Cache {
                 None
             }
         };
+        let stale = match self.read_quietly::<T>(key, version).await {
+            Found::Fresh(v, timing) => {
+                self.count(Counter::Hits);
+                if policy.early_refresh && self.refresh_due(timing, policy.beta) {
+                    return Ok(self.refresh_early(key, ttl, version, policy, v, init).await);
+                }
+                return Ok(v);
+            }
+            Found::Stale(v) => {
+                self.count(Counter::Misses);
+                Some(v)
+            }
+            Found::Miss => {
+                self.count(Counter::Misses);
+                None
+            }
+        };
         if single_flight::is_reentrant(self.id(), key) {
-            return self.run_and_store(key, ttl, version, init).await;
+            // The outer call holds this key's fill lock; waiting for it would wait for itself.
+            let inner_policy = FillPolicy {
+                lock: false,
+                ..*policy
+            };
+            return self
+                .produce(key, ttl, version, &inner_policy, stale, init)
+                .await;
         }
         loop {
             match self.inner.flights.join(key) {
                 Join::Leader(leader) => {
                     // A previous leader may have stored the value after our read.
-                    if let Some(v) = self.read_quietly::<T>(key, version).await {
+                    if let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await {
                         leader.publish(Arc::new(v.clone()));
                         return Ok(v);
                     }
-                    let started = Instant::now();
-                    let id = self.id();
-                    let result = single_flight::scoped(id, key, init()).await;
-                    self.count(Counter::Fills);
-                    let value = result?;
+                    let value = self.produce(key, ttl, version, policy, stale, init).await?;
                     leader.publish(Arc::new(value.clone()));
-                    self.store_quietly(key, &value, ttl, version, started.elapsed())
-                        .await;
                     return Ok(value);
                 }
                 Join::Waiter(rx) => {
@@ -713,11 +872,13 @@ impl Cache {
                         Ok(Some(shared)) => match shared.downcast_ref::<T>() {
                             Some(v) => return Ok(v.clone()),
                             // Another call site cached a different type under this key.
-                            None => return self.run_and_store(key, ttl, version, init).await,
+                            None => {
+                                return self.produce(key, ttl, version, policy, stale, init).await;
+                            }
                         },
                         Ok(None) => {
                             // The leader is gone without a value: take over unless it stored one.
-                            if let Some(v) = self.read_quietly::<T>(key, version).await {
+                            if let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await {
                                 return Ok(v);
                             }
                         }
@@ -728,7 +889,7 @@ impl Cache {
                                 waited = ?self.inner.options.fill_wait,
                                 "gave up waiting for another caller's fill; running the body here"
                             );
-                            return self.run_and_store(key, ttl, version, init).await;
+                            return self.produce(key, ttl, version, policy, stale, init).await;
                         }
                     }
                 }
@@ -736,11 +897,69 @@ impl Cache {
         }
     }
 
-    async fn run_and_store<T, E, F, Fut>(
+    /// XFetch: whether this hit should recompute the value now.
+    fn refresh_due(&self, timing: Option<Timing>, beta: f64) -> bool {
+        let Some(t) = timing else { return false };
+        if t.expires_ms == 0 || t.compute_us == 0 {
+            return false;
+        }
+        let u: f64 = rand::random();
+        early::should_refresh(
+            wall_ms(),
+            t.expires_ms,
+            f64::from(t.compute_us) / 1000.0,
+            beta,
+            u,
+        )
+    }
+
+    /// One caller recomputes a hot value shortly before it expires; callers meanwhile keep
+    /// getting `current`. The refresh runs in this caller, not in a spawned task, because the
+    /// body of a cached function may borrow its arguments; only this caller pays for it.
+    async fn refresh_early<T, E, F, Fut>(
         &self,
         key: &str,
         ttl: Option<Option<Duration>>,
         version: u32,
+        policy: &FillPolicy,
+        current: T,
+        init: F,
+    ) -> T
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let Join::Leader(leader) = self.inner.flights.join(key) else {
+            // Someone is already refreshing (or filling) this key.
+            return current;
+        };
+        self.count(Counter::EarlyRefreshes);
+        tracing::debug!(cache = %self.inner.name, key = short_key(key), "early refresh");
+        let started = Instant::now();
+        let result = single_flight::scoped(self.id(), key, init()).await;
+        self.count(Counter::Fills);
+        match result {
+            Ok(v) => {
+                leader.publish(Arc::new(v.clone()));
+                self.store_quietly(key, &v, ttl, version, started.elapsed(), policy)
+                    .await;
+                v
+            }
+            // The current value is still valid: keep serving it.
+            Err(_) => current,
+        }
+    }
+
+    /// Runs `init` and stores its `Ok` value: behind the backend's fill lock when the policy
+    /// asks for it, serving `stale` if `init` fails inside the stale-if-error window.
+    async fn produce<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Option<Duration>>,
+        version: u32,
+        policy: &FillPolicy,
+        stale: Option<T>,
         init: F,
     ) -> Result<T, E>
     where
@@ -748,21 +967,107 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let mut lock = None;
+        if policy.lock
+            && let Store::Remote(backend) = &self.inner.store
+        {
+            match self.acquire_lock(backend.as_ref(), key, version).await {
+                Acquired::Value(v) => return Ok(v),
+                Acquired::Lock(guard) => lock = Some(guard),
+                Acquired::Nothing => {}
+            }
+        }
         let started = Instant::now();
-        let value = single_flight::scoped(self.id(), key, init()).await;
+        let result = single_flight::scoped(self.id(), key, init()).await;
         self.count(Counter::Fills);
-        let value = value?;
-        self.store_quietly(key, &value, ttl, version, started.elapsed())
-            .await;
-        Ok(value)
+        let out = match result {
+            Ok(v) => {
+                self.store_quietly(key, &v, ttl, version, started.elapsed(), policy)
+                    .await;
+                Ok(v)
+            }
+            Err(e) => match stale {
+                Some(v) if policy.stale_if_error.is_some() => {
+                    self.count(Counter::StaleServed);
+                    tracing::warn!(
+                        cache = %self.inner.name,
+                        key = short_key(key),
+                        "the body failed; serving the expired value (stale_if_error)"
+                    );
+                    Ok(v)
+                }
+                _ => Err(e),
+            },
+        };
+        if let Some(guard) = lock {
+            guard.release().await;
+        }
+        out
+    }
+
+    /// Takes the backend's fill lock, or waits for the holder's value. Gives up after
+    /// `lock_wait` (or when the backend cannot lock) and lets the caller run the body.
+    async fn acquire_lock<T: CacheValue>(
+        &self,
+        backend: &dyn CacheBackend,
+        key: &str,
+        version: u32,
+    ) -> Acquired<T> {
+        let token = format!("{:032x}", rand::random::<u128>());
+        let deadline = Instant::now() + self.inner.options.lock_wait;
+        let mut backoff = Duration::from_millis(2);
+        let mut waited = false;
+        loop {
+            match self
+                .guarded(backend.try_lock(key, &token, self.inner.options.lock_ttl))
+                .await
+            {
+                Ok(true) => {
+                    let guard = LockGuard {
+                        cache: self.clone(),
+                        key: key.to_owned(),
+                        token,
+                        released: false,
+                    };
+                    // The holder before us may have stored the value just before releasing.
+                    if waited && let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await
+                    {
+                        guard.release().await;
+                        return Acquired::Value(v);
+                    }
+                    return Acquired::Lock(guard);
+                }
+                Ok(false) => {
+                    if !waited {
+                        waited = true;
+                        self.count(Counter::Coalesced);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                    if let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await {
+                        return Acquired::Value(v);
+                    }
+                    if Instant::now() >= deadline {
+                        tracing::warn!(
+                            cache = %self.inner.name,
+                            key = short_key(key),
+                            waited = ?self.inner.options.lock_wait,
+                            "another process holds the fill lock for too long; running the body here"
+                        );
+                        return Acquired::Nothing;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(cache = %self.inner.name, error = %e, "no fill lock; running the body");
+                    return Acquired::Nothing;
+                }
+            }
+        }
     }
 
     /// A read whose backend errors are a miss (already logged and counted).
-    async fn read_quietly<T: CacheValue>(&self, key: &str, version: u32) -> Option<T> {
-        match self.find::<T>(key, version).await {
-            Ok(Found::Fresh(v)) => Some(v),
-            Ok(Found::Miss) | Err(_) => None,
-        }
+    async fn read_quietly<T: CacheValue>(&self, key: &str, version: u32) -> Found<T> {
+        self.find::<T>(key, version).await.unwrap_or(Found::Miss)
     }
 
     /// A write whose errors are logged and counted, never returned. `ttl: None` = do not store.
@@ -773,16 +1078,73 @@ impl Cache {
         ttl: Option<Option<Duration>>,
         version: u32,
         compute: Duration,
+        policy: &FillPolicy,
     ) {
-        if let Some(ttl) = ttl {
-            // Errors were logged and counted where they happened.
-            let _ = self.store_value(key, value, ttl, version, compute).await;
-        }
+        let Some(ttl) = ttl else { return };
+        let jitter = self.inner.options.ttl_jitter;
+        let ttl = ttl.map(|t| early::jittered(t, jitter, rand::random()));
+        // Errors were logged and counted where they happened.
+        let _ = self
+            .store_value(key, value, ttl, version, compute, policy.stale_if_error)
+            .await;
     }
 
     #[cfg(test)]
     pub(crate) fn flights_in_progress(&self) -> usize {
         self.inner.flights.in_flight()
+    }
+}
+
+/// What waiting for a fill lock ended with.
+enum Acquired<T> {
+    /// Another process stored the value meanwhile.
+    Value(T),
+    /// We hold the lock.
+    Lock(LockGuard),
+    /// No lock (waited too long, or the backend cannot lock): run the body anyway.
+    Nothing,
+}
+
+/// A held fill lock. Released explicitly after the fill; if the fill's future is dropped
+/// first, the release is spawned, so a cancelled caller does not make others wait for the
+/// lock's ttl.
+struct LockGuard {
+    cache: Cache,
+    key: String,
+    token: String,
+    released: bool,
+}
+
+impl LockGuard {
+    async fn release(mut self) {
+        self.released = true;
+        self.cache.unlock_quietly(&self.key, &self.token).await;
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let (cache, key, token) = (
+                self.cache.clone(),
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.token),
+            );
+            handle.spawn(async move { cache.unlock_quietly(&key, &token).await });
+        }
+    }
+}
+
+impl Cache {
+    async fn unlock_quietly(&self, key: &str, token: &str) {
+        if let Store::Remote(b) = &self.inner.store
+            && let Err(e) = self.guarded(b.unlock(key, token)).await
+        {
+            tracing::debug!(cache = %self.inner.name, key = short_key(key), error = %e, "fill lock not released; it expires by itself");
+        }
     }
 }
 

@@ -31,6 +31,15 @@ pub enum BackendError {
     /// The value or key is not acceptable to the backend (too large, bad characters, ...).
     #[error("rejected: {0}")]
     Rejected(String),
+    /// The backend's circuit breaker is open after repeated failures: the call did not touch
+    /// the network.
+    #[error(
+        "the circuit breaker is open after repeated failures; calls skip the backend for another {retry_in:?}, then one call probes it"
+    )]
+    CircuitOpen {
+        /// How long until a probe is let through.
+        retry_in: Duration,
+    },
     /// Any other failure.
     #[error("{0}")]
     Other(String),

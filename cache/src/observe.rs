@@ -45,6 +45,12 @@ pub struct CacheStats {
     pub early_refreshes: u64,
     /// Entries evicted by the in-memory engine to stay within its bound.
     pub evictions: u64,
+    /// Times the backend's circuit breaker opened.
+    pub breaker_opens: u64,
+    /// Calls that skipped the backend because its breaker was open.
+    pub breaker_short_circuits: u64,
+    /// Whether the breaker is open now.
+    pub breaker_open: bool,
 }
 
 impl CacheStats {
@@ -135,6 +141,7 @@ impl Counters {
             fills: self.sum(Counter::Fills),
             early_refreshes: self.sum(Counter::EarlyRefreshes),
             evictions,
+            ..CacheStats::default()
         }
     }
 }

@@ -91,11 +91,25 @@ async fn build(
     config: &CacheConfig,
     is_default: bool,
 ) -> Result<Cache, CacheError> {
+    let service = &config.service;
     let options = CacheOptions {
         default_ttl: b.default_ttl,
         format: b.format,
-        fill_wait: config.service.fill_wait,
+        fill_wait: service.fill_wait,
         enabled: config.enabled,
+        lock: service.enable_protection,
+        lock_ttl: service.lock_ttl,
+        lock_wait: service.lock_wait,
+        ttl_jitter: service.ttl_jitter,
+        early_refresh: service.early_refresh,
+        beta: service.beta,
+        stale_if_error: service.stale_if_error,
+        breaker_threshold: if service.circuit_breaker_enabled {
+            service.breaker_threshold
+        } else {
+            0
+        },
+        breaker_open_for: service.breaker_open_for,
     };
     match b.kind {
         BackendKind::Memory => {

@@ -250,7 +250,10 @@ async fn cacheable_functions_use_an_installed_redis_backend() {
         .trim_start_matches(':')
         .parse()
         .expect("PTTL");
-    assert!((1..=60_000).contains(&pttl), "ttl = 60 s, got {pttl} ms");
+    assert!(
+        (1..=66_000).contains(&pttl),
+        "ttl = 60 s ± 10% jitter, got {pttl} ms"
+    );
 }
 
 #[tokio::test]
@@ -316,6 +319,8 @@ async fn a_secondary_backend_may_be_down_at_boot_and_reconnects_later() {
     remote.prefix = "late:".into();
     remote.connect_timeout = Duration::from_millis(300);
     config.backends = vec![primary, remote];
+    // Failed calls open the breaker; let it probe again soon.
+    config.service.breaker_open_for = Duration::from_millis(200);
     let caches = CacheModule::configure(config)
         .await
         .expect("a secondary backend that is down is only a warning");
@@ -334,19 +339,18 @@ async fn a_secondary_backend_may_be_down_at_boot_and_reconnects_later() {
 
     let _server = RedisServer::start_at(port);
     // Failed attempts are retried at most once a second.
-    let mut last = None;
-    for _ in 0..40 {
-        match remote.set("k", &5u8, None).await {
-            Ok(()) => {
-                last = None;
+    // Writes skipped by an open breaker do not fail: read back to know one got through.
+    let mut value = None;
+    for _ in 0..50 {
+        if remote.set("k", &5u8, None).await.is_ok() {
+            value = remote.get::<u8>("k").await.ok().flatten();
+            if value.is_some() {
                 break;
             }
-            Err(e) => last = Some(e),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(last.is_none(), "never reconnected: {last:?}");
-    assert_eq!(remote.get::<u8>("k").await.expect("get"), Some(5));
+    assert_eq!(value, Some(5), "never reconnected");
 }
 
 #[tokio::test]

@@ -100,6 +100,23 @@ pub trait CacheBackend: Send + Sync + 'static {
 
     /// Checks that the store answers; returns the round-trip time.
     async fn ping(&self) -> Result<Duration, BackendError>;
+
+    /// Takes the distributed fill lock of `key` for `ttl` if nobody holds it, marking it with
+    /// `token`; `Ok(false)` when another holder has it. Stores shared between processes
+    /// implement this so that one process fills a cold key while the others wait. The default
+    /// always grants the lock: a store private to one process needs no more than the
+    /// in-process single flight that [`Cache`](crate::Cache) already does.
+    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {
+        let _ = (key, token, ttl);
+        Ok(true)
+    }
+
+    /// Releases the fill lock of `key` if it is still marked with `token` (a lock that expired
+    /// and was taken by someone else is left alone).
+    async fn unlock(&self, key: &str, token: &str) -> Result<(), BackendError> {
+        let _ = (key, token);
+        Ok(())
+    }
 }
 
 /// Forwards every method through a smart pointer, so `Arc<B>` and `Box<dyn CacheBackend>` are
@@ -149,6 +166,17 @@ macro_rules! forward_backend {
             }
             async fn ping(&self) -> Result<Duration, BackendError> {
                 (**self).ping().await
+            }
+            async fn try_lock(
+                &self,
+                key: &str,
+                token: &str,
+                ttl: Duration,
+            ) -> Result<bool, BackendError> {
+                (**self).try_lock(key, token, ttl).await
+            }
+            async fn unlock(&self, key: &str, token: &str) -> Result<(), BackendError> {
+                (**self).unlock(key, token).await
             }
         }
     };

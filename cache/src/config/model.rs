@@ -348,12 +348,49 @@ pub struct ServiceConfig {
     /// body itself. Default `10s`.
     #[serde(with = "duration::required")]
     pub fill_wait: Duration,
+    /// Take the backend's distributed fill lock before running a body on Redis or Memcached,
+    /// so one process fills a cold key while the others wait. Default `true`.
+    pub enable_protection: bool,
+    /// How long a fill lock lives if its holder dies. Default `10s`.
+    #[serde(with = "duration::required")]
+    pub lock_ttl: Duration,
+    /// How long a caller waits for another process's fill before running the body itself.
+    /// Default `10s`.
+    #[serde(with = "duration::required")]
+    pub lock_wait: Duration,
+    /// Filled values get their ttl scaled by a random factor in `1 ± ttl_jitter`; `0` is off.
+    /// Default `0.1`.
+    pub ttl_jitter: f64,
+    /// XFetch early refresh of hot keys on remote backends. Default `true`.
+    pub early_refresh: bool,
+    /// XFetch's beta: above 1 refreshes earlier. Default `1.0`.
+    pub beta: f64,
+    /// Keep values this long past expiry and serve them when a refill fails. Default unset.
+    #[serde(with = "duration::optional")]
+    pub stale_if_error: Option<Duration>,
+    /// Open a backend's circuit breaker after repeated failures. Default `true`.
+    pub circuit_breaker_enabled: bool,
+    /// Consecutive failures (timeouts count) that open the breaker. Default `5`.
+    pub breaker_threshold: u32,
+    /// How long an open breaker skips the backend before one call probes it. Default `5s`.
+    #[serde(with = "duration::required")]
+    pub breaker_open_for: Duration,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             fill_wait: Duration::from_secs(10),
+            enable_protection: true,
+            lock_ttl: Duration::from_secs(10),
+            lock_wait: Duration::from_secs(10),
+            ttl_jitter: 0.1,
+            early_refresh: true,
+            beta: 1.0,
+            stale_if_error: None,
+            circuit_breaker_enabled: true,
+            breaker_threshold: 5,
+            breaker_open_for: Duration::from_secs(5),
         }
     }
 }

@@ -108,6 +108,31 @@ pub(crate) fn validate(config: &CacheConfig) -> Result<usize, CacheError> {
             ));
         }
     }
+    let service = &config.service;
+    for (field, d) in [
+        ("lock_ttl", service.lock_ttl),
+        ("lock_wait", service.lock_wait),
+        ("breaker_open_for", service.breaker_open_for),
+    ] {
+        if d.is_zero() {
+            return Err(invalid(
+                format!("service.{field}"),
+                "must be greater than zero",
+            ));
+        }
+    }
+    if !(0.0..=1.0).contains(&service.ttl_jitter) {
+        return Err(invalid(
+            "service.ttl_jitter".into(),
+            "must be between 0 (off) and 1; 0.1 means ±10%",
+        ));
+    }
+    if !(service.beta > 0.0 && service.beta.is_finite()) {
+        return Err(invalid(
+            "service.beta".into(),
+            "must be a positive number; 1.0 is the usual value",
+        ));
+    }
     if config.service.fill_wait.is_zero() {
         return Err(invalid(
             "service.fill_wait".into(),

@@ -617,6 +617,52 @@ impl CacheBackend for MemcachedBackend {
         })
     }
 
+    /// `ms <lock key> ... ME` (add): only one client can create the lock item; it expires by
+    /// itself (whole seconds, at least 1) if its holder dies.
+    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {
+        let inner = &*self.inner;
+        let wk = WireKey::new(&inner.prefix, &lock_name(key));
+        let server = inner.server(&wk);
+        let mut req = Vec::new();
+        protocol::add(
+            &mut req,
+            &wk.encoded,
+            &wk.frame(token.as_bytes()),
+            exptime(Some(ttl)),
+        );
+        match inner.exchange(server, &req, 1).await?.pop() {
+            Some(Reply::Stored) => Ok(true),
+            Some(Reply::NotStored) => Ok(false),
+            Some(other) => Err(inner.unexpected(server, other)),
+            None => Err(BackendError::Protocol("no reply".into())),
+        }
+    }
+
+    /// Reads the lock with its CAS id and deletes it with that id only if it holds `token`.
+    async fn unlock(&self, key: &str, token: &str) -> Result<(), BackendError> {
+        let inner = &*self.inner;
+        let wk = WireKey::new(&inner.prefix, &lock_name(key));
+        let server = inner.server(&wk);
+        let mut req = Vec::new();
+        protocol::get_cas(&mut req, &wk.encoded);
+        let (stored, cas) = match inner.exchange(server, &req, 1).await?.pop() {
+            Some(Reply::ValueCas(v, cas)) => (v, cas),
+            Some(Reply::Miss) => return Ok(()),
+            Some(other) => return Err(inner.unexpected(server, other)),
+            None => return Err(BackendError::Protocol("no reply".into())),
+        };
+        if wk.unframe(stored).as_deref() != Some(token.as_bytes()) {
+            return Ok(());
+        }
+        let mut req = Vec::new();
+        protocol::delete_cas(&mut req, &wk.encoded, cas);
+        match inner.exchange(server, &req, 1).await?.pop() {
+            Some(Reply::Stored | Reply::NotFound | Reply::Exists) => Ok(()),
+            Some(other) => Err(inner.unexpected(server, other)),
+            None => Err(BackendError::Protocol("no reply".into())),
+        }
+    }
+
     /// `mn` to every server; the slowest round trip. Fails naming the first server that did
     /// not answer.
     async fn ping(&self) -> Result<Duration, BackendError> {
@@ -636,6 +682,11 @@ impl CacheBackend for MemcachedBackend {
         }
         Ok(slowest)
     }
+}
+
+/// The key of `key`'s fill lock.
+fn lock_name(key: &str) -> String {
+    format!("{key}\0lock")
 }
 
 /// The replies of a pipeline that ends with `mn`, without the final `MN`.

@@ -731,6 +731,40 @@ impl CacheBackend for RedisBackend {
         self.inner.scan_delete(None).await
     }
 
+    /// `SET <prefix><key>\0lock <token> NX PX <ttl>`: the lock lives beside the value and
+    /// expires by itself if its holder dies.
+    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {
+        let reply: Option<String> = self
+            .inner
+            .query(
+                redis::cmd("SET")
+                    .arg(lock_key(&self.inner, key))
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms(ttl)),
+            )
+            .await?;
+        Ok(reply.is_some())
+    }
+
+    /// Compare-and-delete in one script, so a lock that expired and was taken by another
+    /// holder is never released by the old one.
+    async fn unlock(&self, key: &str, token: &str) -> Result<(), BackendError> {
+        let mut conn = self.inner.conn().await?;
+        let mut invocation = UNLOCK.key(lock_key(&self.inner, key));
+        invocation.arg(token);
+        match tokio::time::timeout(
+            self.inner.op_timeout,
+            invocation.invoke_async::<u64>(&mut conn),
+        )
+        .await
+        {
+            Ok(r) => r.map(drop).map_err(|e| self.inner.error(e)),
+            Err(_) => Err(BackendError::Timeout(self.inner.op_timeout)),
+        }
+    }
+
     async fn ping(&self) -> Result<Duration, BackendError> {
         let start = Instant::now();
         let reply: String = self.inner.query(&redis::cmd("PING")).await?;
@@ -741,6 +775,20 @@ impl CacheBackend for RedisBackend {
         }
         Ok(start.elapsed())
     }
+}
+
+/// Deletes the lock only if it still holds the caller's token.
+static UNLOCK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+    )
+});
+
+/// The lock key of `key`: the value's key with a NUL and `lock` after it.
+fn lock_key(inner: &Inner, key: &str) -> String {
+    let mut k = inner.key(key);
+    k.push_str("\0lock");
+    k
 }
 
 /// Milliseconds for `PX`, at least 1: a sub-millisecond ttl must still expire, not persist.

@@ -1,0 +1,192 @@
+//! A circuit breaker per backend: after `threshold` consecutive failures (timeouts count),
+//! calls skip the backend for `open_for`; then one call probes it, and its success closes the
+//! breaker again. While open, nothing touches the network, so a sick server costs callers
+//! nothing but the body they would run anyway.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::BackendError;
+
+/// Breaker state, shared by every clone of a cache.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    threshold: u32,
+    open_for: Duration,
+    /// Consecutive failures.
+    failures: AtomicU32,
+    /// Milliseconds since `epoch` until which the breaker is open; 0 when closed.
+    open_until: AtomicU64,
+    /// A probe is in flight (half-open).
+    probing: AtomicBool,
+    epoch: Instant,
+    opened: AtomicU64,
+    short_circuits: AtomicU64,
+}
+
+/// What the breaker says about one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Permit {
+    /// Go ahead.
+    Call,
+    /// Go ahead as the probe of an open breaker.
+    Probe,
+    /// Skip the backend.
+    Open(Duration),
+}
+
+impl Breaker {
+    /// `threshold` 0 never opens.
+    pub(crate) fn new(threshold: u32, open_for: Duration) -> Breaker {
+        Breaker {
+            threshold,
+            open_for,
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            epoch: Instant::now(),
+            opened: AtomicU64::new(0),
+            short_circuits: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a call may go to the backend. The closed case is one relaxed load.
+    #[inline]
+    pub(crate) fn permit(&self) -> Permit {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Permit::Call;
+        }
+        let now = self.now_ms();
+        if now < until {
+            self.short_circuits.fetch_add(1, Ordering::Relaxed);
+            return Permit::Open(Duration::from_millis(until - now));
+        }
+        if self
+            .probing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            Permit::Probe
+        } else {
+            self.short_circuits.fetch_add(1, Ordering::Relaxed);
+            Permit::Open(Duration::ZERO)
+        }
+    }
+
+    /// Records the outcome of a permitted call.
+    pub(crate) fn record(&self, name: &str, permit: Permit, outcome: Result<(), &BackendError>) {
+        let failed = match outcome {
+            Ok(()) => false,
+            // The backend answered; the request was wrong. That says nothing about its health.
+            Err(BackendError::Rejected(_) | BackendError::Unsupported { .. }) => false,
+            Err(_) => true,
+        };
+        if !failed {
+            self.failures.store(0, Ordering::Relaxed);
+            if permit == Permit::Probe || self.open_until.load(Ordering::Acquire) != 0 {
+                self.open_until.store(0, Ordering::Release);
+                self.probing.store(false, Ordering::Release);
+                tracing::info!(
+                    cache = name,
+                    "circuit breaker closed: the backend answers again"
+                );
+            }
+            return;
+        }
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.threshold == 0 {
+            return;
+        }
+        if permit == Permit::Probe || failures >= self.threshold {
+            let was_closed = self.open_until.load(Ordering::Acquire) == 0;
+            let until =
+                self.now_ms() + u64::try_from(self.open_for.as_millis()).unwrap_or(u64::MAX);
+            self.open_until.store(until.max(1), Ordering::Release);
+            self.probing.store(false, Ordering::Release);
+            if was_closed {
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    cache = name,
+                    failures,
+                    open_for = ?self.open_for,
+                    "circuit breaker opened: the backend is skipped until a probe succeeds"
+                );
+            }
+        }
+    }
+
+    /// Whether calls are being skipped now.
+    pub(crate) fn is_open(&self) -> bool {
+        self.open_until.load(Ordering::Acquire) != 0
+    }
+
+    /// Times the breaker opened.
+    pub(crate) fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    /// Calls that skipped the backend.
+    pub(crate) fn short_circuits(&self) -> u64 {
+        self.short_circuits.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout() -> BackendError {
+        BackendError::Timeout(Duration::from_millis(1))
+    }
+
+    #[test]
+    fn opens_after_the_threshold_probes_once_and_closes_on_success() {
+        let b = Breaker::new(3, Duration::from_millis(30));
+        for _ in 0..2 {
+            assert_eq!(b.permit(), Permit::Call);
+            b.record("t", Permit::Call, Err(&timeout()));
+        }
+        assert!(!b.is_open());
+        b.record("t", Permit::Call, Err(&timeout()));
+        assert!(b.is_open());
+        assert_eq!(b.opened(), 1);
+        assert!(matches!(b.permit(), Permit::Open(_)));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(b.permit(), Permit::Probe);
+        assert!(matches!(b.permit(), Permit::Open(_)), "one probe at a time");
+        // A failed probe opens it again for a full period.
+        b.record("t", Permit::Probe, Err(&timeout()));
+        assert!(matches!(b.permit(), Permit::Open(_)));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(b.permit(), Permit::Probe);
+        b.record("t", Permit::Probe, Ok(()));
+        assert!(!b.is_open());
+        assert_eq!(b.permit(), Permit::Call);
+        assert_eq!(b.opened(), 1, "reopening from half-open is the same outage");
+        assert!(b.short_circuits() >= 3);
+    }
+
+    #[test]
+    fn rejected_requests_and_successes_do_not_count() {
+        let b = Breaker::new(2, Duration::from_secs(1));
+        b.record("t", Permit::Call, Err(&timeout()));
+        b.record("t", Permit::Call, Ok(()));
+        b.record("t", Permit::Call, Err(&timeout()));
+        b.record(
+            "t",
+            Permit::Call,
+            Err(&BackendError::Rejected("too big".into())),
+        );
+        assert!(!b.is_open());
+        let never = Breaker::new(0, Duration::from_secs(1));
+        for _ in 0..100 {
+            never.record("t", Permit::Call, Err(&timeout()));
+        }
+        assert!(!never.is_open());
+    }
+}
