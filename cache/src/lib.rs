@@ -115,7 +115,9 @@ pub use registry::{BackendHealth, CacheModule, Caches, HealthReport, installed};
 /// | `version = 2` | bumps the key space (automatic keys contain `:v2:`; every key's type fingerprint changes) |
 /// | `skip_on_error = false` | return cache *read* errors to the caller, converted with `From<CacheError>` into the fn's error type (Result returns only). Default `true`: a backend error is a miss |
 /// | `companions = false` | do not generate `<fn>_cache_key` / `<fn>_invalidate`; needed in trait impls, where extra methods are not allowed |
-/// | `protect`, `early_refresh`, `beta`, `stale_if_error` | parsed, checked and passed to the runtime, which **does not act on them yet**: in-process single flight is always on, and early refresh, stale-if-error and the distributed lock arrive with the protection work |
+/// | `protect = false` | no distributed fill lock for this function (in-process single flight stays on). Default: `service.enable_protection` |
+/// | `early_refresh = false` / `beta = 2.0` | XFetch early refresh on remote backends, and its beta. Default: `service.early_refresh`, `service.beta` |
+/// | `stale_if_error = "10m"` | keep values that long past expiry and return them when the body fails |
 ///
 /// Without `cache` or `backend`, the installed registry's default cache is used
 /// ([`Caches::install`]); with nothing installed, a process-wide in-memory cache is created on
