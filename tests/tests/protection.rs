@@ -383,3 +383,37 @@ async fn stale_if_error_serves_the_old_value_inside_the_window_only() {
     );
     assert_eq!(cache.stats().stale_served, 1);
 }
+
+static STALE_CLOCK: std::sync::LazyLock<Clock> = std::sync::LazyLock::new(|| Clock::manual(1_000));
+static STALE_CACHE: std::sync::LazyLock<Cache> = std::sync::LazyLock::new(|| {
+    let mut options = CacheOptions::default();
+    options.ttl_jitter = 0.0;
+    Cache::with_options(
+        "macro-stale",
+        MemoryBackend::builder()
+            .clock(STALE_CLOCK.clone())
+            .build()
+            .expect("build"),
+        options,
+    )
+});
+static PRICE_FAILS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cacheable(cache = &*STALE_CACHE, ttl = 1, stale_if_error = "10s", key = "price:{sku}")]
+async fn price(sku: &str) -> Result<u32, String> {
+    if PRICE_FAILS.load(Ordering::SeqCst) {
+        return Err(format!("pricing service down for {sku}"));
+    }
+    Ok(42)
+}
+
+#[tokio::test]
+async fn the_macro_option_stale_if_error_reaches_the_runtime() {
+    assert_eq!(price("a").await, Ok(42));
+    PRICE_FAILS.store(true, Ordering::SeqCst);
+    STALE_CLOCK.advance(Duration::from_secs(2));
+    assert_eq!(price("a").await, Ok(42), "expired, body fails: stale value");
+    STALE_CLOCK.advance(Duration::from_secs(10));
+    assert!(price("a").await.is_err(), "past the window: the error");
+    assert_eq!(STALE_CACHE.stats().stale_served, 1);
+}
