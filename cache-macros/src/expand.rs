@@ -101,6 +101,7 @@ fn site(plan: &Plan, f: &ItemFn) -> TokenStream {
             early_refresh: #early,
             beta_milli: #beta,
             stale_if_error_ms: #stale,
+            stats: ::lexigram_cache::__private::FnStats::new(),
         };
     }
 }

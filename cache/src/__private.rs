@@ -16,6 +16,7 @@ use crate::error::CacheError;
 use crate::key::ArgsHasher;
 use crate::registry::with_installed;
 
+pub use crate::observe::FnStats;
 pub use crate::registry::installed;
 
 /// What the macro knows about one cached function, as a `static`.
@@ -39,6 +40,15 @@ pub struct Site {
     pub beta_milli: Option<u32>,
     /// The `stale_if_error` option, in ms.
     pub stale_if_error_ms: Option<u64>,
+    /// This function's counters.
+    pub stats: FnStats,
+}
+
+impl Site {
+    #[inline]
+    fn function(&'static self) -> Option<(&'static str, &'static FnStats)> {
+        Some((self.scope, &self.stats))
+    }
 }
 
 /// The `ttl` option.
@@ -72,11 +82,11 @@ pub enum Source {
 
 impl Source {
     #[inline]
-    fn memory_hit<T: CacheValue>(&self, site: &Site, key: &str) -> Option<T> {
+    fn memory_hit<T: CacheValue>(&self, site: &'static Site, key: &str) -> Option<T> {
         match self {
-            Source::Given(c) => c.memory_hit(key),
+            Source::Given(c) => c.memory_hit(key, site.function()),
             Source::Registry => with_installed(|caches| match route(caches, site) {
-                Ok(Some((cache, _))) => cache.memory_hit(key),
+                Ok(Some((cache, _))) => cache.memory_hit(key, site.function()),
                 _ => None,
             }),
         }
@@ -514,6 +524,7 @@ where
         }
     }
     let mut policy = cache.default_policy();
+    policy.function = site.function();
     if let Some(protect) = site.protect {
         policy.lock = protect;
     }

@@ -12,7 +12,9 @@ use crate::clock::{duration_ms, wall_ms};
 use crate::codec::{Envelope, Format, fingerprint};
 use crate::error::BackendError;
 use crate::error::CacheError;
-use crate::observe::{CacheStats, Counter, Counters, short_key};
+use crate::observe::{
+    CacheStats, Counter, Counters, FnStats, MetricHandles, record_latency, short_key,
+};
 use crate::protect::breaker::{Breaker, Permit};
 use crate::protect::early;
 use crate::protect::single_flight::{self, Join, SingleFlight};
@@ -158,6 +160,8 @@ impl Default for CacheOptions {
 /// `protect`, `early_refresh`, `beta` and `stale_if_error` on top.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FillPolicy {
+    /// The `#[cacheable]` function this fill is for, whose own counters are bumped too.
+    pub(crate) function: Option<(&'static str, &'static FnStats)>,
     pub(crate) lock: bool,
     pub(crate) early_refresh: bool,
     pub(crate) beta: f64,
@@ -176,6 +180,8 @@ struct Inner {
     flights: SingleFlight,
     counters: Counters,
     breaker: Breaker,
+    /// Metric handles for calls made outside any `#[cacheable]` function.
+    metrics: MetricHandles,
 }
 
 /// One backend with its codec and protection: what application code calls.
@@ -243,13 +249,15 @@ impl Cache {
         options: CacheOptions,
     ) -> Self {
         let store = into_store(backend);
+        let name = name.into();
         Cache {
             inner: Arc::new(Inner {
-                name: name.into(),
                 store,
                 flights: SingleFlight::default(),
                 counters: Counters::default(),
                 breaker: Breaker::new(options.breaker_threshold, options.breaker_open_for),
+                metrics: MetricHandles::new(&name, ""),
+                name,
                 options,
             }),
         }
@@ -288,6 +296,17 @@ impl Cache {
 
     pub(crate) fn count(&self, c: Counter) {
         self.inner.counters.incr(c);
+        self.inner.metrics.incr(c);
+    }
+
+    /// Counts an event of a fill: in the cache, and in the function it is for, if any.
+    #[inline]
+    fn count_in(&self, policy: &FillPolicy, c: Counter) {
+        self.inner.counters.incr(c);
+        match policy.function {
+            Some((scope, stats)) => stats.incr(scope, &self.inner.name, c),
+            None => self.inner.metrics.incr(c),
+        }
     }
 
     fn id(&self) -> usize {
@@ -331,11 +350,19 @@ impl Cache {
     /// The memory fast path: synchronous, no serialization. `None` for a miss, and always
     /// `None` on a remote backend.
     #[inline]
-    pub(crate) fn memory_hit<T: CacheValue>(&self, key: &str) -> Option<T> {
+    pub(crate) fn memory_hit<T: CacheValue>(
+        &self,
+        key: &str,
+        function: Option<(&'static str, &'static FnStats)>,
+    ) -> Option<T> {
         match &self.inner.store {
             Store::Memory(m) if self.inner.options.enabled => {
                 let v = self.memory_find::<T>(m, key)?;
-                self.count(Counter::Hits);
+                self.inner.counters.incr(Counter::Hits);
+                match function {
+                    Some((scope, stats)) => stats.incr(scope, &self.inner.name, Counter::Hits),
+                    None => self.inner.metrics.incr(Counter::Hits),
+                }
                 Some(v)
             }
             _ => None,
@@ -380,13 +407,16 @@ impl Cache {
     /// made and `CircuitOpen` comes back at once.
     async fn guarded<R>(
         &self,
+        op: &'static str,
         call: impl Future<Output = Result<R, BackendError>>,
     ) -> Result<R, BackendError> {
         let permit = self.inner.breaker.permit();
         if let Permit::Open(retry_in) = permit {
             return Err(BackendError::CircuitOpen { retry_in });
         }
+        let started = Instant::now();
         let result = call.await;
+        record_latency(&self.inner.name, op, started.elapsed());
         self.inner
             .breaker
             .record(&self.inner.name, permit, result.as_ref().map(drop));
@@ -400,7 +430,7 @@ impl Cache {
                 None => self.memory_stale::<T>(m, key),
             }),
             Store::Remote(b) => {
-                let bytes = match self.guarded(b.get(key)).await {
+                let bytes = match self.guarded("get", b.get(key)).await {
                     Ok(Some(bytes)) => bytes,
                     Ok(None) => return Ok(Found::Miss),
                     // The breaker skipped the network: a miss, already counted by the breaker.
@@ -495,7 +525,7 @@ impl Cache {
             Store::Remote(b) => {
                 let bytes = self.envelope(key, value, ttl, version, compute, keep)?;
                 let backend_ttl = ttl.map(|t| t + keep.unwrap_or_default());
-                match self.guarded(b.set(key, &bytes, backend_ttl)).await {
+                match self.guarded("set", b.set(key, &bytes, backend_ttl)).await {
                     Ok(()) => {}
                     // An open breaker skips writes without touching the network.
                     Err(BackendError::CircuitOpen { .. }) => return Ok(()),
@@ -589,7 +619,7 @@ impl Cache {
             Store::Memory(m) => keys.iter().map(|k| self.memory_find::<T>(m, k)).collect(),
             Store::Remote(b) => {
                 let raw = self
-                    .guarded(b.get_many(keys))
+                    .guarded("get_many", b.get_many(keys))
                     .await
                     .map_err(|e| self.backend_error("get_many", keys.first().unwrap_or(&""), e))?;
                 keys.iter()
@@ -641,7 +671,7 @@ impl Cache {
                 let refs: Vec<(&str, &[u8])> =
                     encoded.iter().map(|(k, v)| (*k, v.as_slice())).collect();
                 let first = refs.first().map_or("", |(k, _)| k);
-                self.guarded(b.set_many(&refs, ttl))
+                self.guarded("set_many", b.set_many(&refs, ttl))
                     .await
                     .map_err(|e| self.backend_error("set_many", first, e))?;
                 self.inner.counters.add(Counter::Sets, items.len() as u64);
@@ -775,6 +805,7 @@ impl Cache {
     pub(crate) fn default_policy(&self) -> FillPolicy {
         let o = &self.inner.options;
         FillPolicy {
+            function: None,
             lock: o.lock,
             early_refresh: o.early_refresh,
             beta: o.beta,
@@ -819,25 +850,25 @@ impl Cache {
         let ttl = match ttl.resolve(self.inner.options.default_ttl) {
             Ok(ttl) => Some(ttl),
             Err(e) => {
-                self.count(Counter::Errors);
+                self.count_in(policy, Counter::Errors);
                 tracing::error!(cache = %self.inner.name, key = short_key(key), error = %e, "value will not be stored");
                 None
             }
         };
         let stale = match self.read_quietly::<T>(key, version).await {
             Found::Fresh(v, timing) => {
-                self.count(Counter::Hits);
+                self.count_in(policy, Counter::Hits);
                 if policy.early_refresh && self.refresh_due(timing, policy.beta) {
                     return Ok(self.refresh_early(key, ttl, version, policy, v, init).await);
                 }
                 return Ok(v);
             }
             Found::Stale(v) => {
-                self.count(Counter::Misses);
+                self.count_in(policy, Counter::Misses);
                 Some(v)
             }
             Found::Miss => {
-                self.count(Counter::Misses);
+                self.count_in(policy, Counter::Misses);
                 None
             }
         };
@@ -864,7 +895,7 @@ impl Cache {
                     return Ok(value);
                 }
                 Join::Waiter(rx) => {
-                    self.count(Counter::Coalesced);
+                    self.count_in(policy, Counter::Coalesced);
                     let waited =
                         tokio::time::timeout(self.inner.options.fill_wait, single_flight::wait(rx))
                             .await;
@@ -934,11 +965,11 @@ impl Cache {
             // Someone is already refreshing (or filling) this key.
             return current;
         };
-        self.count(Counter::EarlyRefreshes);
+        self.count_in(policy, Counter::EarlyRefreshes);
         tracing::debug!(cache = %self.inner.name, key = short_key(key), "early refresh");
         let started = Instant::now();
         let result = single_flight::scoped(self.id(), key, init()).await;
-        self.count(Counter::Fills);
+        self.count_in(policy, Counter::Fills);
         match result {
             Ok(v) => {
                 leader.publish(Arc::new(v.clone()));
@@ -971,7 +1002,10 @@ impl Cache {
         if policy.lock
             && let Store::Remote(backend) = &self.inner.store
         {
-            match self.acquire_lock(backend.as_ref(), key, version).await {
+            match self
+                .acquire_lock(backend.as_ref(), key, version, policy)
+                .await
+            {
                 Acquired::Value(v) => return Ok(v),
                 Acquired::Lock(guard) => lock = Some(guard),
                 Acquired::Nothing => {}
@@ -979,7 +1013,7 @@ impl Cache {
         }
         let started = Instant::now();
         let result = single_flight::scoped(self.id(), key, init()).await;
-        self.count(Counter::Fills);
+        self.count_in(policy, Counter::Fills);
         let out = match result {
             Ok(v) => {
                 self.store_quietly(key, &v, ttl, version, started.elapsed(), policy)
@@ -988,7 +1022,7 @@ impl Cache {
             }
             Err(e) => match stale {
                 Some(v) if policy.stale_if_error.is_some() => {
-                    self.count(Counter::StaleServed);
+                    self.count_in(policy, Counter::StaleServed);
                     tracing::warn!(
                         cache = %self.inner.name,
                         key = short_key(key),
@@ -1012,6 +1046,7 @@ impl Cache {
         backend: &dyn CacheBackend,
         key: &str,
         version: u32,
+        policy: &FillPolicy,
     ) -> Acquired<T> {
         let token = format!("{:032x}", rand::random::<u128>());
         let deadline = Instant::now() + self.inner.options.lock_wait;
@@ -1019,7 +1054,10 @@ impl Cache {
         let mut waited = false;
         loop {
             match self
-                .guarded(backend.try_lock(key, &token, self.inner.options.lock_ttl))
+                .guarded(
+                    "lock",
+                    backend.try_lock(key, &token, self.inner.options.lock_ttl),
+                )
                 .await
             {
                 Ok(true) => {
@@ -1040,7 +1078,7 @@ impl Cache {
                 Ok(false) => {
                     if !waited {
                         waited = true;
-                        self.count(Counter::Coalesced);
+                        self.count_in(policy, Counter::Coalesced);
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(50));
@@ -1141,7 +1179,7 @@ impl Drop for LockGuard {
 impl Cache {
     async fn unlock_quietly(&self, key: &str, token: &str) {
         if let Store::Remote(b) = &self.inner.store
-            && let Err(e) = self.guarded(b.unlock(key, token)).await
+            && let Err(e) = self.guarded("unlock", b.unlock(key, token)).await
         {
             tracing::debug!(cache = %self.inner.name, key = short_key(key), error = %e, "fill lock not released; it expires by itself");
         }

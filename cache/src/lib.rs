@@ -66,7 +66,7 @@ pub use clock::Clock;
 pub use codec::Format;
 pub use config::{BackendConfig, BackendKind, CacheConfig, ServerUrl};
 pub use error::{BackendError, CacheError};
-pub use observe::CacheStats;
+pub use observe::{CacheStats, FunctionStats, function_stats};
 pub use registry::{BackendHealth, CacheModule, Caches, HealthReport, installed};
 
 /// Caches an async function's result (cache-aside).

@@ -159,3 +159,170 @@ pub(crate) fn short_key(key: &str) -> &str {
     }
     &key[..end]
 }
+
+/// The counters exported through the `metrics` facade, by [`Counter`].
+#[cfg(feature = "metrics")]
+fn metric_name(c: Counter) -> Option<&'static str> {
+    match c {
+        Counter::Hits => Some("lexigram_cache_hits_total"),
+        Counter::Misses => Some("lexigram_cache_misses_total"),
+        Counter::Errors => Some("lexigram_cache_errors_total"),
+        Counter::StaleServed => Some("lexigram_cache_stale_served_total"),
+        Counter::Coalesced => Some("lexigram_cache_coalesced_total"),
+        _ => None,
+    }
+}
+
+/// `metrics` counter handles for one (cache, function) pair, registered once. Handles come from
+/// the recorder installed when they are registered: install a recorder (for example
+/// metrics-exporter-prometheus) before the first cache call.
+#[derive(Debug)]
+pub(crate) struct MetricHandles {
+    #[cfg(feature = "metrics")]
+    counters: [Option<metrics::Counter>; COUNTERS],
+}
+
+impl MetricHandles {
+    pub(crate) fn new(cache: &str, function: &'static str) -> MetricHandles {
+        #[cfg(feature = "metrics")]
+        {
+            let all = [
+                Counter::Hits,
+                Counter::Misses,
+                Counter::Sets,
+                Counter::Deletes,
+                Counter::Errors,
+                Counter::DecodeFailures,
+                Counter::StaleServed,
+                Counter::Coalesced,
+                Counter::Fills,
+                Counter::EarlyRefreshes,
+            ];
+            MetricHandles {
+                counters: all.map(|c| {
+                    metric_name(c).map(|name| {
+                        metrics::counter!(name, "cache" => cache.to_owned(), "fn" => function)
+                    })
+                }),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = (cache, function);
+            MetricHandles {}
+        }
+    }
+
+    #[inline]
+    pub(crate) fn incr(&self, c: Counter) {
+        #[cfg(feature = "metrics")]
+        if let Some(counter) = &self.counters[c as usize] {
+            counter.increment(1);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = c;
+    }
+}
+
+/// Records one backend call's latency in the `lexigram_cache_backend_seconds` histogram.
+#[inline]
+pub(crate) fn record_latency(cache: &str, op: &'static str, took: std::time::Duration) {
+    #[cfg(feature = "metrics")]
+    metrics::histogram!("lexigram_cache_backend_seconds", "cache" => cache.to_owned(), "op" => op)
+        .record(took.as_secs_f64());
+    #[cfg(not(feature = "metrics"))]
+    let _ = (cache, op, took);
+}
+
+/// Counters of one `#[cacheable]` function, kept in a static beside it.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct FnStats {
+    counts: [AtomicU64; COUNTERS],
+    seen: std::sync::atomic::AtomicBool,
+    metrics: std::sync::OnceLock<MetricHandles>,
+}
+
+impl FnStats {
+    /// Zeroed counters.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> FnStats {
+        FnStats {
+            counts: [const { AtomicU64::new(0) }; COUNTERS],
+            seen: std::sync::atomic::AtomicBool::new(false),
+            metrics: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Counts one event of the function `scope`, in cache `cache`.
+    #[inline]
+    pub(crate) fn incr(&'static self, scope: &'static str, cache: &str, c: Counter) {
+        self.counts[c as usize].fetch_add(1, Ordering::Relaxed);
+        if !self.seen.load(Ordering::Relaxed) && !self.seen.swap(true, Ordering::AcqRel) {
+            FUNCTIONS.lock().push((scope, self));
+        }
+        self.metrics
+            .get_or_init(|| MetricHandles::new(cache, scope))
+            .incr(c);
+    }
+
+    fn snapshot(&self) -> CacheStats {
+        let get = |c: Counter| self.counts[c as usize].load(Ordering::Relaxed);
+        CacheStats {
+            hits: get(Counter::Hits),
+            misses: get(Counter::Misses),
+            sets: get(Counter::Sets),
+            deletes: get(Counter::Deletes),
+            errors: get(Counter::Errors),
+            decode_failures: get(Counter::DecodeFailures),
+            stale_served: get(Counter::StaleServed),
+            coalesced: get(Counter::Coalesced),
+            fills: get(Counter::Fills),
+            early_refreshes: get(Counter::EarlyRefreshes),
+            ..CacheStats::default()
+        }
+    }
+}
+
+static FUNCTIONS: parking_lot::Mutex<Vec<(&'static str, &'static FnStats)>> =
+    parking_lot::Mutex::new(Vec::new());
+
+/// The statistics of one `#[cacheable]` function.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct FunctionStats {
+    /// `module_path::fn_name`.
+    pub function: &'static str,
+    /// Its counters since the process started (breaker and eviction fields stay zero: they
+    /// belong to caches, see [`Cache::stats`](crate::Cache::stats)).
+    pub stats: CacheStats,
+}
+
+/// Statistics of every `#[cacheable]` function called so far in this process, sorted by name.
+///
+/// ```
+/// use lexigram_cache::cacheable;
+///
+/// #[cacheable(ttl = 60)]
+/// async fn square(x: u64) -> u64 { x * x }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// square(3).await;
+/// square(3).await;
+/// let all = lexigram_cache::function_stats();
+/// let s = all.iter().find(|f| f.function.ends_with("::square")).unwrap();
+/// assert_eq!((s.stats.misses, s.stats.hits, s.stats.fills), (1, 1, 1));
+/// # }
+/// ```
+pub fn function_stats() -> Vec<FunctionStats> {
+    let mut out: Vec<FunctionStats> = FUNCTIONS
+        .lock()
+        .iter()
+        .map(|(function, s)| FunctionStats {
+            function,
+            stats: s.snapshot(),
+        })
+        .collect();
+    out.sort_by_key(|f| f.function);
+    out
+}
