@@ -731,6 +731,31 @@ impl Cache {
         Ok(n)
     }
 
+    /// Up to `limit` keys matching a glob, without the prefix; for tools and debugging.
+    /// Memcached cannot list keys and returns an `Unsupported` error.
+    pub async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, CacheError> {
+        match &self.inner.store {
+            Store::Memory(m) => Ok(m.keys_matching(pattern, limit)),
+            Store::Remote(b) => b
+                .keys(pattern, limit)
+                .await
+                .map_err(|e| self.backend_error("keys", pattern, e)),
+        }
+    }
+
+    /// The stored bytes under `key` on a remote backend (the envelope, see
+    /// [`codec::Envelope`](crate::codec::Envelope)); `None` for a miss, and always `None` on the
+    /// memory backend, whose values are not serialized. For tools and debugging.
+    pub async fn raw(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        match &self.inner.store {
+            Store::Memory(_) => Ok(None),
+            Store::Remote(b) => b
+                .get(key)
+                .await
+                .map_err(|e| self.backend_error("get", key, e)),
+        }
+    }
+
     /// Checks the backend answers; returns the round-trip time.
     pub async fn ping(&self) -> Result<Duration, CacheError> {
         match &self.inner.store {

@@ -425,6 +425,24 @@ impl MemoryBackend {
             .remove_where(&|k, _| self.strip(k).is_some_and(|k| glob::matches(pattern, k)))
     }
 
+    pub(crate) fn keys_matching(&self, pattern: &str, limit: usize) -> Vec<String> {
+        let found = parking_lot::Mutex::new(Vec::new());
+        // The engines can visit every entry only through their conditional removal; the
+        // predicate collects and never removes.
+        self.inner.engine.remove_where(&|k, _| {
+            if let Some(k) = self.strip(k)
+                && glob::matches(pattern, k)
+            {
+                let mut found = found.lock();
+                if found.len() < limit {
+                    found.push(k.to_owned());
+                }
+            }
+            false
+        });
+        found.into_inner()
+    }
+
     pub(crate) fn remove_all(&self) -> u64 {
         self.inner
             .engine
@@ -436,6 +454,10 @@ impl MemoryBackend {
 impl CacheBackend for MemoryBackend {
     fn kind(&self) -> &'static str {
         "memory"
+    }
+
+    async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, BackendError> {
+        Ok(self.keys_matching(pattern, limit))
     }
 
     /// Byte values only: a typed value stored through [`Cache`](crate::Cache) reads as a miss

@@ -98,6 +98,18 @@ pub trait CacheBackend: Send + Sync + 'static {
     /// Removes every key under this backend's prefix, and nothing else. Returns how many.
     async fn clear(&self) -> Result<u64, BackendError>;
 
+    /// Up to `limit` keys (without the prefix) that match a glob `pattern`, in no particular
+    /// order; for tools and debugging, not for request paths. The default says the backend
+    /// cannot list keys.
+    async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, BackendError> {
+        let _ = (pattern, limit);
+        Err(BackendError::Unsupported {
+            backend: self.kind(),
+            operation: "keys",
+            hint: "this store cannot list its keys",
+        })
+    }
+
     /// Checks that the store answers; returns the round-trip time.
     async fn ping(&self) -> Result<Duration, BackendError>;
 
@@ -163,6 +175,9 @@ macro_rules! forward_backend {
             }
             async fn clear(&self) -> Result<u64, BackendError> {
                 (**self).clear().await
+            }
+            async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, BackendError> {
+                (**self).keys(pattern, limit).await
             }
             async fn ping(&self) -> Result<Duration, BackendError> {
                 (**self).ping().await

@@ -719,6 +719,61 @@ impl CacheBackend for RedisBackend {
         self.inner.scan_delete(Some(pattern)).await
     }
 
+    async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, BackendError> {
+        let inner = &*self.inner;
+        let server_match = format!(
+            "{}*",
+            escape_match(&format!("{}{}", inner.prefix, literal_head(pattern)))
+        );
+        let mut out = Vec::new();
+        let take = |keys: Vec<Vec<u8>>, out: &mut Vec<String>| {
+            for k in keys {
+                if let Some(k) = String::from_utf8(k)
+                    .ok()
+                    .and_then(|k| k.strip_prefix(inner.prefix.as_str()).map(str::to_owned))
+                    .filter(|k| !k.ends_with("\0lock") && glob::matches(pattern, k))
+                    && out.len() < limit
+                {
+                    out.push(k);
+                }
+            }
+        };
+        let nodes: Vec<Option<(String, u16)>> = match inner.conn().await? {
+            Conn::Single(_) => vec![None],
+            Conn::Cluster(mut conn) => inner
+                .masters(&mut conn)
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect(),
+        };
+        for node in nodes {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<Vec<u8>>) = match &node {
+                    None => inner.query(&scan(cursor, &server_match)).await?,
+                    Some(node) => {
+                        let Conn::Cluster(mut conn) = inner.conn().await? else {
+                            unreachable!("nodes are listed only for a cluster")
+                        };
+                        let reply = inner
+                            .query_node(&mut conn, scan(cursor, &server_match), node)
+                            .await?;
+                        redis::from_redis_value(reply).map_err(|e| {
+                            BackendError::Protocol(format!("unexpected SCAN reply: {e}"))
+                        })?
+                    }
+                };
+                take(keys, &mut out);
+                if next == 0 || out.len() >= limit {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(out)
+    }
+
     async fn clear(&self) -> Result<u64, BackendError> {
         if self.inner.prefix.is_empty() && !self.inner.allow_unprefixed_clear {
             return Err(BackendError::Rejected(
