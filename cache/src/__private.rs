@@ -17,6 +17,7 @@ use crate::key::ArgsHasher;
 use crate::registry::with_installed;
 
 pub use crate::observe::FnStats;
+use crate::observe::short_key;
 pub use crate::registry::installed;
 
 /// What the macro knows about one cached function, as a `static`.
@@ -499,6 +500,11 @@ where
         return body.await;
     };
     if let Some(v) = source.memory_hit::<A::Value>(site, &key) {
+        tracing::trace!(
+            function = site.scope,
+            key = short_key(&key),
+            outcome = "hit"
+        );
         return adapter.join(v);
     }
     let (cache, ttl) = match source.resolve(site) {
@@ -543,8 +549,24 @@ where
         })
         .await;
     match filled {
-        Ok(v) => adapter.join(v),
-        Err(out) => out,
+        Ok(v) => {
+            tracing::debug!(
+                function = site.scope,
+                cache = cache.name(),
+                key = short_key(&key),
+                outcome = "value"
+            );
+            adapter.join(v)
+        }
+        Err(out) => {
+            tracing::debug!(
+                function = site.scope,
+                cache = cache.name(),
+                key = short_key(&key),
+                outcome = "error, not stored"
+            );
+            out
+        }
     }
 }
 
