@@ -543,8 +543,8 @@ async fn function_overrides_change_ttl_enabled_and_backend_at_run_time() {
         .parse()
         .expect("PTTL");
     assert!(
-        pttl > 60_000 && pttl <= 250_000,
-        "the override's 250 s, not 60 s: {pttl}"
+        pttl > 66_000 && pttl <= 275_000,
+        "the override's 250 s ± 10% jitter, not 60 s: {pttl}"
     );
 
     switched_off(1).await;
