@@ -370,13 +370,21 @@ impl Inner {
         k
     }
 
-    /// Runs one command under the operation timeout.
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BackendError> {
-        let mut conn = self.conn().await?;
-        match tokio::time::timeout(self.op_timeout, cmd.query_async(&mut conn)).await {
+    /// Awaits one round trip under the operation timeout, mapping the client's errors.
+    async fn bounded<T>(
+        &self,
+        round_trip: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, BackendError> {
+        match tokio::time::timeout(self.op_timeout, round_trip).await {
             Ok(r) => r.map_err(|e| self.error(e)),
             Err(_) => Err(BackendError::Timeout(self.op_timeout)),
         }
+    }
+
+    /// Runs one command under the operation timeout.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BackendError> {
+        let mut conn = self.conn().await?;
+        self.bounded(cmd.query_async(&mut conn)).await
     }
 
     /// Runs one command on one Cluster node, under the operation timeout.
@@ -390,10 +398,7 @@ impl Inner {
             host: node.0.clone(),
             port: node.1,
         });
-        match tokio::time::timeout(self.op_timeout, conn.route_command(cmd, routing)).await {
-            Ok(r) => r.map_err(|e| self.error(e)),
-            Err(_) => Err(BackendError::Timeout(self.op_timeout)),
-        }
+        self.bounded(conn.route_command(cmd, routing)).await
     }
 
     fn is_cluster(&self) -> bool {
@@ -402,54 +407,17 @@ impl Inner {
 
     /// Deletes every key under the prefix whose rest matches `pattern` (`None`: all of them).
     async fn scan_delete(&self, pattern: Option<&str>) -> Result<u64, BackendError> {
-        let head = pattern.map_or_else(String::new, literal_head);
-        let server_match = format!("{}*", escape_match(&format!("{}{head}", self.prefix)));
-        let wanted = |full: &[u8]| -> bool {
-            let Some(pattern) = pattern else {
-                return full.starts_with(self.prefix.as_bytes());
-            };
-            std::str::from_utf8(full)
-                .ok()
-                .and_then(|k| k.strip_prefix(self.prefix.as_str()))
-                .is_some_and(|k| glob::matches(pattern, k))
-        };
+        let mut scan = Scan::start(self, pattern).await?;
         let mut removed = 0;
-        match self.conn().await? {
-            Conn::Single(_) => {
-                let mut cursor = 0u64;
-                loop {
-                    let (next, keys): (u64, Vec<Vec<u8>>) =
-                        self.query(&scan(cursor, &server_match)).await?;
-                    let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| wanted(k)).collect();
-                    if !keys.is_empty() {
-                        removed += self.query::<u64>(redis::cmd("UNLINK").arg(&keys)).await?;
-                    }
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
+        while let Some(keys) = scan.next_batch().await? {
+            if keys.is_empty() {
+                continue;
             }
-            Conn::Cluster(mut conn) => {
-                for node in self.masters(&mut conn).await? {
-                    let mut cursor = 0u64;
-                    loop {
-                        let reply = self
-                            .query_node(&mut conn, scan(cursor, &server_match), &node)
-                            .await?;
-                        let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)
-                            .map_err(|e| {
-                                BackendError::Protocol(format!("unexpected SCAN reply: {e}"))
-                            })?;
-                        let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| wanted(k)).collect();
-                        removed += self.unlink_by_slot(&keys).await?;
-                        if next == 0 {
-                            break;
-                        }
-                        cursor = next;
-                    }
-                }
-            }
+            removed += if self.is_cluster() {
+                self.unlink_by_slot(&keys).await?
+            } else {
+                self.query::<u64>(redis::cmd("UNLINK").arg(&keys)).await?
+            };
         }
         Ok(removed)
     }
@@ -473,15 +441,9 @@ impl Inner {
         &self,
         conn: &mut ClusterConnection,
     ) -> Result<Vec<(String, u16)>, BackendError> {
-        let text: String = match tokio::time::timeout(
-            self.op_timeout,
-            redis::cmd("CLUSTER").arg("NODES").query_async(conn),
-        )
-        .await
-        {
-            Ok(r) => r.map_err(|e| self.error(e))?,
-            Err(_) => return Err(BackendError::Timeout(self.op_timeout)),
-        };
+        let text: String = self
+            .bounded(redis::cmd("CLUSTER").arg("NODES").query_async(conn))
+            .await?;
         let masters = parse_masters(&text);
         if masters.is_empty() {
             return Err(BackendError::Protocol(
@@ -490,6 +452,77 @@ impl Inner {
             ));
         }
         Ok(masters)
+    }
+}
+
+/// Walks the keys under the prefix that match a glob, one `SCAN` batch at a time, on the
+/// single node or on every master of a Cluster.
+struct Scan<'a> {
+    inner: &'a Inner,
+    pattern: Option<&'a str>,
+    /// The server-side `MATCH`: the escaped prefix and literal head of the pattern, then `*`;
+    /// the exact glob is applied here, because Redis' `?` counts bytes, not characters.
+    server_match: String,
+    /// Cluster masters still to scan, the current one first; empty for a single node.
+    masters: Vec<(String, u16)>,
+    cluster: Option<ClusterConnection>,
+    cursor: u64,
+    done: bool,
+}
+
+impl<'a> Scan<'a> {
+    async fn start(inner: &'a Inner, pattern: Option<&'a str>) -> Result<Scan<'a>, BackendError> {
+        let head = pattern.map_or_else(String::new, literal_head);
+        let (cluster, mut masters) = match inner.conn().await? {
+            Conn::Single(_) => (None, Vec::new()),
+            Conn::Cluster(mut conn) => {
+                let masters = inner.masters(&mut conn).await?;
+                (Some(conn), masters)
+            }
+        };
+        masters.reverse();
+        Ok(Scan {
+            inner,
+            pattern,
+            server_match: format!("{}*", escape_match(&format!("{}{head}", inner.prefix))),
+            masters,
+            cluster,
+            cursor: 0,
+            done: false,
+        })
+    }
+
+    /// The next batch of full keys (possibly empty), or `None` when every node is done.
+    async fn next_batch(&mut self) -> Result<Option<Vec<Vec<u8>>>, BackendError> {
+        if self.done {
+            return Ok(None);
+        }
+        let command = scan(self.cursor, &self.server_match);
+        let (next, keys): (u64, Vec<Vec<u8>>) = match (&mut self.cluster, self.masters.last()) {
+            (Some(conn), Some(node)) => {
+                let reply = self.inner.query_node(conn, command, node).await?;
+                redis::from_redis_value(reply)
+                    .map_err(|e| BackendError::Protocol(format!("unexpected SCAN reply: {e}")))?
+            }
+            _ => self.inner.query(&command).await?,
+        };
+        self.cursor = next;
+        if next == 0 {
+            self.masters.pop();
+            self.done = self.masters.is_empty();
+        }
+        let (prefix, pattern) = (self.inner.prefix.as_str(), self.pattern);
+        Ok(Some(
+            keys.into_iter()
+                .filter(|full| match pattern {
+                    None => full.starts_with(prefix.as_bytes()),
+                    Some(pattern) => std::str::from_utf8(full)
+                        .ok()
+                        .and_then(|k| k.strip_prefix(prefix))
+                        .is_some_and(|k| glob::matches(pattern, k)),
+                })
+                .collect(),
+        ))
     }
 }
 
@@ -689,12 +722,7 @@ impl CacheBackend for RedisBackend {
             }
             async move {
                 let mut conn = self.inner.conn().await?;
-                match tokio::time::timeout(self.inner.op_timeout, pipe.query_async::<()>(&mut conn))
-                    .await
-                {
-                    Ok(r) => r.map_err(|e| self.inner.error(e)),
-                    Err(_) => Err(BackendError::Timeout(self.inner.op_timeout)),
-                }
+                self.inner.bounded(pipe.query_async::<()>(&mut conn)).await
             }
         }))
         .await?;
@@ -721,55 +749,17 @@ impl CacheBackend for RedisBackend {
 
     async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, BackendError> {
         let inner = &*self.inner;
-        let server_match = format!(
-            "{}*",
-            escape_match(&format!("{}{}", inner.prefix, literal_head(pattern)))
-        );
+        let mut scan = Scan::start(inner, Some(pattern)).await?;
         let mut out = Vec::new();
-        let take = |keys: Vec<Vec<u8>>, out: &mut Vec<String>| {
-            for k in keys {
-                if let Some(k) = String::from_utf8(k)
-                    .ok()
-                    .and_then(|k| k.strip_prefix(inner.prefix.as_str()).map(str::to_owned))
-                    .filter(|k| !k.ends_with("\0lock") && glob::matches(pattern, k))
-                    && out.len() < limit
-                {
-                    out.push(k);
-                }
-            }
-        };
-        let nodes: Vec<Option<(String, u16)>> = match inner.conn().await? {
-            Conn::Single(_) => vec![None],
-            Conn::Cluster(mut conn) => inner
-                .masters(&mut conn)
-                .await?
-                .into_iter()
-                .map(Some)
-                .collect(),
-        };
-        for node in nodes {
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys): (u64, Vec<Vec<u8>>) = match &node {
-                    None => inner.query(&scan(cursor, &server_match)).await?,
-                    Some(node) => {
-                        let Conn::Cluster(mut conn) = inner.conn().await? else {
-                            unreachable!("nodes are listed only for a cluster")
-                        };
-                        let reply = inner
-                            .query_node(&mut conn, scan(cursor, &server_match), node)
-                            .await?;
-                        redis::from_redis_value(reply).map_err(|e| {
-                            BackendError::Protocol(format!("unexpected SCAN reply: {e}"))
-                        })?
-                    }
-                };
-                take(keys, &mut out);
-                if next == 0 || out.len() >= limit {
-                    break;
-                }
-                cursor = next;
-            }
+        while out.len() < limit
+            && let Some(keys) = scan.next_batch().await?
+        {
+            let names = keys.into_iter().filter_map(|k| {
+                let k = String::from_utf8(k).ok()?;
+                let k = k.strip_prefix(inner.prefix.as_str())?;
+                (!k.ends_with("\0lock")).then(|| k.to_owned())
+            });
+            out.extend(names.take(limit - out.len()));
         }
         Ok(out)
     }
@@ -809,15 +799,10 @@ impl CacheBackend for RedisBackend {
         let mut conn = self.inner.conn().await?;
         let mut invocation = UNLOCK.key(lock_key(&self.inner, key));
         invocation.arg(token);
-        match tokio::time::timeout(
-            self.inner.op_timeout,
-            invocation.invoke_async::<u64>(&mut conn),
-        )
-        .await
-        {
-            Ok(r) => r.map(drop).map_err(|e| self.inner.error(e)),
-            Err(_) => Err(BackendError::Timeout(self.inner.op_timeout)),
-        }
+        self.inner
+            .bounded(invocation.invoke_async::<u64>(&mut conn))
+            .await
+            .map(drop)
     }
 
     async fn ping(&self) -> Result<Duration, BackendError> {
