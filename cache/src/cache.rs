@@ -872,18 +872,13 @@ impl Cache {
         if !self.inner.options.enabled {
             return init().await;
         }
-        let ttl = match ttl.resolve(self.inner.options.default_ttl) {
-            Ok(ttl) => Some(ttl),
-            Err(e) => {
-                self.count_in(policy, Counter::Errors);
-                tracing::error!(cache = %self.inner.name, key = short_key(key), error = %e, "value will not be stored");
-                None
-            }
-        };
+        // The ttl is resolved only when a value is about to be stored: a hit needs none, and a
+        // bad ttl is reported once per store, not once per read.
         let stale = match self.read_quietly::<T>(key, version).await {
             Found::Fresh(v, timing) => {
                 self.count_in(policy, Counter::Hits);
                 if policy.early_refresh && self.refresh_due(timing, policy.beta) {
+                    let ttl = self.fill_ttl(key, ttl, policy);
                     return Ok(self.refresh_early(key, ttl, version, policy, v, init).await);
                 }
                 return Ok(v);
@@ -897,6 +892,7 @@ impl Cache {
                 None
             }
         };
+        let ttl = self.fill_ttl(key, ttl, policy);
         if single_flight::is_reentrant(self.id(), key) {
             // The outer call holds this key's fill lock; waiting for it would wait for itself.
             let inner_policy = FillPolicy {
@@ -949,6 +945,19 @@ impl Cache {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The ttl a fill stores with; `None` (do not store, error logged and counted) for a zero
+    /// ttl.
+    fn fill_ttl(&self, key: &str, ttl: Ttl, policy: &FillPolicy) -> Option<Option<Duration>> {
+        match ttl.resolve(self.inner.options.default_ttl) {
+            Ok(ttl) => Some(ttl),
+            Err(e) => {
+                self.count_in(policy, Counter::Errors);
+                tracing::error!(cache = %self.inner.name, key = short_key(key), error = %e, "value will not be stored");
+                None
             }
         }
     }

@@ -149,18 +149,7 @@ async fn build(
                 builder = builder.ca_file(ca.clone());
             }
             let backend = builder.build().map_err(at_backend(index))?;
-            // A service cannot run without its default cache server; a secondary one may come
-            // up later, and the backend reconnects on its own when it does.
-            if let Err(e) = backend.ensure_connected().await {
-                if is_default {
-                    return Err(CacheError::backend(&b.name, e));
-                }
-                tracing::warn!(
-                    cache = %b.name,
-                    error = %e,
-                    "redis backend is not reachable at boot; calls miss until it is"
-                );
-            }
+            reachable_at_boot(b, is_default, backend.ensure_connected().await)?;
             Ok(Cache::with_options(b.name.clone(), backend, options))
         }
         BackendKind::Memcached => {
@@ -181,18 +170,30 @@ async fn build(
                 builder = builder.ca_file(ca.clone());
             }
             let backend = builder.build().map_err(at_backend(index))?;
-            // Same rule as Redis: the default backend must answer at boot.
-            if let Err(e) = backend.ping().await {
-                if is_default {
-                    return Err(CacheError::backend(&b.name, e));
-                }
-                tracing::warn!(
-                    cache = %b.name,
-                    error = %e,
-                    "memcached backend is not reachable at boot; calls miss until it is"
-                );
-            }
+            reachable_at_boot(b, is_default, backend.ping().await.map(drop))?;
             Ok(Cache::with_options(b.name.clone(), backend, options))
+        }
+    }
+}
+
+/// A service cannot run without its default cache server; a secondary one may come up later,
+/// and its backend reconnects on its own when it does, so that is only a warning.
+fn reachable_at_boot(
+    b: &BackendConfig,
+    is_default: bool,
+    probe: Result<(), crate::BackendError>,
+) -> Result<(), CacheError> {
+    match probe {
+        Ok(()) => Ok(()),
+        Err(e) if is_default => Err(CacheError::backend(&b.name, e)),
+        Err(e) => {
+            tracing::warn!(
+                cache = %b.name,
+                kind = b.kind.as_str(),
+                error = %e,
+                "backend is not reachable at boot; calls miss until it is"
+            );
+            Ok(())
         }
     }
 }

@@ -378,19 +378,22 @@ pub struct ServiceConfig {
 }
 
 impl Default for ServiceConfig {
+    /// The same defaults as [`CacheOptions`](crate::CacheOptions), which a cache built
+    /// without configuration uses: one source for both.
     fn default() -> Self {
+        let o = crate::CacheOptions::default();
         ServiceConfig {
-            fill_wait: Duration::from_secs(10),
-            enable_protection: true,
-            lock_ttl: Duration::from_secs(10),
-            lock_wait: Duration::from_secs(10),
-            ttl_jitter: 0.1,
-            early_refresh: true,
-            beta: 1.0,
-            stale_if_error: None,
-            circuit_breaker_enabled: true,
-            breaker_threshold: 5,
-            breaker_open_for: Duration::from_secs(5),
+            fill_wait: o.fill_wait,
+            enable_protection: o.lock,
+            lock_ttl: o.lock_ttl,
+            lock_wait: o.lock_wait,
+            ttl_jitter: o.ttl_jitter,
+            early_refresh: o.early_refresh,
+            beta: o.beta,
+            stale_if_error: o.stale_if_error,
+            circuit_breaker_enabled: o.breaker_threshold > 0,
+            breaker_threshold: o.breaker_threshold,
+            breaker_open_for: o.breaker_open_for,
         }
     }
 }

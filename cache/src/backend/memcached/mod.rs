@@ -467,12 +467,12 @@ impl CacheBackend for MemcachedBackend {
     }
 
     async fn exists(&self, key: &str) -> Result<bool, BackendError> {
-        // A hashed key must be read whole to tell it from another key with the same hash.
-        if WireKey::new(&self.inner.prefix, key).full.is_some() {
-            return Ok(self.get(key).await?.is_some());
-        }
         let inner = &*self.inner;
         let wk = WireKey::new(&inner.prefix, key);
+        // A hashed key must be read whole to tell it from another key with the same hash.
+        if wk.full.is_some() {
+            return Ok(self.get(key).await?.is_some());
+        }
         let server = inner.server(&wk);
         let mut req = Vec::new();
         protocol::exists(&mut req, &wk.encoded);
