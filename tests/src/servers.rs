@@ -77,6 +77,34 @@ pub fn spawn(program: &str, args: &[String], log: &Path) -> Child {
     }
 }
 
+/// Polls `ready` until the server answers. `Err(log)`: the process exited first (its port was
+/// probably taken). Kills it and fails the test if it neither answers nor exits in time.
+fn wait_ready(
+    name: &str,
+    port: u16,
+    child: &mut Child,
+    log: &Path,
+    ready: impl Fn() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(std::fs::read_to_string(log).unwrap_or_default());
+        }
+        if ready() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "{name} on port {port} did not answer within {START_TIMEOUT:?}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sends `kill -<signal> <pid>`. Uses the `kill` program so the tests need no unsafe code.
 pub fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
@@ -226,15 +254,12 @@ impl RedisServer {
             args.extend(extra.iter().cloned());
             let log = dir.path().join("server.log");
             let mut child = spawn("redis-server", &args, &log);
-            let deadline = Instant::now() + START_TIMEOUT;
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    // Most likely the port was taken between probing and binding: try another.
-                    last_log = std::fs::read_to_string(&log).unwrap_or_default();
-                    break;
-                }
+            let ready = || {
                 let reply = text_command(port, "PING").unwrap_or_default();
-                if reply.starts_with("+PONG") || reply.starts_with("-NOAUTH") {
+                reply.starts_with("+PONG") || reply.starts_with("-NOAUTH")
+            };
+            match wait_ready("redis-server", port, &mut child, &log, ready) {
+                Ok(()) => {
                     return RedisServer {
                         child,
                         port,
@@ -243,14 +268,8 @@ impl RedisServer {
                         certs: None,
                     };
                 }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!(
-                        "redis-server on port {port} did not answer PING within {START_TIMEOUT:?}; log:\n{}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
+                // Most likely the port was taken between probing and binding: try another.
+                Err(log) => last_log = log,
             }
         }
         panic!("redis-server would not start; last log:\n{last_log}");
@@ -468,17 +487,10 @@ impl MemcachedServer {
             args.extend(["-u".into(), "root".into()]);
         }
         let mut child = spawn("memcached", &args, &log);
-        let deadline = Instant::now() + START_TIMEOUT;
         // The port speaks TLS only, so readiness is an accepted TCP connection.
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "memcached -Z exited with {status}; log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "memcached -Z did not listen");
-            std::thread::sleep(Duration::from_millis(20));
+        let ready = || TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if let Err(log) = wait_ready("memcached -Z", port, &mut child, &log, ready) {
+            panic!("memcached -Z exited before it listened; log:\n{log}");
         }
         MemcachedServer {
             child,
@@ -515,16 +527,13 @@ impl MemcachedServer {
             args.extend(extra.iter().map(|s| (*s).to_owned()));
             let log = dir.path().join("server.log");
             let mut child = spawn("memcached", &args, &log);
-            let deadline = Instant::now() + START_TIMEOUT;
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    last_log = std::fs::read_to_string(&log).unwrap_or_default();
-                    break;
-                }
-                // A server with `-Y` answers CLIENT_ERROR before authentication: also alive.
-                if text_command(port, "mn")
+            // A server with `-Y` answers CLIENT_ERROR before authentication: also alive.
+            let ready = || {
+                text_command(port, "mn")
                     .is_ok_and(|r| r.starts_with("MN") || r.starts_with("CLIENT_ERROR"))
-                {
+            };
+            match wait_ready("memcached", port, &mut child, &log, ready) {
+                Ok(()) => {
                     return MemcachedServer {
                         child,
                         port,
@@ -532,14 +541,7 @@ impl MemcachedServer {
                         tls: None,
                     };
                 }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!(
-                        "memcached on port {port} did not answer within {START_TIMEOUT:?}; log:\n{}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
+                Err(log) => last_log = log,
             }
         }
         panic!("memcached would not start; last log:\n{last_log}");
