@@ -4,11 +4,11 @@
 //! `cargo bench -p lexigram-cache-benches --bench macro_hit`
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use cached::macros::{cached, concurrent_cached};
 use criterion::{Criterion, criterion_group, criterion_main};
 use lexigram_cache::cacheable;
+use lexigram_cache_benches::spread_over_tasks;
 
 #[cacheable(ttl = 60)]
 async fn ours_auto_key(id: u64) -> u64 {
@@ -67,31 +67,11 @@ fn many_tasks(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let mut group = c.benchmark_group("macro_hit_64_tasks");
-    // Per-call time = wall time of 64 tasks sharing `iters` calls / iters.
     macro_rules! bench {
         ($name:expr, $f:ident) => {
             rt.block_on($f(7));
             group.bench_function($name, |b| {
-                b.iter_custom(|iters| {
-                    let per_task = iters.div_ceil(TASKS).max(1);
-                    rt.block_on(async {
-                        let started = Instant::now();
-                        let tasks: Vec<_> = (0..TASKS)
-                            .map(|_| {
-                                tokio::spawn(async move {
-                                    for _ in 0..per_task {
-                                        black_box($f(black_box(7)).await);
-                                    }
-                                })
-                            })
-                            .collect();
-                        for t in tasks {
-                            t.await.expect("task");
-                        }
-                        let took: Duration = started.elapsed();
-                        took.mul_f64(iters as f64 / (per_task * TASKS) as f64)
-                    })
-                })
+                b.iter_custom(|iters| spread_over_tasks(&rt, iters, TASKS, |_| $f(black_box(7))))
             });
         };
     }

@@ -6,10 +6,10 @@
 
 use std::hint::black_box;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use lexigram_cache::{BackendConfig, Cache, CacheConfig, CacheModule, cacheable};
+use lexigram_cache_benches::{runtime, spread_over_tasks};
 use lexigram_cache_tests::servers::RedisServer;
 use redis::aio::ConnectionManager;
 
@@ -32,18 +32,6 @@ struct Setup {
 }
 
 static SETUP: OnceLock<Setup> = OnceLock::new();
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    // One runtime for every group: a Redis connection is driven by the runtime that opened it.
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
 
 fn setup() -> &'static Setup {
     SETUP.get_or_init(|| {
@@ -122,30 +110,10 @@ fn many_tasks(c: &mut Criterion) {
     setup();
     let rt = runtime();
     let mut group = c.benchmark_group("redis_hit_64_tasks");
-    // Per-call time = wall time of 64 tasks sharing `iters` calls / iters.
     macro_rules! bench {
         ($name:expr, $call:expr) => {
             group.bench_function($name, |b| {
-                b.iter_custom(|iters| {
-                    let per_task = iters.div_ceil(TASKS).max(1);
-                    rt.block_on(async {
-                        let started = Instant::now();
-                        let tasks: Vec<_> = (0..TASKS)
-                            .map(|_| {
-                                tokio::spawn(async move {
-                                    for _ in 0..per_task {
-                                        black_box($call.await);
-                                    }
-                                })
-                            })
-                            .collect();
-                        for t in tasks {
-                            t.await.expect("task");
-                        }
-                        let took: Duration = started.elapsed();
-                        took.mul_f64(iters as f64 / (per_task * TASKS) as f64)
-                    })
-                })
+                b.iter_custom(|iters| spread_over_tasks(rt, iters, TASKS, move |_| $call))
             });
         };
     }

@@ -1,1 +1,52 @@
-//! Benchmarks live in benches/.
+//! Benchmarks live in benches/. This library holds what several of them share.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+
+/// One 2-worker runtime for every group of a bench binary: a client connection is driven by
+/// the runtime that opened it, so setup and measurement must share one.
+pub fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+}
+
+/// For criterion's `iter_custom`: the time `iters` calls take when `tasks` spawned tasks share
+/// them, `call(task)` making one call. Each task makes `iters / tasks` (rounded up) calls; the
+/// wall time is scaled back to exactly `iters`.
+pub fn spread_over_tasks<F, Fut>(rt: &Runtime, iters: u64, tasks: u64, call: F) -> Duration
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future + Send,
+    Fut::Output: Send,
+{
+    let per_task = iters.div_ceil(tasks).max(1);
+    rt.block_on(async {
+        let started = Instant::now();
+        let handles: Vec<_> = (0..tasks as usize)
+            .map(|task| {
+                let call = call.clone();
+                tokio::spawn(async move {
+                    for _ in 0..per_task {
+                        black_box(call(task).await);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.expect("task");
+        }
+        started
+            .elapsed()
+            .mul_f64(iters as f64 / (per_task * tasks) as f64)
+    })
+}
