@@ -420,3 +420,53 @@ async fn the_macro_option_stale_if_error_reaches_the_runtime() {
     assert!(price("a").await.is_err(), "past the window: the error");
     assert_eq!(STALE_CACHE.stats().stale_served, 1);
 }
+
+/// A probe whose caller gives up (a `timeout`, a dropped request) must not keep the breaker
+/// open: once the server answers again, later calls close it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_probe_does_not_keep_the_breaker_open() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::builder(server.url())
+        .prefix("probe:")
+        .op_timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .expect("connect");
+    let mut options = CacheOptions::default();
+    options.breaker_threshold = 1;
+    options.breaker_open_for = Duration::from_millis(200);
+    let cache = Cache::with_options("probe", backend, options);
+    cache
+        .set("k", &1u32, Duration::from_secs(60))
+        .await
+        .expect("set while the server runs");
+
+    // A frozen server: one timeout opens the breaker.
+    server.pause();
+    assert!(cache.get::<u32>("k").await.is_err(), "the read times out");
+    assert!(cache.stats().breaker_open, "{:?}", cache.stats());
+
+    // After the open period the next call is the probe; its caller gives up mid-call.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let probe = tokio::time::timeout(Duration::from_millis(50), cache.get::<u32>("k")).await;
+    assert!(
+        probe.is_err(),
+        "the probe was cancelled while the server was frozen"
+    );
+    server.resume();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(Some(1)) = cache.get::<u32>("k").await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the breaker stayed open after its probe was cancelled: {:?}",
+            cache.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!cache.stats().breaker_open);
+}

@@ -2,8 +2,12 @@
 //! calls skip the backend for `open_for`; then one call probes it, and its success closes the
 //! breaker again. While open, nothing touches the network, so a sick server costs callers
 //! nothing but the body they would run anyway.
+//!
+//! A probe carries its own deadline: letting it through opens the breaker for one more period,
+//! so a probe whose caller is cancelled (a `timeout`, a dropped request, `select!`) and never
+//! reports is replaced by the next caller after that period instead of wedging the breaker.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::BackendError;
@@ -15,10 +19,9 @@ pub(crate) struct Breaker {
     open_for: Duration,
     /// Consecutive failures.
     failures: AtomicU32,
-    /// Milliseconds since `epoch` until which the breaker is open; 0 when closed.
+    /// Milliseconds since `epoch` until which calls skip the backend; 0 when closed. While a
+    /// probe is out it holds the probe's deadline.
     open_until: AtomicU64,
-    /// A probe is in flight (half-open).
-    probing: AtomicBool,
     epoch: Instant,
     opened: AtomicU64,
     short_circuits: AtomicU64,
@@ -43,7 +46,6 @@ impl Breaker {
             open_for,
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
-            probing: AtomicBool::new(false),
             epoch: Instant::now(),
             opened: AtomicU64::new(0),
             short_circuits: AtomicU64::new(0),
@@ -52,6 +54,12 @@ impl Breaker {
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The end of an open period starting now; saturates, so `open_for` may be any duration.
+    fn period_from_now(&self) -> u64 {
+        let open_ms = u64::try_from(self.open_for.as_millis()).unwrap_or(u64::MAX);
+        self.now_ms().saturating_add(open_ms).max(1)
     }
 
     /// Whether a call may go to the backend. The closed case is one relaxed load.
@@ -66,15 +74,22 @@ impl Breaker {
             self.short_circuits.fetch_add(1, Ordering::Relaxed);
             return Permit::Open(Duration::from_millis(until - now));
         }
-        if self
-            .probing
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            Permit::Probe
-        } else {
-            self.short_circuits.fetch_add(1, Ordering::Relaxed);
-            Permit::Open(Duration::ZERO)
+        // The period is over: the caller that moves it on by one period is the probe, and the
+        // others keep skipping. Should the probe never report, that period ends too and the
+        // next caller probes again.
+        match self.open_until.compare_exchange(
+            until,
+            self.period_from_now(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Permit::Probe,
+            // A probe that just succeeded closed the breaker.
+            Err(0) => Permit::Call,
+            Err(other) => {
+                self.short_circuits.fetch_add(1, Ordering::Relaxed);
+                Permit::Open(Duration::from_millis(other.saturating_sub(now)))
+            }
         }
     }
 
@@ -88,9 +103,10 @@ impl Breaker {
         };
         if !failed {
             self.failures.store(0, Ordering::Relaxed);
-            if permit == Permit::Probe || self.open_until.load(Ordering::Acquire) != 0 {
-                self.open_until.store(0, Ordering::Release);
-                self.probing.store(false, Ordering::Release);
+            // Loaded first so that the closed case does not write a shared cache line.
+            if self.open_until.load(Ordering::Acquire) != 0
+                && self.open_until.swap(0, Ordering::AcqRel) != 0
+            {
                 tracing::info!(
                     cache = name,
                     "circuit breaker closed: the backend answers again"
@@ -103,11 +119,10 @@ impl Breaker {
             return;
         }
         if permit == Permit::Probe || failures >= self.threshold {
-            let was_closed = self.open_until.load(Ordering::Acquire) == 0;
-            let until =
-                self.now_ms() + u64::try_from(self.open_for.as_millis()).unwrap_or(u64::MAX);
-            self.open_until.store(until.max(1), Ordering::Release);
-            self.probing.store(false, Ordering::Release);
+            let was_closed = self
+                .open_until
+                .swap(self.period_from_now(), Ordering::AcqRel)
+                == 0;
             if was_closed {
                 self.opened.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -169,6 +184,38 @@ mod tests {
         assert_eq!(b.permit(), Permit::Call);
         assert_eq!(b.opened(), 1, "reopening from half-open is the same outage");
         assert!(b.short_circuits() >= 3);
+    }
+
+    /// A probe whose caller was cancelled never reports; after one more period the next
+    /// caller probes instead.
+    #[test]
+    fn a_probe_that_never_reports_is_replaced_after_a_period() {
+        let b = Breaker::new(1, Duration::from_millis(30));
+        b.record("t", Permit::Call, Err(&timeout()));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(b.permit(), Permit::Probe);
+        // Its future is dropped here: no `record`.
+        assert!(matches!(b.permit(), Permit::Open(_)));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(
+            b.permit(),
+            Permit::Probe,
+            "a new probe after the lost one's period"
+        );
+        b.record("t", Permit::Probe, Ok(()));
+        assert_eq!(b.permit(), Permit::Call);
+    }
+
+    /// Any `open_for`, up to `Duration::MAX`, opens without overflow and stays open.
+    #[test]
+    fn the_longest_open_period_does_not_overflow() {
+        let b = Breaker::new(1, Duration::MAX);
+        b.record("t", Permit::Call, Err(&timeout()));
+        assert!(b.is_open());
+        assert!(matches!(b.permit(), Permit::Open(d) if d > Duration::from_secs(1 << 40)));
+        let secs = Breaker::new(1, Duration::from_secs(u64::MAX));
+        secs.record("t", Permit::Call, Err(&timeout()));
+        assert!(matches!(secs.permit(), Permit::Open(_)));
     }
 
     #[test]
