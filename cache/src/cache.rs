@@ -105,7 +105,8 @@ pub struct CacheOptions {
     /// Payload format for remote backends (the memory backend stores values unserialized).
     pub format: Format,
     /// How long a caller waits for another caller's fill of the same key before running the
-    /// body itself. Default: 10 s.
+    /// body itself: in total, however many leaders fail and hand the fill on meanwhile.
+    /// Default: 10 s.
     pub fill_wait: Duration,
     /// `false` turns the cache into a pass-through: reads miss, writes are dropped, and
     /// `get_or_insert_with` always runs the body.
@@ -795,7 +796,10 @@ impl Cache {
     /// wait and receive its `Ok` value. If that caller's future is dropped (cancelled), panics,
     /// or returns `Err`, one waiter takes over and runs its own `init` — so at most one `init`
     /// per key runs at a time in this process, and nobody waits on a caller that is gone.
-    /// A waiter gives up waiting after [`CacheOptions::fill_wait`] and runs `init` itself.
+    /// A waiter gives up waiting after [`CacheOptions::fill_wait`] in total and runs `init`
+    /// itself. When `init` fails and an expired value is inside its
+    /// [`stale_if_error`](CacheOptions::stale_if_error) window, that caller and everyone waiting
+    /// for it get the expired value (each counted in `stale_served`).
     /// An `init` that calls the same key of the same cache again runs directly instead of
     /// waiting for itself.
     ///
@@ -901,52 +905,68 @@ impl Cache {
             };
             return self
                 .produce(key, ttl, version, &inner_policy, stale, init)
-                .await;
+                .await
+                .map(|p| p.value);
         }
+        // One deadline for the whole wait: a flight handed from one failing leader to the next
+        // must not restart the clock of the callers still waiting.
+        let deadline = tokio::time::Instant::now().checked_add(self.inner.options.fill_wait);
+        let mut waited = false;
         loop {
-            match self.inner.flights.join(key) {
+            let rx = match self.inner.flights.join(key) {
                 Join::Leader(leader) => {
                     // A previous leader may have stored the value after our read.
                     if let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await {
-                        leader.publish(Arc::new(v.clone()));
+                        leader.publish(Arc::new(v.clone()), false);
                         return Ok(v);
                     }
-                    let value = self.produce(key, ttl, version, policy, stale, init).await?;
-                    leader.publish(Arc::new(value.clone()));
-                    return Ok(value);
+                    let produced = self.produce(key, ttl, version, policy, stale, init).await?;
+                    // A stale value served after a failed body goes to the waiters too, so
+                    // they do not each run the failing body again.
+                    leader.publish(Arc::new(produced.value.clone()), produced.stale);
+                    return Ok(produced.value);
                 }
-                Join::Waiter(rx) => {
-                    self.count_in(policy, Counter::Coalesced);
-                    let waited =
-                        tokio::time::timeout(self.inner.options.fill_wait, single_flight::wait(rx))
-                            .await;
-                    match waited {
-                        Ok(Some(shared)) => match shared.downcast_ref::<T>() {
-                            Some(v) => return Ok(v.clone()),
-                            // Another call site cached a different type under this key.
-                            None => {
-                                return self.produce(key, ttl, version, policy, stale, init).await;
-                            }
-                        },
-                        Ok(None) => {
-                            // The leader is gone without a value: take over unless it stored one.
-                            if let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await {
-                                return Ok(v);
-                            }
+                Join::Waiter(rx) => rx,
+            };
+            if !waited {
+                waited = true;
+                self.count_in(policy, Counter::Coalesced);
+            }
+            let shared = match deadline {
+                Some(at) => tokio::time::timeout_at(at, single_flight::wait(rx)).await,
+                None => Ok(single_flight::wait(rx).await),
+            };
+            match shared {
+                Ok(Some(shared)) => match shared.value.downcast_ref::<T>() {
+                    Some(v) => {
+                        if shared.stale {
+                            self.count_in(policy, Counter::StaleServed);
                         }
-                        Err(_) => {
-                            tracing::warn!(
-                                cache = %self.inner.name,
-                                key = short_key(key),
-                                waited = ?self.inner.options.fill_wait,
-                                "gave up waiting for another caller's fill; running the body here"
-                            );
-                            return self.produce(key, ttl, version, policy, stale, init).await;
-                        }
+                        return Ok(v.clone());
                     }
+                    // Another call site cached a different type under this key.
+                    None => break,
+                },
+                Ok(None) => {
+                    // The leader is gone without a value: take over unless it stored one.
+                    if let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await {
+                        return Ok(v);
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        cache = %self.inner.name,
+                        key = short_key(key),
+                        waited = ?self.inner.options.fill_wait,
+                        "gave up waiting for another caller's fill; running the body here"
+                    );
+                    break;
                 }
             }
         }
+        self.produce(key, ttl, version, policy, stale, init)
+            .await
+            .map(|p| p.value)
     }
 
     /// The ttl a fill stores with; `None` (do not store, error logged and counted) for a zero
@@ -1006,7 +1026,7 @@ impl Cache {
         self.count_in(policy, Counter::Fills);
         match result {
             Ok(v) => {
-                leader.publish(Arc::new(v.clone()));
+                leader.publish(Arc::new(v.clone()), false);
                 self.store_quietly(key, &v, ttl, version, started.elapsed(), policy)
                     .await;
                 v
@@ -1026,7 +1046,7 @@ impl Cache {
         policy: &FillPolicy,
         stale: Option<T>,
         init: F,
-    ) -> Result<T, E>
+    ) -> Result<Produced<T>, E>
     where
         T: CacheValue,
         F: FnOnce() -> Fut,
@@ -1040,7 +1060,12 @@ impl Cache {
                 .acquire_lock(backend.as_ref(), key, version, policy)
                 .await
             {
-                Acquired::Value(v) => return Ok(v),
+                Acquired::Value(value) => {
+                    return Ok(Produced {
+                        value,
+                        stale: false,
+                    });
+                }
                 Acquired::Lock(guard) => lock = Some(guard),
                 Acquired::Nothing => {}
             }
@@ -1052,7 +1077,10 @@ impl Cache {
             Ok(v) => {
                 self.store_quietly(key, &v, ttl, version, started.elapsed(), policy)
                     .await;
-                Ok(v)
+                Ok(Produced {
+                    value: v,
+                    stale: false,
+                })
             }
             Err(e) => match stale {
                 Some(v) if policy.stale_if_error.is_some() => {
@@ -1062,7 +1090,10 @@ impl Cache {
                         key = short_key(key),
                         "the body failed; serving the expired value (stale_if_error)"
                     );
-                    Ok(v)
+                    Ok(Produced {
+                        value: v,
+                        stale: true,
+                    })
                 }
                 _ => Err(e),
             },
@@ -1165,6 +1196,13 @@ impl Cache {
     pub(crate) fn flights_in_progress(&self) -> usize {
         self.inner.flights.in_flight()
     }
+}
+
+/// The value a fill ends with.
+struct Produced<T> {
+    value: T,
+    /// An expired value served because the body failed.
+    stale: bool,
 }
 
 /// What waiting for a fill lock ended with.

@@ -14,7 +14,15 @@ use tokio::sync::watch;
 
 use crate::backend::memory::AnyValue;
 
-type Slot = Option<AnyValue>;
+/// What a leader hands its waiters.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) value: AnyValue,
+    /// The value is an expired one served because the body failed (stale-if-error).
+    pub(crate) stale: bool,
+}
+
+type Slot = Option<Shared>;
 
 #[derive(Default)]
 pub(crate) struct SingleFlight {
@@ -59,9 +67,9 @@ impl SingleFlight {
 
 impl Leader<'_> {
     /// Hands the value to every waiter and ends the flight.
-    pub(crate) fn publish(self, value: AnyValue) {
+    pub(crate) fn publish(self, value: AnyValue, stale: bool) {
         // An error only means there are no waiters.
-        let _ = self.tx.send(Some(value));
+        let _ = self.tx.send(Some(Shared { value, stale }));
     }
 }
 
@@ -76,7 +84,7 @@ impl Drop for Leader<'_> {
 }
 
 /// Waits for the leader. `None` when the leader went away without a value.
-pub(crate) async fn wait(mut rx: watch::Receiver<Slot>) -> Option<AnyValue> {
+pub(crate) async fn wait(mut rx: watch::Receiver<Slot>) -> Option<Shared> {
     let waited = rx.wait_for(Option::is_some).await.map(|v| v.clone());
     match waited {
         Ok(v) => v,
