@@ -204,6 +204,19 @@ struct Inner {
 /// assert_eq!(n, 42);
 /// # Ok(()) }
 /// ```
+///
+/// # Errors and the circuit breaker
+///
+/// Explicit calls (`get`, `get_many`, `exists`, `set`, `set_many`, `delete`, `delete_many`,
+/// `delete_pattern`, `clear`, `keys`, `raw`) say what happened to them: a backend failure is a
+/// [`CacheError::Backend`], and so is a call the open circuit breaker skipped (its source is
+/// [`BackendError::CircuitOpen`]). A write-through update that was not stored never looks stored,
+/// and a skipped read is not mistaken for a miss. [`ping`](Self::ping) always asks the backend.
+///
+/// Fills ([`get_or_insert_with`](Self::get_or_insert_with),
+/// [`try_get_or_insert_with`](Self::try_get_or_insert_with) and `#[cacheable]` functions) never
+/// fail because of the cache: a failed or skipped read is a miss, a failed or skipped store is
+/// logged and counted, and the body's value is returned.
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
@@ -314,14 +327,33 @@ impl Cache {
         Arc::as_ptr(&self.inner) as usize
     }
 
-    fn backend_error(&self, op: &str, key: &str, e: crate::BackendError) -> CacheError {
-        self.count(Counter::Errors);
-        tracing::warn!(cache = %self.inner.name, key = short_key(key), op, error = %e, "cache backend error");
+    fn backend_error(&self, op: &str, key: &str, e: BackendError) -> CacheError {
+        if let BackendError::CircuitOpen { .. } = e {
+            // Counted by the breaker as a short circuit; the backend itself did not fail now.
+            tracing::debug!(cache = %self.inner.name, key = short_key(key), op, "skipped: the circuit breaker is open");
+        } else {
+            self.count(Counter::Errors);
+            tracing::warn!(cache = %self.inner.name, key = short_key(key), op, error = %e, "cache backend error");
+        }
         CacheError::backend(&self.inner.name, e)
+    }
+
+    /// One explicit remote call: through the breaker, its failure (a skip by an open breaker
+    /// included) returned as a [`CacheError`].
+    async fn remote<R>(
+        &self,
+        op: &'static str,
+        key: &str,
+        call: impl Future<Output = Result<R, BackendError>>,
+    ) -> Result<R, CacheError> {
+        self.guarded(op, call)
+            .await
+            .map_err(|e| self.backend_error(op, key, e))
     }
 
     /// The value under `key`, or `None` when it is missing, expired, or was written as another
     /// type (that last case is logged and counted in `decode_failures`, never an error).
+    /// A backend failure, or a read skipped by the open circuit breaker, is an error.
     pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<T>, CacheError> {
         self.get_versioned(key, 0).await
     }
@@ -430,16 +462,10 @@ impl Cache {
                 Some(v) => Found::Fresh(v, None),
                 None => self.memory_stale::<T>(m, key),
             }),
-            Store::Remote(b) => {
-                let bytes = match self.guarded("get", b.get(key)).await {
-                    Ok(Some(bytes)) => bytes,
-                    Ok(None) => return Ok(Found::Miss),
-                    // The breaker skipped the network: a miss, already counted by the breaker.
-                    Err(BackendError::CircuitOpen { .. }) => return Ok(Found::Miss),
-                    Err(e) => return Err(self.backend_error("get", key, e)),
-                };
-                Ok(self.decode(key, &bytes, version))
-            }
+            Store::Remote(b) => Ok(match self.remote("get", key, b.get(key)).await? {
+                Some(bytes) => self.decode(key, &bytes, version),
+                None => Found::Miss,
+            }),
         }
     }
 
@@ -475,7 +501,9 @@ impl Cache {
     }
 
     /// Stores `value` under `key`. `ttl`: a [`Duration`], [`Ttl::Never`], or `None` for the
-    /// cache's default; a zero duration is [`CacheError::ZeroTtl`].
+    /// cache's default; a zero duration is [`CacheError::ZeroTtl`]. `Ok` means the backend
+    /// stored it: a write skipped by the open circuit breaker is an error
+    /// ([`BackendError::CircuitOpen`]).
     pub async fn set<T: CacheValue>(
         &self,
         key: &str,
@@ -526,12 +554,8 @@ impl Cache {
             Store::Remote(b) => {
                 let bytes = self.envelope(key, value, ttl, version, compute, keep)?;
                 let backend_ttl = ttl.map(|t| t + keep.unwrap_or_default());
-                match self.guarded("set", b.set(key, &bytes, backend_ttl)).await {
-                    Ok(()) => {}
-                    // An open breaker skips writes without touching the network.
-                    Err(BackendError::CircuitOpen { .. }) => return Ok(()),
-                    Err(e) => return Err(self.backend_error("set", key, e)),
-                }
+                self.remote("set", key, b.set(key, &bytes, backend_ttl))
+                    .await?;
             }
         }
         self.count(Counter::Sets);
@@ -581,10 +605,7 @@ impl Cache {
     pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
         let removed = match &self.inner.store {
             Store::Memory(m) => m.remove(key),
-            Store::Remote(b) => b
-                .delete(key)
-                .await
-                .map_err(|e| self.backend_error("delete", key, e))?,
+            Store::Remote(b) => self.remote("delete", key, b.delete(key)).await?,
         };
         self.inner
             .counters
@@ -601,10 +622,7 @@ impl Cache {
             Store::Memory(m) => Ok(m
                 .entry(key)
                 .is_some_and(|e| e.expires_at == NEVER || e.expires_at > m.clock().now_ms())),
-            Store::Remote(b) => b
-                .exists(key)
-                .await
-                .map_err(|e| self.backend_error("exists", key, e)),
+            Store::Remote(b) => self.remote("exists", key, b.exists(key)).await,
         }
     }
 
@@ -619,10 +637,8 @@ impl Cache {
         let found: Vec<Option<T>> = match &self.inner.store {
             Store::Memory(m) => keys.iter().map(|k| self.memory_find::<T>(m, k)).collect(),
             Store::Remote(b) => {
-                let raw = self
-                    .guarded("get_many", b.get_many(keys))
-                    .await
-                    .map_err(|e| self.backend_error("get_many", keys.first().unwrap_or(&""), e))?;
+                let first = keys.first().unwrap_or(&"");
+                let raw = self.remote("get_many", first, b.get_many(keys)).await?;
                 keys.iter()
                     .zip(raw)
                     .map(
@@ -642,7 +658,8 @@ impl Cache {
         Ok(found)
     }
 
-    /// Stores several values with one ttl (pipelined on network backends).
+    /// Stores several values with one ttl (pipelined on network backends). Errors as for
+    /// [`set`](Self::set).
     pub async fn set_many<K: AsRef<str>, T: CacheValue>(
         &self,
         items: &[(K, T)],
@@ -672,9 +689,8 @@ impl Cache {
                 let refs: Vec<(&str, &[u8])> =
                     encoded.iter().map(|(k, v)| (*k, v.as_slice())).collect();
                 let first = refs.first().map_or("", |(k, _)| k);
-                self.guarded("set_many", b.set_many(&refs, ttl))
-                    .await
-                    .map_err(|e| self.backend_error("set_many", first, e))?;
+                self.remote("set_many", first, b.set_many(&refs, ttl))
+                    .await?;
                 self.inner.counters.add(Counter::Sets, items.len() as u64);
             }
         }
@@ -685,10 +701,11 @@ impl Cache {
     pub async fn delete_many(&self, keys: &[&str]) -> Result<u64, CacheError> {
         let n = match &self.inner.store {
             Store::Memory(m) => keys.iter().map(|k| u64::from(m.remove(k))).sum(),
-            Store::Remote(b) => b
-                .delete_many(keys)
-                .await
-                .map_err(|e| self.backend_error("delete_many", keys.first().unwrap_or(&""), e))?,
+            Store::Remote(b) => {
+                let first = keys.first().unwrap_or(&"");
+                self.remote("delete_many", first, b.delete_many(keys))
+                    .await?
+            }
         };
         self.inner.counters.add(Counter::Deletes, n);
         Ok(n)
@@ -710,10 +727,10 @@ impl Cache {
     pub async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
         let n = match &self.inner.store {
             Store::Memory(m) => m.remove_matching(pattern),
-            Store::Remote(b) => b
-                .delete_pattern(pattern)
-                .await
-                .map_err(|e| self.backend_error("delete_pattern", pattern, e))?,
+            Store::Remote(b) => {
+                self.remote("delete_pattern", pattern, b.delete_pattern(pattern))
+                    .await?
+            }
         };
         self.inner.counters.add(Counter::Deletes, n);
         Ok(n)
@@ -723,10 +740,7 @@ impl Cache {
     pub async fn clear(&self) -> Result<u64, CacheError> {
         let n = match &self.inner.store {
             Store::Memory(m) => m.remove_all(),
-            Store::Remote(b) => b
-                .clear()
-                .await
-                .map_err(|e| self.backend_error("clear", "", e))?,
+            Store::Remote(b) => self.remote("clear", "", b.clear()).await?,
         };
         self.inner.counters.add(Counter::Deletes, n);
         Ok(n)
@@ -737,10 +751,7 @@ impl Cache {
     pub async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, CacheError> {
         match &self.inner.store {
             Store::Memory(m) => Ok(m.keys_matching(pattern, limit)),
-            Store::Remote(b) => b
-                .keys(pattern, limit)
-                .await
-                .map_err(|e| self.backend_error("keys", pattern, e)),
+            Store::Remote(b) => self.remote("keys", pattern, b.keys(pattern, limit)).await,
         }
     }
 
@@ -750,10 +761,7 @@ impl Cache {
     pub async fn raw(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         match &self.inner.store {
             Store::Memory(_) => Ok(None),
-            Store::Remote(b) => b
-                .get(key)
-                .await
-                .map_err(|e| self.backend_error("get", key, e)),
+            Store::Remote(b) => self.remote("get", key, b.get(key)).await,
         }
     }
 
