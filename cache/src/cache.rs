@@ -473,7 +473,7 @@ impl Cache {
         match Envelope::decode::<T>(bytes, fingerprint::<T>(version)) {
             Ok((value, env)) => {
                 let now = wall_ms();
-                if env.expires_at_ms == 0 || env.expires_at_ms > now {
+                if fresh_at(&env, now) {
                     Found::Fresh(
                         value,
                         Some(Timing {
@@ -613,7 +613,10 @@ impl Cache {
         Ok(removed)
     }
 
-    /// Whether `key` holds an unexpired value (of any type).
+    /// Whether `key` holds a value before its expiry (of any type): what a read of the right
+    /// type would return. A value past its expiry is not there, even while it is kept for
+    /// stale-if-error, on every backend. On a remote backend this reads the stored value (the
+    /// expiry is in its header), so it costs as much as a `get`.
     pub async fn exists(&self, key: &str) -> Result<bool, CacheError> {
         if !self.inner.options.enabled {
             return Ok(false);
@@ -622,7 +625,14 @@ impl Cache {
             Store::Memory(m) => Ok(m
                 .entry(key)
                 .is_some_and(|e| e.expires_at == NEVER || e.expires_at > m.clock().now_ms())),
-            Store::Remote(b) => self.remote("exists", key, b.exists(key)).await,
+            Store::Remote(b) => {
+                // The server keeps a value through its stale window too; only the envelope
+                // knows the expiry a read goes by.
+                let bytes = self.remote("exists", key, b.get(key)).await?;
+                Ok(bytes.is_some_and(|bytes| {
+                    Envelope::parse(&bytes).is_ok_and(|env| fresh_at(&env, wall_ms()))
+                }))
+            }
         }
     }
 
@@ -1264,6 +1274,12 @@ impl Cache {
             tracing::debug!(cache = %self.inner.name, key = short_key(key), error = %e, "fill lock not released; it expires by itself");
         }
     }
+}
+
+/// Whether a remote value is before its expiry at `now_ms`: the one freshness rule of reads
+/// and `exists`.
+fn fresh_at(env: &Envelope<'_>, now_ms: u64) -> bool {
+    env.expires_at_ms == 0 || env.expires_at_ms > now_ms
 }
 
 /// Keeps a [`MemoryBackend`] typed (its fast path stores values unserialized); boxes the rest.
