@@ -49,7 +49,9 @@ pub enum Ttl {
     /// The cache's `default_ttl`.
     #[default]
     Default,
-    /// Expire after this long. Zero is rejected with [`CacheError::ZeroTtl`].
+    /// Expire after this long. Zero is rejected with [`CacheError::ZeroTtl`]; anything up to
+    /// `Duration::MAX` is accepted (jitter and a stale-if-error window saturate there), and a
+    /// remote backend stores at most what its server can hold.
     After(Duration),
     /// Never expire (the store's eviction may still drop the value).
     Never,
@@ -553,7 +555,9 @@ impl Cache {
             }
             Store::Remote(b) => {
                 let bytes = self.envelope(key, value, ttl, version, compute, keep)?;
-                let backend_ttl = ttl.map(|t| t + keep.unwrap_or_default());
+                // The server keeps the value through its stale window; saturating, because
+                // "never" is the longest window. The backend clamps to what its server can store.
+                let backend_ttl = ttl.map(|t| t.saturating_add(keep.unwrap_or_default()));
                 self.remote("set", key, b.set(key, &bytes, backend_ttl))
                     .await?;
             }
@@ -1132,7 +1136,8 @@ impl Cache {
         policy: &FillPolicy,
     ) -> Acquired<T> {
         let token = format!("{:032x}", rand::random::<u128>());
-        let deadline = Instant::now() + self.inner.options.lock_wait;
+        // `None`: a wait too long to represent, that is no deadline.
+        let deadline = Instant::now().checked_add(self.inner.options.lock_wait);
         let mut backoff = Duration::from_millis(2);
         let mut waited = false;
         loop {
@@ -1168,7 +1173,7 @@ impl Cache {
                     if let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await {
                         return Acquired::Value(v);
                     }
-                    if Instant::now() >= deadline {
+                    if deadline.is_some_and(|at| Instant::now() >= at) {
                         tracing::warn!(
                             cache = %self.inner.name,
                             key = short_key(key),

@@ -21,13 +21,17 @@ pub(crate) fn should_refresh(
 }
 
 /// `ttl` scaled by a factor in `[1 - jitter, 1 + jitter]` chosen by `u` in `[0, 1)`, so keys
-/// written together do not expire together. Never below 1 ms.
+/// written together do not expire together. Never below 1 ms; a ttl scaled past the largest
+/// `Duration` is the largest `Duration` (any ttl is accepted, up to `Duration::MAX`).
 pub(crate) fn jittered(ttl: Duration, jitter: f64, u: f64) -> Duration {
-    if jitter <= 0.0 {
+    // `!(jitter > 0)` also keeps a NaN jitter from reaching the float conversion.
+    if !(jitter > 0.0) {
         return ttl;
     }
     let factor = 1.0 + jitter.min(1.0) * (2.0 * u - 1.0);
-    ttl.mul_f64(factor.max(0.0)).max(Duration::from_millis(1))
+    Duration::try_from_secs_f64(ttl.as_secs_f64() * factor.max(0.0))
+        .unwrap_or(Duration::MAX)
+        .max(Duration::from_millis(1))
 }
 
 #[cfg(test)]
@@ -89,6 +93,18 @@ mod tests {
         assert_eq!(
             jittered(Duration::from_millis(1), 1.0, 0.0),
             Duration::from_millis(1)
+        );
+    }
+
+    #[test]
+    fn the_longest_ttls_saturate_instead_of_panicking() {
+        for ttl in [Duration::from_secs(u64::MAX), Duration::MAX] {
+            assert_eq!(jittered(ttl, 0.1, 0.99), Duration::MAX);
+            assert!(jittered(ttl, 0.1, 0.0) > Duration::from_secs(u64::MAX / 2));
+        }
+        assert_eq!(
+            jittered(Duration::from_secs(5), f64::NAN, 0.5),
+            Duration::from_secs(5)
         );
     }
 }
