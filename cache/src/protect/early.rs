@@ -24,8 +24,7 @@ pub(crate) fn should_refresh(
 /// written together do not expire together. Never below 1 ms; a ttl scaled past the largest
 /// `Duration` is the largest `Duration` (any ttl is accepted, up to `Duration::MAX`).
 pub(crate) fn jittered(ttl: Duration, jitter: f64, u: f64) -> Duration {
-    // `!(jitter > 0)` also keeps a NaN jitter from reaching the float conversion.
-    if !(jitter > 0.0) {
+    if jitter.is_nan() || jitter <= 0.0 {
         return ttl;
     }
     let factor = 1.0 + jitter.min(1.0) * (2.0 * u - 1.0);
