@@ -351,3 +351,39 @@ async fn text_authentication_with_a_password_that_is_never_printed() {
         .expect("build");
     assert!(unauthenticated.get("k").await.is_err());
 }
+
+/// The seconds left on `key` as memcached reports them (`mg <key> t`); `-1` means no expiry.
+fn server_ttl(server: &MemcachedServer, key: &str) -> i64 {
+    let reply = server.raw(&format!("mg {key} t"));
+    let flag = reply
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('t'))
+        .unwrap_or_else(|| panic!("mg {key} t answered {reply:?}"));
+    flag.parse().expect("the t flag is an integer")
+}
+
+#[tokio::test]
+async fn ttls_past_2038_are_clamped_instead_of_expiring_at_once() {
+    let server = MemcachedServer::start();
+    let b = backend(&[&server], "ttl:");
+    let twenty_years = Duration::from_secs(20 * 365 * 24 * 3600);
+    b.set("decades", b"v", Some(twenty_years))
+        .await
+        .expect("set");
+    assert_eq!(
+        b.get("decades").await.expect("get").as_deref(),
+        Some(&b"v"[..]),
+        "a 20-year ttl is readable afterwards"
+    );
+    let left = server_ttl(&server, "ttl:decades");
+    assert!(left > 0, "server-side ttl {left}");
+
+    b.set("max", b"m", Some(Duration::MAX)).await.expect("set");
+    assert_eq!(b.get("max").await.expect("get").as_deref(), Some(&b"m"[..]));
+    assert!(server_ttl(&server, "ttl:max") > 0);
+    assert!(
+        b.try_lock("max", "token", Duration::MAX)
+            .await
+            .expect("lock")
+    );
+}

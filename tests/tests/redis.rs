@@ -91,6 +91,42 @@ async fn ttls_are_set_in_milliseconds() {
     assert_ne!(server.raw("PTTL t:tiny").trim(), ":-1");
 }
 
+/// `PTTL` of `key` in milliseconds.
+fn pttl(server: &RedisServer, key: &str) -> i64 {
+    server
+        .raw(&format!("PTTL {key}"))
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .expect("PTTL is an integer")
+}
+
+#[tokio::test]
+async fn huge_ttls_are_clamped_to_what_redis_accepts() {
+    let server = RedisServer::start();
+    let b = backend(&server.url(), "t:").await;
+    let twenty_years = Duration::from_secs(20 * 365 * 24 * 3600);
+    b.set("decades", b"v", Some(twenty_years))
+        .await
+        .expect("set");
+    assert_eq!(b.get("decades").await.expect("get").as_deref(), Some(&b"v"[..]));
+    let left = pttl(&server, "t:decades");
+    assert!(left > 0 && left <= 20 * 365 * 24 * 3600 * 1000, "PTTL {left}");
+
+    b.set("max", b"m", Some(Duration::MAX)).await.expect("set");
+    assert_eq!(b.get("max").await.expect("get").as_deref(), Some(&b"m"[..]));
+    assert!(pttl(&server, "t:max") > 0, "a clamped ttl, not a persistent key");
+    b.set_many(&[("many", &b"n"[..])], Some(Duration::MAX))
+        .await
+        .expect("set_many");
+    assert!(pttl(&server, "t:many") > 0);
+    assert!(
+        b.try_lock("max", "token", Duration::MAX)
+            .await
+            .expect("lock")
+    );
+}
+
 #[tokio::test]
 async fn pattern_delete_and_clear_stay_inside_the_prefix() {
     let server = RedisServer::start();

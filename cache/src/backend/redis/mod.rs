@@ -206,6 +206,8 @@ fn config_error(path: &str, message: impl Into<String>) -> CacheError {
 /// A Redis backend: single node, or Cluster with several seed nodes.
 ///
 /// Values are stored with `SET key value PX ms`; keys carry the backend's prefix exactly once.
+/// A ttl longer than Redis can store (about 146 million years, `Duration::MAX` included) is
+/// stored as that longest ttl.
 /// `delete_pattern` and `clear` walk the keyspace with `SCAN` (never `KEYS`) and delete with
 /// `UNLINK`, on every master of a Cluster. Cheap to clone.
 ///
@@ -831,9 +833,17 @@ fn lock_key(inner: &Inner, key: &str) -> String {
     k
 }
 
-/// Milliseconds for `PX`, at least 1: a sub-millisecond ttl must still expire, not persist.
+/// The longest `PX` sent, about 146 million years. Redis refuses a `PX` whose expiry time
+/// (its clock plus the ttl, in milliseconds) does not fit an `i64`; half of `i64::MAX` stays
+/// clear of that whatever the server's clock says.
+const PX_MAX: u64 = i64::MAX as u64 / 2;
+
+/// Milliseconds for `PX`, at least 1 (a sub-millisecond ttl must still expire, not persist)
+/// and at most [`PX_MAX`] (a longer ttl, up to `Duration::MAX`, is stored with that one).
 fn ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, PX_MAX)
 }
 
 #[cfg(test)]
