@@ -109,13 +109,22 @@ async fn huge_ttls_are_clamped_to_what_redis_accepts() {
     b.set("decades", b"v", Some(twenty_years))
         .await
         .expect("set");
-    assert_eq!(b.get("decades").await.expect("get").as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        b.get("decades").await.expect("get").as_deref(),
+        Some(&b"v"[..])
+    );
     let left = pttl(&server, "t:decades");
-    assert!(left > 0 && left <= 20 * 365 * 24 * 3600 * 1000, "PTTL {left}");
+    assert!(
+        left > 0 && left <= 20 * 365 * 24 * 3600 * 1000,
+        "PTTL {left}"
+    );
 
     b.set("max", b"m", Some(Duration::MAX)).await.expect("set");
     assert_eq!(b.get("max").await.expect("get").as_deref(), Some(&b"m"[..]));
-    assert!(pttl(&server, "t:max") > 0, "a clamped ttl, not a persistent key");
+    assert!(
+        pttl(&server, "t:max") > 0,
+        "a clamped ttl, not a persistent key"
+    );
     b.set_many(&[("many", &b"n"[..])], Some(Duration::MAX))
         .await
         .expect("set_many");
@@ -146,6 +155,57 @@ async fn pattern_delete_and_clear_stay_inside_the_prefix() {
     assert_eq!(b.clear().await.expect("clear"), 1);
     assert_eq!(server.raw("GET user:1").trim(), "$7\r\nforeign");
     assert_eq!(server.raw("DBSIZE").trim(), ":2");
+}
+
+#[tokio::test]
+async fn pattern_delete_clear_and_keys_leave_fill_locks_alone_and_agree() {
+    let server = RedisServer::start();
+    let b = backend(&server.url(), "lk:").await;
+    for k in ["user:1", "user:2", "order:1"] {
+        b.set(k, b"v", None).await.expect("set");
+    }
+    // Another process is filling user:3 and order:2: their fill locks exist, values not yet.
+    assert!(
+        b.try_lock("user:3", "theirs", Duration::from_secs(30))
+            .await
+            .expect("lock")
+    );
+    assert!(
+        b.try_lock("order:2", "theirs", Duration::from_secs(30))
+            .await
+            .expect("lock")
+    );
+    assert_eq!(server.raw("DBSIZE").trim(), ":5");
+
+    let mut listed = b.keys("user:*", 100).await.expect("keys");
+    listed.sort();
+    assert_eq!(listed, ["user:1", "user:2"]);
+    assert_eq!(
+        b.delete_pattern("user:*").await.expect("pattern"),
+        listed.len() as u64,
+        "delete_pattern counts what keys() lists"
+    );
+    assert!(
+        !b.try_lock("user:3", "mine", Duration::from_secs(30))
+            .await
+            .expect("lock"),
+        "the other process still holds its fill lock"
+    );
+
+    let rest = b.keys("*", 100).await.expect("keys");
+    assert_eq!(rest, ["order:1"]);
+    assert_eq!(b.clear().await.expect("clear"), rest.len() as u64);
+    assert!(
+        !b.try_lock("order:2", "mine", Duration::from_secs(30))
+            .await
+            .expect("lock"),
+        "clear leaves in-flight fill locks to their holders"
+    );
+    assert_eq!(
+        server.raw("DBSIZE").trim(),
+        ":2",
+        "only the two locks are left"
+    );
 }
 
 #[tokio::test]

@@ -458,7 +458,8 @@ impl Inner {
 }
 
 /// Walks the keys under the prefix that match a glob, one `SCAN` batch at a time, on the
-/// single node or on every master of a Cluster.
+/// single node or on every master of a Cluster. Fill locks are never walked, so `keys`,
+/// `delete_pattern` and `clear` see (and count) the same values.
 struct Scan<'a> {
     inner: &'a Inner,
     pattern: Option<&'a str>,
@@ -516,6 +517,8 @@ impl<'a> Scan<'a> {
         let (prefix, pattern) = (self.inner.prefix.as_str(), self.pattern);
         Ok(Some(
             keys.into_iter()
+                // A fill lock belongs to the process filling that key; it expires by itself.
+                .filter(|full| !full.ends_with(LOCK_SUFFIX.as_bytes()))
                 .filter(|full| match pattern {
                     None => full.starts_with(prefix.as_bytes()),
                     Some(pattern) => std::str::from_utf8(full)
@@ -758,8 +761,7 @@ impl CacheBackend for RedisBackend {
         {
             let names = keys.into_iter().filter_map(|k| {
                 let k = String::from_utf8(k).ok()?;
-                let k = k.strip_prefix(inner.prefix.as_str())?;
-                (!k.ends_with("\0lock")).then(|| k.to_owned())
+                k.strip_prefix(inner.prefix.as_str()).map(str::to_owned)
             });
             out.extend(names.take(limit - out.len()));
         }
@@ -826,10 +828,13 @@ static UNLOCK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| 
     )
 });
 
-/// The lock key of `key`: the value's key with a NUL and `lock` after it.
+/// What ends the key of a fill lock.
+const LOCK_SUFFIX: &str = "\0lock";
+
+/// The lock key of `key`: the value's key with [`LOCK_SUFFIX`] after it.
 fn lock_key(inner: &Inner, key: &str) -> String {
     let mut k = inner.key(key);
-    k.push_str("\0lock");
+    k.push_str(LOCK_SUFFIX);
     k
 }
 
