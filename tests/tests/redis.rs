@@ -562,3 +562,60 @@ async fn cluster_keeps_the_backend_contract_across_slots_and_masters() {
     assert_eq!(b.clear().await.expect("clear"), 100);
     assert!(foreign.exists("{x}item:1").await.expect("still there"));
 }
+
+/// Waits until a node other than `down` reports the master on `down`'s port as failing
+/// (`fail?` or `fail`) in `CLUSTER NODES`.
+fn wait_flagged_failing(cluster: &RedisCluster, down: usize) {
+    let port = cluster.nodes()[down].port();
+    let witness = &cluster.nodes()[(down + 1) % 3];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let nodes = witness.raw("CLUSTER NODES");
+        let flagged = nodes.lines().any(|line| {
+            let mut fields = line.split_whitespace();
+            let addr = fields.nth(1).unwrap_or("");
+            let flags = fields.next().unwrap_or("");
+            addr.starts_with(&format!("127.0.0.1:{port}@"))
+                && flags.split(',').any(|f| f == "fail?" || f == "fail")
+        });
+        if flagged {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the paused master was never flagged: {nodes}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_scan_with_a_failing_master_is_an_error_naming_it() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let mut builder = RedisBackend::builder(urls[0].as_str())
+        .prefix("fl:")
+        .op_timeout(Duration::from_millis(300));
+    for u in &urls[1..] {
+        builder = builder.node(u.as_str());
+    }
+    let b = builder.connect().await.expect("connect to the cluster");
+    let keys: Vec<String> = (0..90).map(|i| format!("k{i}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+    b.set_many(&items, None).await.expect("set_many");
+    assert_eq!(b.keys("*", 1000).await.expect("keys").len(), 90);
+
+    let down = 2;
+    let port = cluster.nodes()[down].port();
+    cluster.nodes()[down].pause();
+    wait_flagged_failing(&cluster, down);
+    let name = format!("127.0.0.1:{port}");
+    let listed = b.keys("*", 1000).await.map(|k| k.len() as u64);
+    let deleted = b.delete_pattern("k*").await;
+    let cleared = b.clear().await;
+    cluster.nodes()[down].resume();
+    for result in [listed, deleted, cleared] {
+        let err = result.expect_err("a master is missing: no partial count");
+        assert!(err.to_string().contains(&name), "names {name}: {err}");
+    }
+}

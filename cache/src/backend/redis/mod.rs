@@ -138,13 +138,20 @@ impl RedisBackendBuilder {
                 ),
             )
         };
+        let mut seeds = Vec::new();
         let client = if self.cluster || self.nodes.len() > 1 {
             let mut infos = Vec::with_capacity(self.nodes.len());
             for u in &self.nodes {
-                infos.push(
-                    redis::IntoConnectionInfo::into_connection_info(u.expose())
-                        .map_err(|e| bad_url(u, e))?,
-                );
+                let info = redis::IntoConnectionInfo::into_connection_info(u.expose())
+                    .map_err(|e| bad_url(u, e))?;
+                match info.addr() {
+                    redis::ConnectionAddr::Tcp(host, port)
+                    | redis::ConnectionAddr::TcpTls { host, port, .. } => {
+                        seeds.push((host.clone(), *port));
+                    }
+                    _ => {}
+                }
+                infos.push(info);
             }
             let mut builder = ClusterClient::builder(infos)
                 .connection_timeout(self.connect_timeout)
@@ -179,6 +186,7 @@ impl RedisBackendBuilder {
                 connect_timeout: self.connect_timeout,
                 op_timeout: self.op_timeout,
                 allow_unprefixed_clear: self.allow_unprefixed_clear,
+                seeds,
             }),
         })
     }
@@ -291,6 +299,8 @@ struct Inner {
     connect_timeout: Duration,
     op_timeout: Duration,
     allow_unprefixed_clear: bool,
+    /// The Cluster seed nodes as `(host, port)`; empty for a single node.
+    seeds: Vec<(String, u16)>,
 }
 
 impl Inner {
@@ -400,7 +410,14 @@ impl Inner {
             host: node.0.clone(),
             port: node.1,
         });
-        self.bounded(conn.route_command(cmd, routing)).await
+        self.bounded(conn.route_command(cmd, routing))
+            .await
+            .map_err(|e| {
+                BackendError::Connection(format!(
+                    "Redis Cluster node {}:{} failed: {e}",
+                    node.0, node.1
+                ))
+            })
     }
 
     fn is_cluster(&self) -> bool {
@@ -438,15 +455,45 @@ impl Inner {
         Ok(counts.into_iter().sum())
     }
 
-    /// The address of every reachable master of the Cluster, from `CLUSTER NODES`.
+    /// The address of every master of the Cluster, from `CLUSTER NODES` asked of the first
+    /// seed node that answers (a stalled node must not decide the answer). An error when a
+    /// master that holds slots is failing: a scan without it would silently miss its keys.
     async fn masters(
         &self,
         conn: &mut ClusterConnection,
     ) -> Result<Vec<(String, u16)>, BackendError> {
-        let text: String = self
-            .bounded(redis::cmd("CLUSTER").arg("NODES").query_async(conn))
-            .await?;
-        let masters = parse_masters(&text);
+        let mut first_error = None;
+        let mut text = None;
+        for seed in &self.seeds {
+            let cmd = redis::cmd("CLUSTER").arg("NODES").to_owned();
+            match self.query_node(conn, cmd, seed).await {
+                Ok(reply) => match redis::from_redis_value::<String>(reply) {
+                    Ok(t) => {
+                        text = Some(t);
+                        break;
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(BackendError::Protocol(format!(
+                            "unexpected CLUSTER NODES reply from {}:{}: {e}",
+                            seed.0, seed.1
+                        )));
+                    }
+                },
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let text = match (text, first_error) {
+            (Some(t), _) => t,
+            // No seed by its configured address: let the client pick a node it knows.
+            (None, None) => {
+                self.bounded(redis::cmd("CLUSTER").arg("NODES").query_async(conn))
+                    .await?
+            }
+            (None, Some(e)) => return Err(e),
+        };
+        let masters = parse_masters(&text).map_err(BackendError::Connection)?;
         if masters.is_empty() {
             return Err(BackendError::Protocol(
                 "CLUSTER NODES listed no reachable master; check the cluster with `redis-cli cluster nodes`"
@@ -541,25 +588,52 @@ fn scan(cursor: u64, pattern: &str) -> Cmd {
     cmd
 }
 
-/// Masters from `CLUSTER NODES` lines: `<id> <host:port@cport[,hostname]> <flags> ...`.
-fn parse_masters(text: &str) -> Vec<(String, u16)> {
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (_, addr, flags) = (fields.next()?, fields.next()?, fields.next()?);
-            let is_master = flags.split(',').any(|f| f == "master");
-            let unusable = flags
-                .split(',')
-                .any(|f| matches!(f, "fail" | "fail?" | "noaddr" | "handshake"));
-            if !is_master || unusable {
-                return None;
+/// The masters to scan, from `CLUSTER NODES` lines:
+/// `<id> <host:port@cport[,hostname]> <flags> <master> <ping> <pong> <epoch> <link> <slot>...`.
+///
+/// A failing master (`fail`, `fail?`, `noaddr`) that still holds slots is an error naming it:
+/// its keys are out of reach until the cluster fails it over or it comes back. One that holds
+/// no slots (its slots moved to a promoted replica) is left out, as are nodes in handshake.
+fn parse_masters(text: &str) -> Result<Vec<(String, u16)>, String> {
+    let mut masters = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(_), Some(addr), Some(flags)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let flags: Vec<&str> = flags.split(',').collect();
+        if !flags.contains(&"master") || flags.contains(&"handshake") {
+            continue;
+        }
+        let Some((host, port)) = addr
+            .split(['@', ','])
+            .next()
+            .and_then(|hostport| hostport.rsplit_once(':'))
+        else {
+            continue;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let failing = flags
+            .iter()
+            .find(|f| matches!(**f, "fail" | "fail?" | "noaddr"));
+        let slots: Vec<&str> = fields.skip(5).filter(|f| !f.starts_with('[')).collect();
+        if let Some(flag) = failing {
+            if slots.is_empty() {
+                continue;
             }
-            let hostport = addr.split(['@', ',']).next()?;
-            let (host, port) = hostport.rsplit_once(':')?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            Some((host.to_owned(), port.parse().ok()?))
-        })
-        .collect()
+            return Err(format!(
+                "Redis Cluster master {host}:{port} is flagged `{flag}` and holds slots {}: \
+                 a scan without it would miss its keys; retry once the cluster has settled \
+                 (`redis-cli cluster nodes` shows it)",
+                slots.join(",")
+            ));
+        }
+        if let Ok(port) = port.parse::<u16>() {
+            masters.push((host.to_owned(), port));
+        }
+    }
+    Ok(masters)
 }
 
 /// The literal characters of a glob before its first wildcard, unescaped.
@@ -874,12 +948,30 @@ e5 [::1]:7004@17004 master - 0 0 4 connected 10923-16383
 ";
         assert_eq!(
             parse_masters(text),
-            vec![
+            Ok(vec![
                 ("127.0.0.1".to_owned(), 7000),
                 ("127.0.0.1".to_owned(), 7001),
                 ("::1".to_owned(), 7004)
-            ]
+            ])
         );
-        assert!(parse_masters("garbage\n\n").is_empty());
+        assert_eq!(parse_masters("garbage\n\n"), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_failing_master_that_holds_slots_is_named() {
+        let text = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001 master,fail? - 0 0 2 connected 5461-10922 [5461->-a1]
+e5 127.0.0.1:7004@17004 master - 0 0 4 connected 10923-16383
+";
+        let err = parse_masters(text).expect_err("a master is failing");
+        assert!(
+            err.contains("127.0.0.1:7001") && err.contains("`fail?`") && err.contains("5461-10922"),
+            "{err}"
+        );
+        let noaddr = "b2 :0@0 master,noaddr - 0 0 2 connected 1-2\n";
+        assert!(parse_masters(noaddr).is_err());
+        let failed_over = "b2 127.0.0.1:7001@17001 master,fail - 0 0 2 connected\n";
+        assert_eq!(parse_masters(failed_over), Ok(Vec::new()));
     }
 }
