@@ -349,7 +349,11 @@ async fn text_authentication_with_a_password_that_is_never_printed() {
     let unauthenticated = MemcachedBackend::builder([server.addr()])
         .build()
         .expect("build");
-    assert!(unauthenticated.get("k").await.is_err());
+    let err = unauthenticated.get("k").await.expect_err("no credentials");
+    assert!(
+        err.to_string().contains("requires authentication") && err.to_string().contains("username"),
+        "{err}"
+    );
 }
 
 /// The seconds left on `key` as memcached reports them (`mg <key> t`); `-1` means no expiry.
@@ -386,4 +390,41 @@ async fn ttls_past_2038_are_clamped_instead_of_expiring_at_once() {
             .await
             .expect("lock")
     );
+}
+
+#[tokio::test]
+async fn credentials_are_never_sent_to_a_server_that_does_not_ask_for_them() {
+    let server = MemcachedServer::start();
+    let mut config = CacheConfig::default();
+    let mut b = BackendConfig::memcached("default", [server.addr()]);
+    b.username = Some("app".into());
+    b.password = Some("Str0ng-pass-99".into());
+    config.backends = vec![b];
+    let err = CacheModule::configure(config.clone())
+        .await
+        .expect_err("credentials for a server without authentication");
+    let text = err.to_string();
+    assert!(
+        text.contains("does not require authentication") && text.contains(&server.addr()),
+        "{text}"
+    );
+    assert!(!text.contains("Str0ng-pass-99"), "{text}");
+    assert_eq!(
+        server.raw("get auth").trim(),
+        "END",
+        "the credentials were not stored as a value"
+    );
+
+    // A backend built by hand refuses every call the same way, and stores nothing.
+    let direct = MemcachedBackend::builder([server.addr()])
+        .credentials("app", "Str0ng-pass-99")
+        .build()
+        .expect("build");
+    let err = direct.set("k", b"v", None).await.expect_err("refused");
+    assert!(
+        err.to_string().contains("does not require authentication"),
+        "{err}"
+    );
+    assert_eq!(server.raw("get auth").trim(), "END");
+    assert_eq!(server.raw("get k").trim(), "END");
 }

@@ -363,6 +363,11 @@ impl Inner {
             Reply::ServerError(m) => {
                 BackendError::Protocol(format!("memcached at {}: SERVER_ERROR {m}", server.addr()))
             }
+            Reply::ClientError(m) if m == "unauthenticated" => BackendError::Rejected(format!(
+                "memcached at {} requires authentication (it runs with -Y); set `username` and \
+                 `password` for this backend",
+                server.addr()
+            )),
             Reply::ClientError(m) => {
                 BackendError::Protocol(format!("memcached at {}: CLIENT_ERROR {m}", server.addr()))
             }
