@@ -604,6 +604,14 @@ async fn a_cluster_scan_with_a_failing_master_is_an_error_naming_it() {
     let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
     b.set_many(&items, None).await.expect("set_many");
     assert_eq!(b.keys("*", 1000).await.expect("keys").len(), 90);
+    // Seeds by host name, where the cluster announces addresses: the scan still finds them.
+    let mut by_name =
+        RedisBackend::builder(urls[0].replace("127.0.0.1", "localhost")).prefix("fl:");
+    for u in &urls[1..] {
+        by_name = by_name.node(u.replace("127.0.0.1", "localhost"));
+    }
+    let by_name = by_name.connect().await.expect("connect by host name");
+    assert_eq!(by_name.keys("*", 1000).await.expect("keys").len(), 90);
 
     let down = 2;
     let port = cluster.nodes()[down].port();

@@ -456,7 +456,7 @@ impl Inner {
     }
 
     /// The address of every master of the Cluster, from `CLUSTER NODES` asked of the first
-    /// seed node that answers (a stalled node must not decide the answer). An error when a
+    /// seed node that answers (a stalled node must not decide the answer), or of any node. An error when a
     /// master that holds slots is failing: a scan without it would silently miss its keys.
     async fn masters(
         &self,
@@ -484,14 +484,19 @@ impl Inner {
                 }
             }
         }
-        let text = match (text, first_error) {
-            (Some(t), _) => t,
-            // No seed by its configured address: let the client pick a node it knows.
-            (None, None) => {
-                self.bounded(redis::cmd("CLUSTER").arg("NODES").query_async(conn))
-                    .await?
+        let text = match text {
+            Some(t) => t,
+            // The client may know the nodes by other addresses than the seeds' (a host name
+            // for an address); then it picks one itself.
+            None => {
+                let any_node = self
+                    .bounded(redis::cmd("CLUSTER").arg("NODES").query_async(conn))
+                    .await;
+                match (any_node, first_error) {
+                    (Ok(t), _) => t,
+                    (Err(_), Some(e)) | (Err(e), None) => return Err(e),
+                }
             }
-            (None, Some(e)) => return Err(e),
         };
         let masters = parse_masters(&text).map_err(BackendError::Connection)?;
         if masters.is_empty() {
