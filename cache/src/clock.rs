@@ -2,21 +2,27 @@
 //!
 //! Reading `Instant::now()` or `SystemTime::now()` costs tens of nanoseconds, as much as the
 //! whole in-memory hit path, so the system clock here is *coarse*: a background thread stores
-//! the wall time in milliseconds into an atomic once per millisecond, and a read is one relaxed
+//! the time in milliseconds into an atomic once per millisecond, and a read is one relaxed
 //! load. Entries can therefore live up to about a millisecond (more if the machine starves the
 //! ticker thread) past their TTL, which no cache-aside user can observe as wrong.
+//!
+//! The time is monotonic: the wall time read once when the clock starts, plus the monotonic
+//! time since. A wall clock stepped backwards or forwards later (NTP, an operator) does not
+//! move it, so in-memory expiry neither stops nor jumps.
 //!
 //! Tests use [`Clock::manual`] to move time forward without sleeping.
 
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// A source of "now" in milliseconds since the UNIX epoch.
+/// A source of "now" in milliseconds, for in-memory expiry.
 ///
-/// Remote backends store wall-clock times in the value envelope so that every process agrees on
-/// when a value was written; that is why this is wall time, not a monotonic instant.
+/// The system clock counts from the UNIX epoch at the moment it starts and then advances
+/// monotonically, so it can drift from the wall clock by however far that is stepped while the
+/// process runs. Nothing outside the process sees it: remote values carry the wall time, which
+/// every process shares.
 ///
 /// ```
 /// use lexigram_cache::Clock;
@@ -45,7 +51,7 @@ impl Clock {
         }
     }
 
-    /// Milliseconds since the UNIX epoch.
+    /// Milliseconds: since the UNIX epoch, as of the clock's start (see [`Clock`]).
     #[inline]
     pub fn now_ms(&self) -> u64 {
         match &self.manual {
@@ -87,23 +93,58 @@ pub(crate) fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
-static COARSE: OnceLock<Arc<AtomicU64>> = OnceLock::new();
+static COARSE: OnceLock<Arc<Coarse>> = OnceLock::new();
 
 #[inline]
 fn coarse_now_ms() -> u64 {
-    COARSE.get_or_init(start_ticker).load(Ordering::Relaxed)
+    COARSE.get_or_init(start_ticker).read()
 }
 
-fn start_ticker() -> Arc<AtomicU64> {
-    let now = Arc::new(AtomicU64::new(wall_ms()));
-    let shared = Arc::clone(&now);
+/// The shared coarse reading and what the ticker thread computes it from.
+#[derive(Debug)]
+struct Coarse {
+    reading: AtomicU64,
+    /// The wall time when the clock started.
+    origin_wall_ms: u64,
+    /// The monotonic instant when the clock started.
+    origin: Instant,
+}
+
+impl Coarse {
+    fn new(origin_wall_ms: u64, origin: Instant) -> Coarse {
+        Coarse {
+            reading: AtomicU64::new(origin_wall_ms),
+            origin_wall_ms,
+            origin,
+        }
+    }
+
+    #[inline]
+    fn read(&self) -> u64 {
+        self.reading.load(Ordering::Relaxed)
+    }
+
+    /// One tick of the ticker thread: the start's wall time plus the monotonic time since.
+    /// Never the wall clock itself, which NTP or an operator may step either way: stepped
+    /// back, expiry would stop until it caught up; stepped forward, every entry would expire.
+    fn tick(&self) {
+        let elapsed = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.reading.store(
+            self.origin_wall_ms.saturating_add(elapsed),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+fn start_ticker() -> Arc<Coarse> {
+    let coarse = Arc::new(Coarse::new(wall_ms(), Instant::now()));
+    let shared = Arc::clone(&coarse);
     let spawned = std::thread::Builder::new()
         .name("lexigram-cache-clock".into())
         .spawn(move || {
             loop {
                 std::thread::sleep(Duration::from_millis(1));
-                // fetch_max: the wall clock may step backwards (NTP); expiry must not resurrect.
-                shared.fetch_max(wall_ms(), Ordering::Relaxed);
+                shared.tick();
             }
         });
     if spawned.is_err() {
@@ -111,7 +152,7 @@ fn start_ticker() -> Arc<AtomicU64> {
         // failure at this point means the process is out of resources anyway.
         tracing::error!("lexigram-cache: could not start the clock thread; expiry will be late");
     }
-    now
+    coarse
 }
 
 #[cfg(test)]
@@ -125,6 +166,23 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert!(c.now_ms() > a, "the coarse clock did not advance");
         assert!(c.now_ms().abs_diff(wall_ms()) < 1_000);
+    }
+
+    #[test]
+    fn a_wall_clock_stepped_back_does_not_stop_the_clock() {
+        // The clock started when the wall said one hour later than it says now: the wall
+        // clock has since been stepped back an hour.
+        let coarse = Coarse::new(wall_ms() + 3_600_000, Instant::now());
+        coarse.tick();
+        let before = coarse.read();
+        std::thread::sleep(Duration::from_millis(30));
+        coarse.tick();
+        let after = coarse.read();
+        assert!(
+            after >= before + 30,
+            "the clock stood still after the wall clock stepped back: {before} -> {after}"
+        );
+        assert!(after < before + 60_000, "{before} -> {after}");
     }
 
     #[test]

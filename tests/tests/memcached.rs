@@ -349,5 +349,82 @@ async fn text_authentication_with_a_password_that_is_never_printed() {
     let unauthenticated = MemcachedBackend::builder([server.addr()])
         .build()
         .expect("build");
-    assert!(unauthenticated.get("k").await.is_err());
+    let err = unauthenticated.get("k").await.expect_err("no credentials");
+    assert!(
+        err.to_string().contains("requires authentication") && err.to_string().contains("username"),
+        "{err}"
+    );
+}
+
+/// The seconds left on `key` as memcached reports them (`mg <key> t`); `-1` means no expiry.
+fn server_ttl(server: &MemcachedServer, key: &str) -> i64 {
+    let reply = server.raw(&format!("mg {key} t"));
+    let flag = reply
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('t'))
+        .unwrap_or_else(|| panic!("mg {key} t answered {reply:?}"));
+    flag.parse().expect("the t flag is an integer")
+}
+
+#[tokio::test]
+async fn ttls_past_2038_are_clamped_instead_of_expiring_at_once() {
+    let server = MemcachedServer::start();
+    let b = backend(&[&server], "ttl:");
+    let twenty_years = Duration::from_secs(20 * 365 * 24 * 3600);
+    b.set("decades", b"v", Some(twenty_years))
+        .await
+        .expect("set");
+    assert_eq!(
+        b.get("decades").await.expect("get").as_deref(),
+        Some(&b"v"[..]),
+        "a 20-year ttl is readable afterwards"
+    );
+    let left = server_ttl(&server, "ttl:decades");
+    assert!(left > 0, "server-side ttl {left}");
+
+    b.set("max", b"m", Some(Duration::MAX)).await.expect("set");
+    assert_eq!(b.get("max").await.expect("get").as_deref(), Some(&b"m"[..]));
+    assert!(server_ttl(&server, "ttl:max") > 0);
+    assert!(
+        b.try_lock("max", "token", Duration::MAX)
+            .await
+            .expect("lock")
+    );
+}
+
+#[tokio::test]
+async fn credentials_are_never_sent_to_a_server_that_does_not_ask_for_them() {
+    let server = MemcachedServer::start();
+    let mut config = CacheConfig::default();
+    let mut b = BackendConfig::memcached("default", [server.addr()]);
+    b.username = Some("app".into());
+    b.password = Some("Str0ng-pass-99".into());
+    config.backends = vec![b];
+    let err = CacheModule::configure(config.clone())
+        .await
+        .expect_err("credentials for a server without authentication");
+    let text = err.to_string();
+    assert!(
+        text.contains("does not require authentication") && text.contains(&server.addr()),
+        "{text}"
+    );
+    assert!(!text.contains("Str0ng-pass-99"), "{text}");
+    assert_eq!(
+        server.raw("get auth").trim(),
+        "END",
+        "the credentials were not stored as a value"
+    );
+
+    // A backend built by hand refuses every call the same way, and stores nothing.
+    let direct = MemcachedBackend::builder([server.addr()])
+        .credentials("app", "Str0ng-pass-99")
+        .build()
+        .expect("build");
+    let err = direct.set("k", b"v", None).await.expect_err("refused");
+    assert!(
+        err.to_string().contains("does not require authentication"),
+        "{err}"
+    );
+    assert_eq!(server.raw("get auth").trim(), "END");
+    assert_eq!(server.raw("get k").trim(), "END");
 }

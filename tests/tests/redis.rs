@@ -91,6 +91,51 @@ async fn ttls_are_set_in_milliseconds() {
     assert_ne!(server.raw("PTTL t:tiny").trim(), ":-1");
 }
 
+/// `PTTL` of `key` in milliseconds.
+fn pttl(server: &RedisServer, key: &str) -> i64 {
+    server
+        .raw(&format!("PTTL {key}"))
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .expect("PTTL is an integer")
+}
+
+#[tokio::test]
+async fn huge_ttls_are_clamped_to_what_redis_accepts() {
+    let server = RedisServer::start();
+    let b = backend(&server.url(), "t:").await;
+    let twenty_years = Duration::from_secs(20 * 365 * 24 * 3600);
+    b.set("decades", b"v", Some(twenty_years))
+        .await
+        .expect("set");
+    assert_eq!(
+        b.get("decades").await.expect("get").as_deref(),
+        Some(&b"v"[..])
+    );
+    let left = pttl(&server, "t:decades");
+    assert!(
+        left > 0 && left <= 20 * 365 * 24 * 3600 * 1000,
+        "PTTL {left}"
+    );
+
+    b.set("max", b"m", Some(Duration::MAX)).await.expect("set");
+    assert_eq!(b.get("max").await.expect("get").as_deref(), Some(&b"m"[..]));
+    assert!(
+        pttl(&server, "t:max") > 0,
+        "a clamped ttl, not a persistent key"
+    );
+    b.set_many(&[("many", &b"n"[..])], Some(Duration::MAX))
+        .await
+        .expect("set_many");
+    assert!(pttl(&server, "t:many") > 0);
+    assert!(
+        b.try_lock("max", "token", Duration::MAX)
+            .await
+            .expect("lock")
+    );
+}
+
 #[tokio::test]
 async fn pattern_delete_and_clear_stay_inside_the_prefix() {
     let server = RedisServer::start();
@@ -110,6 +155,57 @@ async fn pattern_delete_and_clear_stay_inside_the_prefix() {
     assert_eq!(b.clear().await.expect("clear"), 1);
     assert_eq!(server.raw("GET user:1").trim(), "$7\r\nforeign");
     assert_eq!(server.raw("DBSIZE").trim(), ":2");
+}
+
+#[tokio::test]
+async fn pattern_delete_clear_and_keys_leave_fill_locks_alone_and_agree() {
+    let server = RedisServer::start();
+    let b = backend(&server.url(), "lk:").await;
+    for k in ["user:1", "user:2", "order:1"] {
+        b.set(k, b"v", None).await.expect("set");
+    }
+    // Another process is filling user:3 and order:2: their fill locks exist, values not yet.
+    assert!(
+        b.try_lock("user:3", "theirs", Duration::from_secs(30))
+            .await
+            .expect("lock")
+    );
+    assert!(
+        b.try_lock("order:2", "theirs", Duration::from_secs(30))
+            .await
+            .expect("lock")
+    );
+    assert_eq!(server.raw("DBSIZE").trim(), ":5");
+
+    let mut listed = b.keys("user:*", 100).await.expect("keys");
+    listed.sort();
+    assert_eq!(listed, ["user:1", "user:2"]);
+    assert_eq!(
+        b.delete_pattern("user:*").await.expect("pattern"),
+        listed.len() as u64,
+        "delete_pattern counts what keys() lists"
+    );
+    assert!(
+        !b.try_lock("user:3", "mine", Duration::from_secs(30))
+            .await
+            .expect("lock"),
+        "the other process still holds its fill lock"
+    );
+
+    let rest = b.keys("*", 100).await.expect("keys");
+    assert_eq!(rest, ["order:1"]);
+    assert_eq!(b.clear().await.expect("clear"), rest.len() as u64);
+    assert!(
+        !b.try_lock("order:2", "mine", Duration::from_secs(30))
+            .await
+            .expect("lock"),
+        "clear leaves in-flight fill locks to their holders"
+    );
+    assert_eq!(
+        server.raw("DBSIZE").trim(),
+        ":2",
+        "only the two locks are left"
+    );
 }
 
 #[tokio::test]
@@ -465,4 +561,69 @@ async fn cluster_keeps_the_backend_contract_across_slots_and_masters() {
     assert_eq!(b.delete_pattern("item:1*").await.expect("pattern"), 100);
     assert_eq!(b.clear().await.expect("clear"), 100);
     assert!(foreign.exists("{x}item:1").await.expect("still there"));
+}
+
+/// Waits until a node other than `down` reports the master on `down`'s port as failing
+/// (`fail?` or `fail`) in `CLUSTER NODES`.
+fn wait_flagged_failing(cluster: &RedisCluster, down: usize) {
+    let port = cluster.nodes()[down].port();
+    let witness = &cluster.nodes()[(down + 1) % 3];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let nodes = witness.raw("CLUSTER NODES");
+        let flagged = nodes.lines().any(|line| {
+            let mut fields = line.split_whitespace();
+            let addr = fields.nth(1).unwrap_or("");
+            let flags = fields.next().unwrap_or("");
+            addr.starts_with(&format!("127.0.0.1:{port}@"))
+                && flags.split(',').any(|f| f == "fail?" || f == "fail")
+        });
+        if flagged {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the paused master was never flagged: {nodes}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_scan_with_a_failing_master_is_an_error_naming_it() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let mut builder = RedisBackend::builder(urls[0].as_str())
+        .prefix("fl:")
+        .op_timeout(Duration::from_millis(300));
+    for u in &urls[1..] {
+        builder = builder.node(u.as_str());
+    }
+    let b = builder.connect().await.expect("connect to the cluster");
+    let keys: Vec<String> = (0..90).map(|i| format!("k{i}")).collect();
+    let items: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+    b.set_many(&items, None).await.expect("set_many");
+    assert_eq!(b.keys("*", 1000).await.expect("keys").len(), 90);
+    // Seeds by host name, where the cluster announces addresses: the scan still finds them.
+    let mut by_name =
+        RedisBackend::builder(urls[0].replace("127.0.0.1", "localhost")).prefix("fl:");
+    for u in &urls[1..] {
+        by_name = by_name.node(u.replace("127.0.0.1", "localhost"));
+    }
+    let by_name = by_name.connect().await.expect("connect by host name");
+    assert_eq!(by_name.keys("*", 1000).await.expect("keys").len(), 90);
+
+    let down = 2;
+    let port = cluster.nodes()[down].port();
+    cluster.nodes()[down].pause();
+    wait_flagged_failing(&cluster, down);
+    let name = format!("127.0.0.1:{port}");
+    let listed = b.keys("*", 1000).await.map(|k| k.len() as u64);
+    let deleted = b.delete_pattern("k*").await;
+    let cleared = b.clear().await;
+    cluster.nodes()[down].resume();
+    for result in [listed, deleted, cleared] {
+        let err = result.expect_err("a master is missing: no partial count");
+        assert!(err.to_string().contains(&name), "names {name}: {err}");
+    }
 }

@@ -14,7 +14,7 @@
 use std::any::Any;
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -28,6 +28,14 @@ pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
 
 /// Expiry value meaning "never".
 pub(crate) const NEVER: u64 = u64::MAX;
+
+/// With `max_weight`, one entry may weigh at most this fraction (`1 / HEAVIEST_SHARE`) of it;
+/// a heavier one is not stored.
+const HEAVIEST_SHARE: u64 = 10;
+/// quick_cache splits `max_weight` evenly over its shards and refuses an entry heavier than
+/// 97% of one shard, so a weight-bound store has at most this many shards: 97% of an eighth
+/// is more than a tenth, whatever the core count.
+const WEIGHTED_SHARDS_MAX: usize = 8;
 
 #[derive(Clone)]
 pub(crate) struct MemEntry {
@@ -179,6 +187,8 @@ pub struct MemoryBackendBuilder {
     prefix: String,
     time_to_idle: Option<Duration>,
     clock: Clock,
+    /// The core count the shard count is derived from; `None`: this machine's.
+    cores: Option<usize>,
 }
 
 impl MemoryBackendBuilder {
@@ -194,7 +204,9 @@ impl MemoryBackendBuilder {
         self
     }
     /// Bound the store by bytes instead of entries: each entry weighs its key length plus the
-    /// length of its MessagePack encoding, measured once when it is stored.
+    /// length of its MessagePack encoding, measured once when it is stored. One entry may weigh
+    /// up to a tenth of `bytes`; a heavier one is not stored (a read misses), and the first
+    /// such entry logs a warning.
     pub fn max_weight(mut self, bytes: u64) -> Self {
         self.max_weight = Some(bytes);
         self
@@ -215,6 +227,13 @@ impl MemoryBackendBuilder {
     /// The clock used for expiry; tests pass [`Clock::manual`].
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Sizes the store as if the machine had `n` cores (tests of many-core machines).
+    #[cfg(test)]
+    fn assume_cores(mut self, n: usize) -> Self {
+        self.cores = Some(n);
         self
     }
 
@@ -255,6 +274,7 @@ impl MemoryBackendBuilder {
                         usize::try_from(self.max_entries).unwrap_or(usize::MAX),
                     )
                     .weight_capacity(capacity)
+                    .shards(shards(weighted, self.cores.unwrap_or_else(cores)))
                     .build()
                     .map_err(|e| bad("memory", &e.to_string()))?;
                 Box::new(QuickCache::with_options(
@@ -288,6 +308,10 @@ impl MemoryBackendBuilder {
                 prefix: self.prefix,
                 clock: self.clock,
                 weighted,
+                heaviest: self
+                    .max_weight
+                    .map_or(u64::MAX, |w| (w / HEAVIEST_SHARE).max(1)),
+                warned_heavy: AtomicBool::new(false),
                 evictions,
                 kind: self.engine,
             }),
@@ -308,6 +332,10 @@ struct MemInner {
     prefix: String,
     clock: Clock,
     weighted: bool,
+    /// The heaviest entry stored (`u64::MAX` for an entry-bound store).
+    heaviest: u64,
+    /// Whether a too-heavy entry has been warned about.
+    warned_heavy: AtomicBool,
     evictions: Arc<AtomicU64>,
     kind: MemoryEngine,
 }
@@ -332,6 +360,7 @@ impl MemoryBackend {
             prefix: String::new(),
             time_to_idle: None,
             clock: Clock::system(),
+            cores: None,
         }
     }
 
@@ -389,10 +418,23 @@ impl MemoryBackend {
         Some(entry)
     }
 
+    /// Stores `entry`; one heavier than the store allows is not stored, and neither is kept
+    /// the value it would have replaced (that one is out of date now).
     pub(crate) fn insert(&self, key: &str, entry: MemEntry) {
-        self.inner
-            .engine
-            .insert(self.full_key(key).into_owned(), entry)
+        let full = self.full_key(key).into_owned();
+        if self.inner.weighted && u64::from(entry.weight) > self.inner.heaviest {
+            self.inner.engine.remove(&full);
+            if !self.inner.warned_heavy.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    weight = entry.weight,
+                    heaviest = self.inner.heaviest,
+                    "an in-memory entry weighs more than a tenth of max_weight and is not \
+                     cached; raise max_weight or cache smaller values (warned once)"
+                );
+            }
+            return;
+        }
+        self.inner.engine.insert(full, entry)
     }
 
     pub(crate) fn remove(&self, key: &str) -> bool {
@@ -447,6 +489,23 @@ impl MemoryBackend {
         self.inner
             .engine
             .remove_where(&|k, _| self.strip(k).is_some())
+    }
+}
+
+/// The cores of this machine, as quick_cache counts them for its default shard count.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// quick_cache's shard count: its default (four per core) for an entry-bound store; for a
+/// weight-bound one at most [`WEIGHTED_SHARDS_MAX`], so that a shard, which holds only its
+/// share of `max_weight`, can hold any entry up to the documented fraction of the whole.
+fn shards(weighted: bool, cores: usize) -> usize {
+    let default = cores.saturating_mul(4).max(1);
+    if weighted {
+        default.min(WEIGHTED_SHARDS_MAX)
+    } else {
+        default
     }
 }
 
@@ -513,5 +572,106 @@ impl CacheBackend for MemoryBackend {
         let t = Instant::now();
         let _ = self.inner.engine.get("\0lexigram-cache:ping");
         Ok(t.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX_WEIGHT: u64 = 64 * 1024;
+
+    fn weighted(engine: MemoryEngine, cores: usize) -> MemoryBackend {
+        MemoryBackend::builder()
+            .engine(engine)
+            .max_weight(MAX_WEIGHT)
+            .assume_cores(cores)
+            .build()
+            .expect("valid options")
+    }
+
+    #[tokio::test]
+    async fn an_item_up_to_a_tenth_of_max_weight_is_cached_on_many_cores() {
+        for engine in [MemoryEngine::S3Fifo, MemoryEngine::TinyLfu] {
+            for cores in [1, 2, 16, 64, 256] {
+                let b = weighted(engine, cores);
+                let key = "big";
+                let value = vec![7u8; usize::try_from(MAX_WEIGHT / 10).expect("small") - key.len()];
+                b.set(key, &value, None).await.expect("set");
+                assert_eq!(
+                    b.get(key).await.expect("get").map(|v| v.len()),
+                    Some(value.len()),
+                    "{engine:?} on {cores} cores did not keep an item of a tenth of max_weight"
+                );
+                assert_eq!(b.evictions(), 0, "{engine:?} on {cores} cores");
+            }
+        }
+    }
+
+    /// Counts the warnings logged while it is the thread's subscriber.
+    struct CountWarnings(Arc<AtomicU64>);
+
+    impl tracing::Subscriber for CountWarnings {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if *event.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn a_heavier_item_is_not_stored_replaces_nothing_and_is_warned_once() {
+        for engine in [MemoryEngine::S3Fifo, MemoryEngine::TinyLfu] {
+            let warnings = Arc::new(AtomicU64::new(0));
+            let b = weighted(engine, 64);
+            let entry = |len: usize| MemEntry {
+                value: Arc::new(vec![1u8; len]),
+                expires_at: NEVER,
+                keep_until: NEVER,
+                weight: u32::try_from(len).expect("small"),
+            };
+            let tenth = usize::try_from(MAX_WEIGHT / 10).expect("small");
+            tracing::subscriber::with_default(CountWarnings(Arc::clone(&warnings)), || {
+                b.insert("k", entry(100));
+                assert!(b.entry("k").is_some());
+                b.insert("k", entry(tenth + 1));
+                assert!(
+                    b.entry("k").is_none(),
+                    "{engine:?}: no old value, no heavy value"
+                );
+                b.insert("other", entry(tenth * 2));
+                assert!(b.entry("other").is_none());
+                b.insert("k", entry(tenth));
+                assert!(b.entry("k").is_some(), "{engine:?}: a tenth still fits");
+            });
+            assert_eq!(
+                warnings.load(Ordering::Relaxed),
+                1,
+                "{engine:?}: warned once"
+            );
+            assert_eq!(
+                b.evictions(),
+                0,
+                "{engine:?}: a refused entry is no eviction"
+            );
+        }
+    }
+
+    #[test]
+    fn shard_counts() {
+        assert_eq!(shards(false, 16), 64);
+        assert_eq!(shards(true, 16), WEIGHTED_SHARDS_MAX);
+        assert_eq!(shards(true, 1), 4);
+        assert_eq!(shards(true, 0), 1);
     }
 }

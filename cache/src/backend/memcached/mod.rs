@@ -244,6 +244,9 @@ fn parse_addr(s: &str) -> Result<String, String> {
 /// cannot list keys, so [`delete_pattern`](CacheBackend::delete_pattern) and
 /// [`clear`](CacheBackend::clear) return [`BackendError::Unsupported`] instead of pretending.
 ///
+/// memcached cannot hold an item past 2038-01-19 03:14:07 UTC (it reads a ttl over 30 days as
+/// a signed 32-bit Unix time): a longer ttl, `Duration::MAX` included, ends then.
+///
 /// ```no_run
 /// use lexigram_cache::{Cache, MemcachedBackend};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), lexigram_cache::CacheError> {
@@ -360,6 +363,11 @@ impl Inner {
             Reply::ServerError(m) => {
                 BackendError::Protocol(format!("memcached at {}: SERVER_ERROR {m}", server.addr()))
             }
+            Reply::ClientError(m) if m == "unauthenticated" => BackendError::Rejected(format!(
+                "memcached at {} requires authentication (it runs with -Y); set `username` and \
+                 `password` for this backend",
+                server.addr()
+            )),
             Reply::ClientError(m) => {
                 BackendError::Protocol(format!("memcached at {}: CLIENT_ERROR {m}", server.addr()))
             }
@@ -398,19 +406,31 @@ impl Inner {
     }
 }
 
+/// The latest expiry memcached stores: it reads an absolute exptime into a signed 32-bit
+/// number, so a Unix time past 2038-01-19 wraps negative and the item expires at once.
+const ABSOLUTE_TTL_MAX: u64 = i32::MAX as u64;
+
 /// The `T` flag for a ttl: whole seconds from now (at least 1), or an absolute Unix time past
-/// memcached's 30-day limit for relative times. `None`: no expiry (0).
+/// memcached's 30-day limit for relative times, capped at [`ABSOLUTE_TTL_MAX`] (so a ttl that
+/// would end after 2038-01-19 ends then). `None`: no expiry (0).
 fn exptime(ttl: Option<Duration>) -> u64 {
-    let Some(ttl) = ttl else { return 0 };
-    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-    let secs = secs.max(1);
-    if secs <= RELATIVE_TTL_MAX {
-        return secs;
-    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    now.saturating_add(secs)
+    exptime_at(ttl, now)
+}
+
+/// [`exptime`] with the current Unix time given.
+fn exptime_at(ttl: Option<Duration>, now: u64) -> u64 {
+    let Some(ttl) = ttl else { return 0 };
+    let secs = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0))
+        .max(1);
+    if secs <= RELATIVE_TTL_MAX {
+        return secs;
+    }
+    now.saturating_add(secs).min(ABSOLUTE_TTL_MAX)
 }
 
 #[async_trait]
@@ -721,6 +741,17 @@ mod tests {
             .as_secs();
         let forty_days = exptime(Some(Duration::from_secs(40 * 24 * 3600)));
         assert!(forty_days >= now + 40 * 24 * 3600 && forty_days < now + 40 * 24 * 3600 + 5);
+    }
+
+    #[test]
+    fn ttls_ending_after_2038_end_in_2038() {
+        let now = 1_800_000_000;
+        let twenty_years = Duration::from_secs(20 * 365 * 24 * 3600);
+        assert_eq!(exptime_at(Some(twenty_years), now), ABSOLUTE_TTL_MAX);
+        assert_eq!(exptime_at(Some(Duration::MAX), now), ABSOLUTE_TTL_MAX);
+        assert_eq!(exptime_at(Some(Duration::MAX), u64::MAX), ABSOLUTE_TTL_MAX);
+        let year = Duration::from_secs(365 * 24 * 3600);
+        assert_eq!(exptime_at(Some(year), now), now + 365 * 24 * 3600);
     }
 
     #[test]

@@ -62,7 +62,26 @@ pub(crate) struct Server {
     connect_timeout: Duration,
     tls: Option<Tls>,
     credentials: Option<(String, String)>,
-    failed: Mutex<Option<(Instant, String)>>,
+    failed: Mutex<Option<(Instant, Failure)>>,
+}
+
+/// Why the last connection attempt failed, kept to fail the next calls fast.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// The server could not be reached (or the TLS handshake failed).
+    Unreachable(String),
+    /// The server was reached but the login does not fit it: a wrong password, or credentials
+    /// for a server that does not require them. Retrying cannot help.
+    Refused(String),
+}
+
+impl Failure {
+    fn error(&self) -> BackendError {
+        match self {
+            Failure::Unreachable(why) => BackendError::Connection(why.clone()),
+            Failure::Refused(why) => BackendError::Rejected(why.clone()),
+        }
+    }
 }
 
 impl Server {
@@ -120,62 +139,97 @@ impl Server {
         if let Some((at, why)) = &*self.failed.lock()
             && at.elapsed() < RECONNECT_PAUSE
         {
-            return Err(BackendError::Connection(why.clone()));
+            return Err(why.error());
         }
         let attempt = tokio::time::timeout(self.connect_timeout, async {
-            let stream = self.open().await?;
+            let unreachable = |e| {
+                Failure::Unreachable(format!("cannot connect to memcached at {}: {e}", self.addr))
+            };
+            let stream = self.open().await.map_err(unreachable)?;
             let mut conn = Conn {
                 stream,
                 buf: Vec::with_capacity(READ_CHUNK),
                 start: 0,
             };
             self.authenticate(&mut conn).await?;
-            Ok::<_, std::io::Error>(conn)
+            Ok::<_, Failure>(conn)
         });
         let why = match attempt.await {
             Ok(Ok(conn)) => {
                 *self.failed.lock() = None;
                 return Ok(conn);
             }
-            Ok(Err(e)) => format!("cannot connect to memcached at {}: {e}", self.addr),
-            Err(_) => format!(
+            Ok(Err(why)) => why,
+            Err(_) => Failure::Unreachable(format!(
                 "no connection to memcached at {} within {:?}",
                 self.addr, self.connect_timeout
-            ),
+            )),
         };
         *self.failed.lock() = Some((Instant::now(), why.clone()));
-        Err(BackendError::Connection(why))
+        Err(why.error())
     }
 }
 
 impl Server {
-    /// memcached's text authentication (`-Y`): the first command of a connection is a `set`
-    /// whose data is `user password`; `STORED` means accepted.
-    async fn authenticate(&self, conn: &mut Conn) -> std::io::Result<()> {
+    /// memcached's text authentication (`-Y`): the login is a `set` whose data is
+    /// `user password`, answered `STORED` when accepted. A server without `-Y` takes that
+    /// `set` as an ordinary write and would store the credentials as a value, so the
+    /// connection first sends `mn`: only a server that answers it `CLIENT_ERROR
+    /// unauthenticated` is sent the credentials.
+    async fn authenticate(&self, conn: &mut Conn) -> Result<(), Failure> {
         let Some((user, pass)) = &self.credentials else {
             return Ok(());
         };
+        let probe = self.line_exchange(conn, b"mn\r\n").await?;
+        match probe.as_str() {
+            "CLIENT_ERROR unauthenticated" => {}
+            "MN" => {
+                return Err(Failure::Refused(format!(
+                    "memcached at {} does not require authentication, but `username` and \
+                     `password` are set for it (the credentials were not sent); start memcached \
+                     with -Y <auth file>, or remove `username` and `password` from this backend",
+                    self.addr
+                )));
+            }
+            other => {
+                return Err(Failure::Refused(format!(
+                    "memcached at {} answered {other:?} before authentication instead of \
+                     `CLIENT_ERROR unauthenticated`; the credentials were not sent",
+                    self.addr
+                )));
+            }
+        }
         let data = format!("{user} {pass}");
         let request = format!("set auth 0 0 {}\r\n{data}\r\n", data.len());
-        conn.stream.write_all(request.as_bytes()).await?;
+        let reply = self.line_exchange(conn, request.as_bytes()).await?;
+        if reply == "STORED" {
+            return Ok(());
+        }
+        Err(Failure::Refused(format!(
+            "memcached at {}: authentication as `{user}` was refused ({reply}); check `username` \
+             and `password`",
+            self.addr
+        )))
+    }
+
+    /// Writes `request` and reads one reply line (at most 256 bytes), without its `\r\n`.
+    async fn line_exchange(&self, conn: &mut Conn, request: &[u8]) -> Result<String, Failure> {
+        let broken = |e: std::io::Error| {
+            Failure::Unreachable(format!("memcached at {} during login: {e}", self.addr))
+        };
+        conn.stream.write_all(request).await.map_err(broken)?;
         let mut reply = Vec::new();
         while !reply.ends_with(b"\r\n") && reply.len() < 256 {
             let mut byte = [0u8; 1];
-            if conn.stream.read(&mut byte).await? == 0 {
-                break;
+            if conn.stream.read(&mut byte).await.map_err(broken)? == 0 {
+                return Err(Failure::Unreachable(format!(
+                    "memcached at {} closed the connection during login",
+                    self.addr
+                )));
             }
             reply.push(byte[0]);
         }
-        if reply == b"STORED\r\n" {
-            return Ok(());
-        }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!(
-                "authentication as `{user}` was refused ({}); check `username` and `password`",
-                String::from_utf8_lossy(&reply).trim()
-            ),
-        ))
+        Ok(String::from_utf8_lossy(&reply).trim_end().to_owned())
     }
 
     async fn open(&self) -> std::io::Result<Box<dyn Io>> {

@@ -138,13 +138,20 @@ impl RedisBackendBuilder {
                 ),
             )
         };
+        let mut seeds = Vec::new();
         let client = if self.cluster || self.nodes.len() > 1 {
             let mut infos = Vec::with_capacity(self.nodes.len());
             for u in &self.nodes {
-                infos.push(
-                    redis::IntoConnectionInfo::into_connection_info(u.expose())
-                        .map_err(|e| bad_url(u, e))?,
-                );
+                let info = redis::IntoConnectionInfo::into_connection_info(u.expose())
+                    .map_err(|e| bad_url(u, e))?;
+                match info.addr() {
+                    redis::ConnectionAddr::Tcp(host, port)
+                    | redis::ConnectionAddr::TcpTls { host, port, .. } => {
+                        seeds.push((host.clone(), *port));
+                    }
+                    _ => {}
+                }
+                infos.push(info);
             }
             let mut builder = ClusterClient::builder(infos)
                 .connection_timeout(self.connect_timeout)
@@ -179,6 +186,7 @@ impl RedisBackendBuilder {
                 connect_timeout: self.connect_timeout,
                 op_timeout: self.op_timeout,
                 allow_unprefixed_clear: self.allow_unprefixed_clear,
+                seeds,
             }),
         })
     }
@@ -206,6 +214,8 @@ fn config_error(path: &str, message: impl Into<String>) -> CacheError {
 /// A Redis backend: single node, or Cluster with several seed nodes.
 ///
 /// Values are stored with `SET key value PX ms`; keys carry the backend's prefix exactly once.
+/// A ttl longer than Redis can store (about 146 million years, `Duration::MAX` included) is
+/// stored as that longest ttl.
 /// `delete_pattern` and `clear` walk the keyspace with `SCAN` (never `KEYS`) and delete with
 /// `UNLINK`, on every master of a Cluster. Cheap to clone.
 ///
@@ -289,6 +299,8 @@ struct Inner {
     connect_timeout: Duration,
     op_timeout: Duration,
     allow_unprefixed_clear: bool,
+    /// The Cluster seed nodes as `(host, port)`; empty for a single node.
+    seeds: Vec<(String, u16)>,
 }
 
 impl Inner {
@@ -398,7 +410,14 @@ impl Inner {
             host: node.0.clone(),
             port: node.1,
         });
-        self.bounded(conn.route_command(cmd, routing)).await
+        self.bounded(conn.route_command(cmd, routing))
+            .await
+            .map_err(|e| {
+                BackendError::Connection(format!(
+                    "Redis Cluster node {}:{} failed: {e}",
+                    node.0, node.1
+                ))
+            })
     }
 
     fn is_cluster(&self) -> bool {
@@ -436,15 +455,50 @@ impl Inner {
         Ok(counts.into_iter().sum())
     }
 
-    /// The address of every reachable master of the Cluster, from `CLUSTER NODES`.
+    /// The address of every master of the Cluster, from `CLUSTER NODES` asked of the first
+    /// seed node that answers (a stalled node must not decide the answer), or of any node. An error when a
+    /// master that holds slots is failing: a scan without it would silently miss its keys.
     async fn masters(
         &self,
         conn: &mut ClusterConnection,
     ) -> Result<Vec<(String, u16)>, BackendError> {
-        let text: String = self
-            .bounded(redis::cmd("CLUSTER").arg("NODES").query_async(conn))
-            .await?;
-        let masters = parse_masters(&text);
+        let mut first_error = None;
+        let mut text = None;
+        for seed in &self.seeds {
+            let cmd = redis::cmd("CLUSTER").arg("NODES").to_owned();
+            match self.query_node(conn, cmd, seed).await {
+                Ok(reply) => match redis::from_redis_value::<String>(reply) {
+                    Ok(t) => {
+                        text = Some(t);
+                        break;
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(BackendError::Protocol(format!(
+                            "unexpected CLUSTER NODES reply from {}:{}: {e}",
+                            seed.0, seed.1
+                        )));
+                    }
+                },
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let text = match text {
+            Some(t) => t,
+            // The client may know the nodes by other addresses than the seeds' (a host name
+            // for an address); then it picks one itself.
+            None => {
+                let any_node = self
+                    .bounded(redis::cmd("CLUSTER").arg("NODES").query_async(conn))
+                    .await;
+                match (any_node, first_error) {
+                    (Ok(t), _) => t,
+                    (Err(_), Some(e)) | (Err(e), None) => return Err(e),
+                }
+            }
+        };
+        let masters = parse_masters(&text).map_err(BackendError::Connection)?;
         if masters.is_empty() {
             return Err(BackendError::Protocol(
                 "CLUSTER NODES listed no reachable master; check the cluster with `redis-cli cluster nodes`"
@@ -456,7 +510,8 @@ impl Inner {
 }
 
 /// Walks the keys under the prefix that match a glob, one `SCAN` batch at a time, on the
-/// single node or on every master of a Cluster.
+/// single node or on every master of a Cluster. Fill locks are never walked, so `keys`,
+/// `delete_pattern` and `clear` see (and count) the same values.
 struct Scan<'a> {
     inner: &'a Inner,
     pattern: Option<&'a str>,
@@ -514,6 +569,8 @@ impl<'a> Scan<'a> {
         let (prefix, pattern) = (self.inner.prefix.as_str(), self.pattern);
         Ok(Some(
             keys.into_iter()
+                // A fill lock belongs to the process filling that key; it expires by itself.
+                .filter(|full| !full.ends_with(LOCK_SUFFIX.as_bytes()))
                 .filter(|full| match pattern {
                     None => full.starts_with(prefix.as_bytes()),
                     Some(pattern) => std::str::from_utf8(full)
@@ -536,25 +593,52 @@ fn scan(cursor: u64, pattern: &str) -> Cmd {
     cmd
 }
 
-/// Masters from `CLUSTER NODES` lines: `<id> <host:port@cport[,hostname]> <flags> ...`.
-fn parse_masters(text: &str) -> Vec<(String, u16)> {
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (_, addr, flags) = (fields.next()?, fields.next()?, fields.next()?);
-            let is_master = flags.split(',').any(|f| f == "master");
-            let unusable = flags
-                .split(',')
-                .any(|f| matches!(f, "fail" | "fail?" | "noaddr" | "handshake"));
-            if !is_master || unusable {
-                return None;
+/// The masters to scan, from `CLUSTER NODES` lines:
+/// `<id> <host:port@cport[,hostname]> <flags> <master> <ping> <pong> <epoch> <link> <slot>...`.
+///
+/// A failing master (`fail`, `fail?`, `noaddr`) that still holds slots is an error naming it:
+/// its keys are out of reach until the cluster fails it over or it comes back. One that holds
+/// no slots (its slots moved to a promoted replica) is left out, as are nodes in handshake.
+fn parse_masters(text: &str) -> Result<Vec<(String, u16)>, String> {
+    let mut masters = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(_), Some(addr), Some(flags)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let flags: Vec<&str> = flags.split(',').collect();
+        if !flags.contains(&"master") || flags.contains(&"handshake") {
+            continue;
+        }
+        let Some((host, port)) = addr
+            .split(['@', ','])
+            .next()
+            .and_then(|hostport| hostport.rsplit_once(':'))
+        else {
+            continue;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let failing = flags
+            .iter()
+            .find(|f| matches!(**f, "fail" | "fail?" | "noaddr"));
+        let slots: Vec<&str> = fields.skip(5).filter(|f| !f.starts_with('[')).collect();
+        if let Some(flag) = failing {
+            if slots.is_empty() {
+                continue;
             }
-            let hostport = addr.split(['@', ',']).next()?;
-            let (host, port) = hostport.rsplit_once(':')?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            Some((host.to_owned(), port.parse().ok()?))
-        })
-        .collect()
+            return Err(format!(
+                "Redis Cluster master {host}:{port} is flagged `{flag}` and holds slots {}: \
+                 a scan without it would miss its keys; retry once the cluster has settled \
+                 (`redis-cli cluster nodes` shows it)",
+                slots.join(",")
+            ));
+        }
+        if let Ok(port) = port.parse::<u16>() {
+            masters.push((host.to_owned(), port));
+        }
+    }
+    Ok(masters)
 }
 
 /// The literal characters of a glob before its first wildcard, unescaped.
@@ -756,8 +840,7 @@ impl CacheBackend for RedisBackend {
         {
             let names = keys.into_iter().filter_map(|k| {
                 let k = String::from_utf8(k).ok()?;
-                let k = k.strip_prefix(inner.prefix.as_str())?;
-                (!k.ends_with("\0lock")).then(|| k.to_owned())
+                k.strip_prefix(inner.prefix.as_str()).map(str::to_owned)
             });
             out.extend(names.take(limit - out.len()));
         }
@@ -824,16 +907,27 @@ static UNLOCK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| 
     )
 });
 
-/// The lock key of `key`: the value's key with a NUL and `lock` after it.
+/// What ends the key of a fill lock.
+const LOCK_SUFFIX: &str = "\0lock";
+
+/// The lock key of `key`: the value's key with [`LOCK_SUFFIX`] after it.
 fn lock_key(inner: &Inner, key: &str) -> String {
     let mut k = inner.key(key);
-    k.push_str("\0lock");
+    k.push_str(LOCK_SUFFIX);
     k
 }
 
-/// Milliseconds for `PX`, at least 1: a sub-millisecond ttl must still expire, not persist.
+/// The longest `PX` sent, about 146 million years. Redis refuses a `PX` whose expiry time
+/// (its clock plus the ttl, in milliseconds) does not fit an `i64`; half of `i64::MAX` stays
+/// clear of that whatever the server's clock says.
+const PX_MAX: u64 = i64::MAX as u64 / 2;
+
+/// Milliseconds for `PX`, at least 1 (a sub-millisecond ttl must still expire, not persist)
+/// and at most [`PX_MAX`] (a longer ttl, up to `Duration::MAX`, is stored with that one).
 fn ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, PX_MAX)
 }
 
 #[cfg(test)]
@@ -859,12 +953,30 @@ e5 [::1]:7004@17004 master - 0 0 4 connected 10923-16383
 ";
         assert_eq!(
             parse_masters(text),
-            vec![
+            Ok(vec![
                 ("127.0.0.1".to_owned(), 7000),
                 ("127.0.0.1".to_owned(), 7001),
                 ("::1".to_owned(), 7004)
-            ]
+            ])
         );
-        assert!(parse_masters("garbage\n\n").is_empty());
+        assert_eq!(parse_masters("garbage\n\n"), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_failing_master_that_holds_slots_is_named() {
+        let text = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001 master,fail? - 0 0 2 connected 5461-10922 [5461->-a1]
+e5 127.0.0.1:7004@17004 master - 0 0 4 connected 10923-16383
+";
+        let err = parse_masters(text).expect_err("a master is failing");
+        assert!(
+            err.contains("127.0.0.1:7001") && err.contains("`fail?`") && err.contains("5461-10922"),
+            "{err}"
+        );
+        let noaddr = "b2 :0@0 master,noaddr - 0 0 2 connected 1-2\n";
+        assert!(parse_masters(noaddr).is_err());
+        let failed_over = "b2 127.0.0.1:7001@17001 master,fail - 0 0 2 connected\n";
+        assert_eq!(parse_masters(failed_over), Ok(Vec::new()));
     }
 }
