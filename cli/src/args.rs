@@ -116,10 +116,11 @@ fn json() -> impl TypedValueParser<Value = serde_json::Value> {
 fn ttl(arg: &str) -> Result<Ttl, String> {
     let d = match arg.trim() {
         "never" => return Ok(Ttl::Never),
-        secs if secs.bytes().all(|b| b.is_ascii_digit()) => secs
-            .parse()
-            .map(Duration::from_secs)
-            .map_err(|e| format!("{e}"))?,
+        secs if secs.bytes().all(|b| b.is_ascii_digit()) => {
+            secs.parse()
+                .map(Duration::from_secs)
+                .map_err(|e| format!("{e}; write e.g. 90, 90s, 5m or never"))?
+        }
         text => humantime::parse_duration(text)
             .map_err(|e| format!("{e}; write e.g. 90, 90s, 5m or never"))?,
     };

@@ -51,20 +51,17 @@ async fn main() -> ExitCode {
 }
 
 /// Warnings of the runtime (a backend down at boot, values that do not decode, the breaker)
-/// go to stderr; `RUST_LOG` picks another level.
+/// go to stderr; `RUST_LOG` picks another level (invalid directives are reported and skipped).
 fn install_logging() {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::filter::LevelFilter;
     let filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::WARN.into())
-        .from_env()
-        .unwrap_or_else(|e| {
-            eprintln!("note: RUST_LOG is not a valid filter ({e}); logging warnings only");
-            EnvFilter::new("warn")
-        });
+        .from_env_lossy();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
