@@ -33,8 +33,8 @@ pub struct Cli {
     /// LEX_PROFILE).
     #[arg(long, global = true, value_name = "NAME", value_parser = text())]
     pub profile: Option<String>,
-    /// The backend to work on, by name (default: the configured default backend). Only this
-    /// one has to answer; the others may be down.
+    /// The backend to work on, by name (default: the configured default backend; for ping
+    /// and stats, every backend). Only this one has to answer; the others may be down.
     #[arg(long, global = true, value_name = "NAME", value_parser = text())]
     pub backend: Option<String>,
     #[command(subcommand)]

@@ -86,6 +86,17 @@ pub async fn each(config: &CacheConfig) -> Result<Vec<Booted>, CacheError> {
     }
 }
 
+/// The backend named `target` out of `booted`, or all of them when `None`.
+pub fn only(mut booted: Vec<Booted>, target: Option<&str>) -> Result<Vec<Booted>, CacheError> {
+    if let Some(name) = target {
+        booted.retain(|b| b.name == name);
+        if booted.is_empty() {
+            return Err(CacheError::UnknownCache(name.to_owned()));
+        }
+    }
+    Ok(booted)
+}
+
 fn is_about(e: &CacheError, name: &str) -> bool {
     matches!(e, CacheError::Backend { cache, .. } if cache == name)
 }

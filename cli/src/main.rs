@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lexigram_cache::config::ConfigSources;
-use lexigram_cache::{BackendError, BackendKind, Cache, CacheConfig, CacheError};
+use lexigram_cache::{BackendError, Cache, CacheConfig, CacheError};
 
 use args::{Cli, Command};
 use escape::escape;
@@ -76,8 +76,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let config = sources.load()?;
     let target = cli.backend.as_deref();
     match cli.command {
-        Command::Ping => ping(&config).await,
-        Command::Stats => stats(&config).await,
+        Command::Ping => ping(boot::only(boot::each(&config).await?, target)?).await,
+        Command::Stats => stats(boot::only(boot::each(&config).await?, target)?).await,
         Command::Get { key } => {
             let cache = remote(&config, target, &sources).await?;
             match cache.raw(&key).await? {
@@ -129,11 +129,7 @@ async fn remote(
     sources: &ConfigSources,
 ) -> Result<Cache, CliError> {
     let cache = boot::one(config, target).await?;
-    let in_memory = config
-        .backends
-        .iter()
-        .any(|b| b.name == cache.name() && b.kind == BackendKind::Memory);
-    if in_memory {
+    if cache.kind() == "memory" {
         return Err(CliError::InMemory {
             cache: cache.name().to_owned(),
             sources: boot::sources_text(sources),
@@ -142,9 +138,9 @@ async fn remote(
     Ok(cache)
 }
 
-async fn ping(config: &CacheConfig) -> Result<ExitCode, CliError> {
+async fn ping(backends: Vec<boot::Booted>) -> Result<ExitCode, CliError> {
     let mut healthy = true;
-    for b in boot::each(config).await? {
+    for b in backends {
         let pinged = match &b.cache {
             Ok(cache) => cache.ping().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -164,9 +160,9 @@ async fn ping(config: &CacheConfig) -> Result<ExitCode, CliError> {
     })
 }
 
-async fn stats(config: &CacheConfig) -> Result<ExitCode, CliError> {
+async fn stats(backends: Vec<boot::Booted>) -> Result<ExitCode, CliError> {
     let mut code = ExitCode::SUCCESS;
-    for b in boot::each(config).await? {
+    for b in backends {
         let keys = match &b.cache {
             Ok(cache) => match cache.keys("*", usize::MAX).await {
                 Ok(k) => k.len().to_string(),

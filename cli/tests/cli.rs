@@ -310,6 +310,16 @@ async fn with_the_default_backend_down_ping_reports_each_and_other_backends_stil
     assert!(line("main").contains("FAILED"), "{text}");
     assert!(line("other").contains(" ok "), "{text}");
 
+    let o = run(&vars, &["--backend", "other", "ping"], "");
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        stdout(&o).lines().count(),
+        1,
+        "only `other`: {}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).starts_with("other"), "{}", stdout(&o));
+
     let o = run(&vars, &["--backend", "other", "get", "user:1"], "");
     assert!(o.status.success(), "{o:?}");
     assert!(stdout(&o).contains("\"one\""), "{}", stdout(&o));
