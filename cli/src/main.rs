@@ -1,79 +1,47 @@
-//! `lexigram-cache`: look at and clean the caches a service is configured with.
+//! `lexigram-cache`: look at, fill and clean the caches a service is configured with.
 //!
 //! It reads the same configuration as the service (`application.yaml`, `LEX_PROFILE`,
 //! `LEX_CACHE__...`), so it sees the same backends, prefixes and credentials.
 
+mod args;
+mod boot;
+mod escape;
+mod show;
+
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
-use lexigram_cache::codec::Envelope;
+use clap::Parser;
 use lexigram_cache::config::ConfigSources;
-use lexigram_cache::{Cache, CacheError, CacheModule};
+use lexigram_cache::{BackendError, Cache, CacheConfig, CacheError};
 
-const USAGE: &str = "\
-usage: lexigram-cache [--config FILE] [--profile NAME] [--backend NAME] [--yes] COMMAND
+use args::{Cli, Command};
+use escape::escape;
 
-commands:
-  ping            check every backend answers, with its latency
-  stats           backends, their kind, prefix and number of keys (where listable)
-  get KEY         show the value stored under KEY (envelope header and payload)
-  del KEY         delete KEY
-  keys PATTERN    list keys matching a glob (* ? \\), at most 1000
-  clear           delete every key under the backend's prefix (asks first; --yes skips)
-
-The configuration comes from LEX_CONFIG_FILE or ./application.yaml, LEX_PROFILE and
-LEX_CACHE__... variables, as for the service. --backend picks a backend by name (default:
-the default backend).";
-
-struct Args {
-    config: Option<String>,
-    profile: Option<String>,
-    backend: Option<String>,
-    yes: bool,
-    command: Vec<String>,
-}
-
-fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut args = Args {
-        config: None,
-        profile: None,
-        backend: None,
-        yes: false,
-        command: Vec::new(),
-    };
-    while let Some(a) = argv.next() {
-        let mut value = |name: &str| argv.next().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--config" => args.config = Some(value("--config")?),
-            "--profile" => args.profile = Some(value("--profile")?),
-            "--backend" => args.backend = Some(value("--backend")?),
-            "--yes" | "-y" => args.yes = true,
-            "--help" | "-h" => return Err(String::new()),
-            flag if flag.starts_with('-') && args.command.is_empty() => {
-                return Err(format!("unknown option `{flag}`"));
-            }
-            _ => args.command.push(a),
-        }
-    }
-    if args.command.is_empty() {
-        return Err("no command given".into());
-    }
-    Ok(args)
+/// What can go wrong besides the runtime's own errors.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(
+        "cache `{cache}` is an in-memory backend: it lives inside each process, so this tool \
+         would only see its own empty copy, not a service's. Configuration read: {sources}. \
+         Point LEX_CONFIG_FILE (or --config) at the service's file, or set the \
+         service's LEX_CACHE__ variables"
+    )]
+    InMemory { cache: String, sources: String },
+    #[error(
+        "cache `{cache}` cannot list its keys, so `clear` cannot find what to delete (nothing \
+         was deleted): {reason}"
+    )]
+    CannotClear { cache: String, reason: String },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("error: {e}\n");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args).await {
+    let cli = Cli::parse();
+    install_logging();
+    match run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -82,127 +50,158 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<ExitCode, CacheError> {
+/// Warnings of the runtime (a backend down at boot, values that do not decode, the breaker)
+/// go to stderr; `RUST_LOG` picks another level (invalid directives are reported and skipped).
+fn install_logging() {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::LevelFilter;
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::WARN.into())
+        .from_env_lossy();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let mut sources = ConfigSources::from_process()?;
-    if let Some(file) = &args.config {
-        sources.file = Some(file.into());
+    if let Some(file) = cli.config {
+        sources.file = Some(file);
     }
-    if let Some(profile) = &args.profile {
-        sources.profile = Some(profile.clone());
+    if let Some(profile) = cli.profile {
+        sources.profile = Some(profile);
     }
-    let caches = CacheModule::configure(sources.load()?).await?;
-    let cache = match &args.backend {
-        Some(name) => caches
-            .named(name)
-            .ok_or_else(|| CacheError::UnknownCache(name.clone()))?,
-        None => caches.cache(),
-    };
-    let words: Vec<&str> = args.command.iter().map(String::as_str).collect();
-    match words.as_slice() {
-        ["ping"] => {
-            let report = caches.health().await;
-            for b in &report.backends {
-                match (&b.latency, &b.error) {
-                    (Some(l), _) if b.healthy => {
-                        println!("{:<16} {:<10} ok  {l:?}", b.name, b.kind)
-                    }
-                    (_, e) => println!(
-                        "{:<16} {:<10} FAILED  {}",
-                        b.name,
-                        b.kind,
-                        e.as_deref().unwrap_or("no answer")
-                    ),
-                }
-            }
-            Ok(if report.is_healthy() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        ["stats"] => {
-            for name in caches.names() {
-                let Some(c) = caches.named(name) else {
-                    continue;
-                };
-                let config = caches
-                    .config()
-                    .backends
-                    .iter()
-                    .find(|b| b.name == name)
-                    .map(|b| b.prefix.clone())
-                    .unwrap_or_default();
-                let keys = match c.keys("*", usize::MAX).await {
-                    Ok(k) => k.len().to_string(),
-                    Err(_) => "-".to_owned(),
-                };
-                println!("{name:<16} {:<10} prefix {config:?}  keys {keys}", c.kind());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        ["get", key] => {
-            match cache.raw(key).await? {
+    let config = sources.load()?;
+    let target = cli.backend.as_deref();
+    match cli.command {
+        Command::Ping => ping(boot::only(boot::each(&config).await?, target)?).await,
+        Command::Stats => stats(boot::only(boot::each(&config).await?, target)?).await,
+        Command::Get { key } => {
+            let cache = remote(&config, target, &sources).await?;
+            match cache.raw(&key).await? {
                 None => {
-                    println!("(miss) {key}");
-                    return Ok(ExitCode::FAILURE);
+                    println!("(miss) {}", escape(key.as_bytes()));
+                    Ok(ExitCode::FAILURE)
                 }
-                Some(bytes) => describe(key, &bytes),
+                Some(bytes) => {
+                    show::envelope(&escape(key.as_bytes()), &bytes);
+                    Ok(ExitCode::SUCCESS)
+                }
             }
+        }
+        Command::Set { key, value, ttl } => {
+            let cache = remote(&config, target, &sources).await?;
+            cache.set(&key, &value, ttl.unwrap_or_default()).await?;
+            println!("stored {}", escape(key.as_bytes()));
             Ok(ExitCode::SUCCESS)
         }
-        ["del", key] => {
-            let removed = cache.delete(key).await?;
+        Command::Del { key } => {
+            let cache = remote(&config, target, &sources).await?;
+            let removed = cache.delete(&key).await?;
             println!("{}", if removed { "deleted" } else { "(no such key)" });
             Ok(ExitCode::SUCCESS)
         }
-        ["keys", pattern] => {
-            for k in cache.keys(pattern, 1000).await? {
-                println!("{k}");
+        Command::Keys { pattern, limit } => {
+            let cache = remote(&config, target, &sources).await?;
+            let found = cache.keys(&pattern, limit.saturating_add(1)).await?;
+            for k in found.iter().take(limit) {
+                println!("{}", escape(k.as_bytes()));
+            }
+            if found.len() > limit {
+                eprintln!("(first {limit}; more exist: --limit N lists more)");
             }
             Ok(ExitCode::SUCCESS)
         }
-        ["clear"] => clear(&cache, args.yes).await,
-        _ => {
-            eprintln!(
-                "error: unknown command `{}`\n\n{USAGE}",
-                args.command.join(" ")
-            );
-            Ok(ExitCode::from(2))
+        Command::Clear { yes } => {
+            let cache = remote(&config, target, &sources).await?;
+            clear(&cache, yes).await
         }
     }
 }
 
-/// Prints what an envelope holds; bytes that are not one are shown as such.
-fn describe(key: &str, bytes: &[u8]) {
-    match Envelope::parse(bytes) {
-        Ok(env) => {
-            println!("key         {key}");
-            println!("format      {:?}", env.format);
-            println!("stored at   {} ms (unix)", env.stored_at_ms);
-            if env.expires_at_ms == 0 {
-                println!("expires     never");
-            } else {
-                println!("expires at  {} ms (unix)", env.expires_at_ms);
-            }
-            println!("computed in {} µs", env.compute_us);
-            println!("payload     {} bytes", env.payload.len());
-            match env.format.from_slice::<serde_json::Value>(env.payload) {
-                Ok(v) => println!("{v}"),
-                Err(e) => println!("(payload does not decode: {e})"),
-            }
-        }
-        Err(reason) => println!(
-            "key {key}: {} bytes that are not a lexigram-cache value ({reason})",
-            bytes.len()
-        ),
+/// The backend a data command works on. An in-memory one is refused: it would be this
+/// process's own, empty, cache.
+async fn remote(
+    config: &CacheConfig,
+    target: Option<&str>,
+    sources: &ConfigSources,
+) -> Result<Cache, CliError> {
+    let cache = boot::one(config, target).await?;
+    if cache.kind() == "memory" {
+        return Err(CliError::InMemory {
+            cache: cache.name().to_owned(),
+            sources: boot::sources_text(sources),
+        });
     }
+    Ok(cache)
 }
 
-async fn clear(cache: &Cache, yes: bool) -> Result<ExitCode, CacheError> {
+async fn ping(backends: Vec<boot::Booted>) -> Result<ExitCode, CliError> {
+    let mut healthy = true;
+    for b in backends {
+        let pinged = match &b.cache {
+            Ok(cache) => cache.ping().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match pinged {
+            Ok(latency) => println!("{:<16} {:<10} ok      {latency:?}", b.name, b.kind),
+            Err(e) => {
+                healthy = false;
+                println!("{:<16} {:<10} FAILED  {e}", b.name, b.kind);
+            }
+        }
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn stats(backends: Vec<boot::Booted>) -> Result<ExitCode, CliError> {
+    let mut code = ExitCode::SUCCESS;
+    for b in backends {
+        let keys = match &b.cache {
+            Ok(cache) => match cache.keys("*", usize::MAX).await {
+                Ok(k) => k.len().to_string(),
+                Err(CacheError::Backend {
+                    source: BackendError::Unsupported { .. },
+                    ..
+                }) => "- (cannot be listed)".to_owned(),
+                Err(e) => {
+                    code = ExitCode::FAILURE;
+                    format!("- FAILED  {e}")
+                }
+            },
+            Err(e) => {
+                code = ExitCode::FAILURE;
+                format!("- FAILED  {e}")
+            }
+        };
+        println!(
+            "{:<16} {:<10} prefix {:?}  keys {keys}",
+            b.name, b.kind, b.prefix
+        );
+    }
+    Ok(code)
+}
+
+async fn clear(cache: &Cache, yes: bool) -> Result<ExitCode, CliError> {
     if !yes {
         let count = match cache.keys("*", usize::MAX).await {
-            Ok(k) => k.len().to_string(),
-            Err(_) => "all".to_owned(),
+            Ok(k) => k.len(),
+            Err(CacheError::Backend {
+                source: e @ BackendError::Unsupported { .. },
+                ..
+            }) => {
+                return Err(CliError::CannotClear {
+                    cache: cache.name().to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
         };
         print!(
             "delete {count} keys of cache `{}` (only under its prefix)? [y/N] ",

@@ -21,6 +21,7 @@ async fn price(sku: &str) -> f64 {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    lexigram_cache_examples::logging::init();
     match run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

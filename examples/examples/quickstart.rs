@@ -26,6 +26,7 @@ async fn weather(city: &str) -> Result<Weather, std::io::Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), std::io::Error> {
+    lexigram_cache_examples::logging::init();
     for attempt in ["miss", "hit "] {
         let started = Instant::now();
         let w = weather("Lisbon").await?;

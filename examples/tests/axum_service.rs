@@ -2,8 +2,11 @@
 
 use std::sync::atomic::Ordering;
 
-use lexigram_cache::CacheModule;
-use lexigram_cache_examples::axum_service::{AppState, DB_QUERIES, app};
+use std::time::{Duration, Instant};
+
+use lexigram_cache::{BackendConfig, CacheConfig, CacheModule};
+use lexigram_cache_examples::axum_service::{AppState, DB_QUERIES, app, bind};
+use lexigram_cache_tests::servers::{RedisServer, free_port};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -61,6 +64,7 @@ async fn the_service_answers_twice_with_one_body_run() {
     let (status, health) = http_get(addr, "/health").await;
     assert_eq!(status, 200, "{health}");
     assert!(health.contains("\"healthy\":true"), "{health}");
+    assert!(health.contains("\"breaker\":\"closed\""), "{health}");
 
     let (status, metrics) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200);
@@ -68,4 +72,71 @@ async fn the_service_answers_twice_with_one_body_run() {
         metrics.contains("lexigram_cache_hits_total{cache=\"default\",fn=\"lexigram_cache_examples::axum_service::load_product\"} 1"),
         "{metrics}"
     );
+}
+
+async fn serve(state: AppState) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(listener, app(state)).await.expect("serve");
+    });
+    addr
+}
+
+/// Redis comes back while the breaker is still open: the ping answers, but calls still skip
+/// the backend, so `/health` must not say all is well.
+#[tokio::test]
+async fn health_reports_an_open_breaker_after_the_server_is_back() {
+    let port = free_port(false);
+    let mut config = CacheConfig::default();
+    config.backends.push(BackendConfig::redis(
+        "remote",
+        format!("redis://127.0.0.1:{port}").as_str(),
+    ));
+    config.backends[0].default = true;
+    config.service.circuit_breaker_enabled = true;
+    config.service.breaker_threshold = 1;
+    config.service.breaker_open_for = Duration::from_secs(120);
+    let caches = CacheModule::configure(config).await.expect("boot");
+    let remote = caches.named("remote").expect("remote");
+    assert!(remote.get::<u32>("k").await.is_err(), "the server is down");
+    assert!(remote.stats().breaker_open, "one failure opens it");
+
+    let _server = RedisServer::start_at(port);
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle();
+    let addr = serve(AppState { caches, prometheus }).await;
+    // The backend reconnects on its own; wait (bounded) until its ping answers.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, remote) = loop {
+        let (status, body) = http_get(addr, "/health").await;
+        let backends: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
+        let remote = backends
+            .into_iter()
+            .find(|b| b["name"] == "remote")
+            .unwrap_or_else(|| panic!("no remote entry: {body}"));
+        if remote["answers"] == true || Instant::now() > deadline {
+            break (status, remote);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(remote["answers"], true, "{remote}");
+    assert_eq!(remote["breaker"], "open", "{remote}");
+    assert_eq!(remote["healthy"], false, "{remote}");
+    assert_eq!(status, 503, "{remote}");
+}
+
+#[tokio::test]
+async fn an_address_in_use_is_named_in_the_error() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let e = bind(&addr).await.expect_err("the address is in use");
+    let text = e.to_string();
+    assert!(text.contains(&addr) && text.contains("LISTEN"), "{text}");
+    assert!(!text.contains("Os {"), "Display, not Debug: {text}");
 }
