@@ -195,14 +195,17 @@ fn set_env(tree: &mut Value, name: &str, value: &str) -> Result<(), CacheError> 
 }
 
 /// An environment value as the YAML scalar it spells: `false` a bool, `60` a number, an empty
-/// value unset, anything else (a URL, a duration, a name) a string.
+/// value unset, anything else (a URL, a duration, a name) a string. A number only when it
+/// reads back as the same text, so that `0x1F`, `007` or `1e3` (a password, say) reach a
+/// text field unchanged.
 fn scalar(text: &str) -> Value {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Value::Null;
     }
     match serde_yaml_ng::from_str::<Value>(trimmed) {
-        Ok(v @ (Value::Bool(_) | Value::Number(_))) => v,
+        Ok(Value::Number(n)) if n.to_string() == trimmed => Value::Number(n),
+        Ok(v @ Value::Bool(_)) => v,
         // A quoted value is the text inside the quotes.
         Ok(Value::String(s)) if trimmed.starts_with(['"', '\'']) => Value::String(s),
         _ => Value::String(text.to_owned()),
@@ -279,6 +282,12 @@ mod tests {
     fn scalars_keep_their_type() {
         assert_eq!(scalar("false"), Value::Bool(false));
         assert!(matches!(scalar("60"), Value::Number(_)));
+        for number in ["-5", "0.1", "1.0", "18446744073709551615"] {
+            assert!(matches!(scalar(number), Value::Number(_)), "{number}");
+        }
+        for text in ["0x1F", "007", "1e3", "+5", ".5"] {
+            assert_eq!(scalar(text), Value::String(text.into()));
+        }
         assert_eq!(
             scalar("redis://:pw@h:6379/0"),
             Value::String("redis://:pw@h:6379/0".into())

@@ -236,10 +236,21 @@ impl BackendConfig {
         }
     }
 
-    /// The Redis URLs this backend connects to: `redis_url` and `nodes`, or one built from
-    /// `host`/`port`/`db`/`tls`; `username`/`password` fill in a URL that has no credentials.
-    pub(crate) fn redis_urls(&self) -> Vec<ServerUrl> {
-        let mut urls: Vec<ServerUrl> = self.redis_url.iter().chain(&self.nodes).cloned().collect();
+    /// The Redis URLs this backend connects to, each with the field that sets it: `redis_url`
+    /// and `nodes[i]`, or one URL built from `host`/`port`/`db`/`tls` (field `host`). The
+    /// credentials are as written; [`redis_urls`](Self::redis_urls) fills them in.
+    pub(crate) fn redis_sources(&self) -> Vec<(String, ServerUrl)> {
+        let mut urls: Vec<(String, ServerUrl)> = self
+            .redis_url
+            .iter()
+            .map(|u| ("redis_url".to_owned(), u.clone()))
+            .chain(
+                self.nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| (format!("nodes[{i}]"), u.clone())),
+            )
+            .collect();
         if urls.is_empty()
             && let Some(host) = &self.host
         {
@@ -251,10 +262,20 @@ impl BackendConfig {
             } else {
                 host.clone()
             };
-            urls.push(ServerUrl::from(format!("{scheme}://{host}:{port}/{db}")));
+            urls.push((
+                "host".to_owned(),
+                ServerUrl::from(format!("{scheme}://{host}:{port}/{db}")),
+            ));
         }
+        urls
+    }
+
+    /// The Redis URLs this backend connects to (see [`redis_sources`](Self::redis_sources));
+    /// `username`/`password` fill in a URL that has no credentials.
+    pub(crate) fn redis_urls(&self) -> Vec<ServerUrl> {
+        let urls = self.redis_sources().into_iter().map(|(_, u)| u);
         if self.password.is_none() && self.username.is_none() {
-            return urls;
+            return urls.collect();
         }
         let user = self
             .username
@@ -266,14 +287,13 @@ impl BackendConfig {
             .as_ref()
             .map(|p| format!(":{}", percent_encode(p.expose())))
             .unwrap_or_default();
-        urls.into_iter()
-            .map(|u| match u.expose().split_once("://") {
-                Some((scheme, rest)) if !u.has_credentials() => {
-                    ServerUrl::from(format!("{scheme}://{user}{pass}@{rest}"))
-                }
-                _ => u,
-            })
-            .collect()
+        urls.map(|u| match u.expose().split_once("://") {
+            Some((scheme, rest)) if !u.has_credentials() => {
+                ServerUrl::from(format!("{scheme}://{user}{pass}@{rest}"))
+            }
+            _ => u,
+        })
+        .collect()
     }
 
     /// A Memcached backend over `servers` (`host:port` each).

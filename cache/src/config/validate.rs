@@ -48,6 +48,16 @@ pub(crate) fn validate(config: &CacheConfig) -> Result<usize, CacheError> {
                     j - usize::from(b.redis_url.is_some())
                 )
             };
+            if url.has_at_after_authority() {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "`{url}` has an `@` after the end of its host part (the first `/`, `?` \
+                         or `#`), so a client would not read the host you meant; if the password \
+                         holds `/`, `?` or `#`, write them as %2F, %3F and %23"
+                    ),
+                ));
+            }
             let text = url.expose();
             let scheme_ok = text.starts_with("redis://") || text.starts_with("rediss://");
             if !scheme_ok || url.host().is_none() {
