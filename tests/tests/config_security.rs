@@ -142,3 +142,32 @@ async fn an_at_after_the_host_is_refused_before_connecting() {
         assert!(!t.contains("ab/cd"), "{t}");
     }
 }
+
+#[test]
+fn a_percent_encoded_weak_password_is_still_weak() {
+    for url in [
+        "redis://:pass%77ord@10.0.0.5:6379",
+        "redis://app:%73%65%63%72%65%74@10.0.0.5:6379",
+        "redis://:%20admin%20@10.0.0.5:6379",
+    ] {
+        let t = message(redis_at(url).check_security(true));
+        assert!(t.contains("weak password"), "{url}: {t}");
+    }
+}
+
+#[test]
+fn ipv4_mapped_loopback_is_loopback() {
+    for url in [
+        "redis://[::ffff:127.0.0.1]:6379",
+        "redis://[::ffff:7f00:1]:6379",
+        "redis://[0:0:0:0:0:0:0:1]:6379",
+        "redis://LOCALHOST:6379",
+    ] {
+        redis_at(url).check_security(true).expect(url);
+    }
+    let mut c = CacheConfig::default();
+    c.backends = vec![BackendConfig::memcached("mc", ["[::ffff:127.0.0.1]:11211"])];
+    c.check_security(true).expect("memcached at a mapped loopback");
+    // A mapped routable address is not.
+    assert!(redis_at("redis://[::ffff:10.0.0.5]:6379").check_security(true).is_err());
+}

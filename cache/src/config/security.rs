@@ -36,12 +36,17 @@ pub(crate) fn is_production(lookup: impl Fn(&str) -> Option<String>) -> bool {
         .any(|v| v.trim().eq_ignore_ascii_case("production"))
 }
 
+/// `localhost`, 127.0.0.0/8, `::1`, and 127.0.0.0/8 written as an IPv4-mapped IPv6 address
+/// (`::ffff:127.0.0.1`), which reaches the same interface.
 fn is_loopback(host: &str) -> bool {
+    use std::net::IpAddr;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+        || match host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+            Ok(ip) => ip.is_loopback(),
+            Err(_) => false,
+        }
 }
 
 /// One server of a remote backend as the production rules see it.
@@ -163,10 +168,17 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in ["localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]"] {
+        for h in [
+            "localhost",
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
-        for h in ["10.0.0.1", "cache.internal", "0.0.0.0"] {
+        for h in ["10.0.0.1", "cache.internal", "0.0.0.0", "::ffff:10.0.0.1"] {
             assert!(!is_loopback(h), "{h}");
         }
     }
