@@ -241,7 +241,7 @@ async fn every_validation_error_names_the_field_and_its_variable() {
         (
             Box::new(|c| c.backends[0].default_ttl = Some(Duration::ZERO)),
             "backends[0].default_ttl",
-            "greater than zero",
+            "out of range",
         ),
         (
             Box::new(|c| c.backends = vec![BackendConfig::redis("default", "http://h:1")]),
@@ -256,7 +256,7 @@ async fn every_validation_error_names_the_field_and_its_variable() {
         (
             Box::new(|c| c.backends[0].op_timeout = Duration::ZERO),
             "backends[0].op_timeout",
-            "greater than zero",
+            "out of range",
         ),
         (
             Box::new(|c| c.backends[0].memory.max_entries = 0),
@@ -279,7 +279,7 @@ async fn every_validation_error_names_the_field_and_its_variable() {
                 c.functions.insert("app::f".into(), f);
             }),
             "functions.app::f.ttl",
-            "greater than zero",
+            "out of range",
         ),
     ];
     for (change, field, text) in cases {

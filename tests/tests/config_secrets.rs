@@ -10,8 +10,7 @@ use proptest::prelude::*;
 fn password() -> impl Strategy<Value = (String, Vec<String>)> {
     let token = "[A-Z][0-9][A-Z0-9]{4}";
     let delimiter = prop::sample::select(vec![
-        "/", "?", "#", "@", ":", "%", "%2F", "&", "=", " ", "[", "]", "\\", "'", "\"", "`", ",",
-        "",
+        "/", "?", "#", "@", ":", "%", "%2F", "&", "=", " ", "[", "]", "\\", "'", "\"", "`", ",", "",
     ]);
     prop::collection::vec((token, delimiter), 1..4).prop_map(|parts| {
         let text = parts.iter().map(|(t, d)| format!("{t}{d}")).collect();

@@ -66,7 +66,10 @@ fn a_numeric_password_is_read_as_text_and_never_echoed() {
         ("LEX_CACHE__BACKENDS__0__PASSWORD", "123456"),
     ])
     .expect("a numeric password from a variable loads");
-    assert_eq!(c.backends[0].password.as_ref().map(|p| p.expose()), Some("123456"));
+    assert_eq!(
+        c.backends[0].password.as_ref().map(|p| p.expose()),
+        Some("123456")
+    );
     assert!(message(c.check_security(true)).contains("weak password"));
 
     // Digits that a number would change are kept as written.
@@ -77,7 +80,10 @@ fn a_numeric_password_is_read_as_text_and_never_echoed() {
             ("LEX_CACHE__BACKENDS__0__PASSWORD", written),
         ])
         .expect("loads");
-        assert_eq!(c.backends[0].password.as_ref().map(|p| p.expose()), Some(written));
+        assert_eq!(
+            c.backends[0].password.as_ref().map(|p| p.expose()),
+            Some(written)
+        );
     }
 
     let c = from_yaml(
@@ -120,15 +126,24 @@ fn cluster_node_passwords_are_checked_and_named_by_their_field() {
     let mut c = CacheConfig::default();
     let mut b = BackendConfig::memory("default");
     b.kind = lexigram_cache::BackendKind::Redis;
-    b.nodes = vec!["redis://10.0.0.6:7001".into(), "redis://10.0.0.7:7002".into()];
+    b.nodes = vec![
+        "redis://10.0.0.6:7001".into(),
+        "redis://10.0.0.7:7002".into(),
+    ];
     b.password = Some("secret".into());
     c.backends = vec![b];
     let t = message(c.check_security(true));
-    assert!(t.contains("weak password") && t.contains("backends[0].password"), "{t}");
+    assert!(
+        t.contains("weak password") && t.contains("backends[0].password"),
+        "{t}"
+    );
     // Without any password: the first non-loopback node is named.
     c.backends[0].password = None;
     let t = message(c.check_security(true));
-    assert!(t.contains("no password") && t.contains("backends[0].nodes[0]"), "{t}");
+    assert!(
+        t.contains("no password") && t.contains("backends[0].nodes[0]"),
+        "{t}"
+    );
 }
 
 #[tokio::test]
@@ -138,7 +153,10 @@ async fn an_at_after_the_host_is_refused_before_connecting() {
         "redis://:ab/cd@127.0.0.1:1",
     ] {
         let t = message(lexigram_cache::CacheModule::configure(redis_at(url)).await);
-        assert!(t.contains("%2F") && t.contains("backends[0].redis_url"), "{t}");
+        assert!(
+            t.contains("%2F") && t.contains("backends[0].redis_url"),
+            "{t}"
+        );
         assert!(!t.contains("ab/cd"), "{t}");
     }
 }
@@ -167,7 +185,12 @@ fn ipv4_mapped_loopback_is_loopback() {
     }
     let mut c = CacheConfig::default();
     c.backends = vec![BackendConfig::memcached("mc", ["[::ffff:127.0.0.1]:11211"])];
-    c.check_security(true).expect("memcached at a mapped loopback");
+    c.check_security(true)
+        .expect("memcached at a mapped loopback");
     // A mapped routable address is not.
-    assert!(redis_at("redis://[::ffff:10.0.0.5]:6379").check_security(true).is_err());
+    assert!(
+        redis_at("redis://[::ffff:10.0.0.5]:6379")
+            .check_security(true)
+            .is_err()
+    );
 }

@@ -13,6 +13,10 @@ use crate::error::CacheError;
 /// The prefix of the environment variables read, with `__` separating path segments.
 pub const ENV_PREFIX: &str = "LEX_CACHE__";
 
+/// Indexed variables (`..._BACKENDS__3__...`) number list elements from 0 to this, so that a
+/// typo cannot build a list of billions of elements.
+const MAX_INDEX: usize = 1023;
+
 /// Where configuration comes from. [`from_process`](Self::from_process) reads the real
 /// environment; tests and tools can fill one in by hand.
 ///
@@ -163,8 +167,24 @@ fn set_env(tree: &mut Value, name: &str, value: &str) -> Result<(), CacheError> 
     }
     let mut node = tree;
     for segment in &segments {
-        node = match segment.parse::<usize>() {
-            Ok(index) => {
+        let index = if segment.bytes().all(|b| b.is_ascii_digit()) {
+            match segment.parse::<usize>() {
+                Ok(index) if index <= MAX_INDEX => Some(index),
+                _ => {
+                    return Err(CacheError::ConfigSource {
+                        origin: name.into(),
+                        message: format!(
+                            "the list index {segment} is too large; indexed variables number \
+                             list elements from 0 to {MAX_INDEX}"
+                        ),
+                    });
+                }
+            }
+        } else {
+            None
+        };
+        node = match index {
+            Some(index) => {
                 if !matches!(node, Value::Sequence(_)) {
                     *node = Value::Sequence(Vec::new());
                 }
@@ -178,7 +198,7 @@ fn set_env(tree: &mut Value, name: &str, value: &str) -> Result<(), CacheError> 
                 }
                 &mut items[index]
             }
-            Err(_) => {
+            None => {
                 if !matches!(node, Value::Mapping(_)) {
                     *node = Value::Mapping(Mapping::new());
                 }

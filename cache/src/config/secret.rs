@@ -136,7 +136,9 @@ impl<'de> Deserialize<'de> for Secret {
                 Ok(Secret(v.to_string()))
             }
             fn visit_unit<E: serde::de::Error>(self) -> Result<Secret, E> {
-                Err(E::custom("is empty; give the password as text, or remove the field"))
+                Err(E::custom(
+                    "is empty; give the password as text, or remove the field",
+                ))
             }
             fn visit_seq<A: serde::de::SeqAccess<'v>>(self, _: A) -> Result<Secret, A::Error> {
                 Err(serde::de::Error::custom("must be text, not a list"))
@@ -289,7 +291,11 @@ pub(crate) fn percent_decode(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let hex = |b: u8| char::from(b).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(hi), Some(lo)) => {
                 out.push((hi * 16 + lo) as u8);
                 i += 3;

@@ -43,7 +43,9 @@ fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || match host.parse::<IpAddr>() {
-            Ok(IpAddr::V6(v6)) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+            Ok(IpAddr::V6(v6)) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
             Ok(ip) => ip.is_loopback(),
             Err(_) => false,
         }
@@ -123,7 +125,10 @@ pub(crate) fn check(config: &CacheConfig, production: bool) -> Result<(), CacheE
                 if loopback {
                     continue;
                 }
-                format!("has no password for the non-loopback server `{}`", server.shown)
+                format!(
+                    "has no password for the non-loopback server `{}`",
+                    server.shown
+                )
             } else if WEAK.iter().any(|w| w.eq_ignore_ascii_case(password)) {
                 "uses a well-known weak password".to_owned()
             } else {

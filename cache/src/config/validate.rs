@@ -2,8 +2,23 @@
 
 use std::collections::HashSet;
 
+use std::time::Duration;
+
 use super::CacheConfig;
+use super::duration::{Range, TTL, WAIT};
 use crate::error::CacheError;
+
+/// The first duration outside its range, as an error at its field.
+fn durations<'a>(
+    fields: impl IntoIterator<Item = (String, &'a Range, Option<Duration>)>,
+) -> Result<(), CacheError> {
+    for (path, range, d) in fields {
+        if let Some(d) = d {
+            range.check(d).map_err(|m| invalid(path, m))?;
+        }
+    }
+    Ok(())
+}
 
 fn invalid(path: String, message: impl Into<String>) -> CacheError {
     CacheError::Config {
@@ -31,12 +46,24 @@ pub(crate) fn validate(config: &CacheConfig) -> Result<usize, CacheError> {
                 format!("`{}` is used by two backends; names must be unique", b.name),
             ));
         }
-        if b.default_ttl == Some(std::time::Duration::ZERO) {
-            return Err(invalid(
-                format!("backends[{i}].default_ttl"),
-                "must be greater than zero; write \"never\" for no expiry",
-            ));
-        }
+        durations([
+            (format!("backends[{i}].default_ttl"), &TTL, b.default_ttl),
+            (
+                format!("backends[{i}].memory.time_to_idle"),
+                &TTL,
+                b.memory.time_to_idle,
+            ),
+            (
+                format!("backends[{i}].connect_timeout"),
+                &WAIT,
+                Some(b.connect_timeout),
+            ),
+            (
+                format!("backends[{i}].op_timeout"),
+                &WAIT,
+                Some(b.op_timeout),
+            ),
+        ])?;
     }
     for (i, b) in config.backends.iter().enumerate() {
         for (j, url) in b.redis_url.iter().chain(&b.nodes).enumerate() {
@@ -82,25 +109,9 @@ pub(crate) fn validate(config: &CacheConfig) -> Result<usize, CacheError> {
                 "must be greater than zero",
             ));
         }
-        for (field, d) in [
-            ("connect_timeout", b.connect_timeout),
-            ("op_timeout", b.op_timeout),
-        ] {
-            if d.is_zero() {
-                return Err(invalid(
-                    format!("backends[{i}].{field}"),
-                    "must be greater than zero",
-                ));
-            }
-        }
     }
     for (name, f) in &config.functions {
-        if f.ttl == Some(Some(std::time::Duration::ZERO)) {
-            return Err(invalid(
-                format!("functions.{name}.ttl"),
-                "must be greater than zero; write \"never\" for no expiry",
-            ));
-        }
+        durations([(format!("functions.{name}.ttl"), &TTL, f.ttl.flatten())])?;
         if let Some(backend) = &f.backend
             && !config.backends.iter().any(|b| &b.name == backend)
         {
@@ -119,18 +130,16 @@ pub(crate) fn validate(config: &CacheConfig) -> Result<usize, CacheError> {
         }
     }
     let service = &config.service;
-    for (field, d) in [
-        ("lock_ttl", service.lock_ttl),
-        ("lock_wait", service.lock_wait),
-        ("breaker_open_for", service.breaker_open_for),
-    ] {
-        if d.is_zero() {
-            return Err(invalid(
-                format!("service.{field}"),
-                "must be greater than zero",
-            ));
-        }
-    }
+    durations(
+        [
+            ("fill_wait", &WAIT, Some(service.fill_wait)),
+            ("lock_ttl", &WAIT, Some(service.lock_ttl)),
+            ("lock_wait", &WAIT, Some(service.lock_wait)),
+            ("breaker_open_for", &WAIT, Some(service.breaker_open_for)),
+            ("stale_if_error", &TTL, service.stale_if_error),
+        ]
+        .map(|(field, range, d)| (format!("service.{field}"), range, d)),
+    )?;
     if !(0.0..=1.0).contains(&service.ttl_jitter) {
         return Err(invalid(
             "service.ttl_jitter".into(),
@@ -141,12 +150,6 @@ pub(crate) fn validate(config: &CacheConfig) -> Result<usize, CacheError> {
         return Err(invalid(
             "service.beta".into(),
             "must be a positive number; 1.0 is the usual value",
-        ));
-    }
-    if config.service.fill_wait.is_zero() {
-        return Err(invalid(
-            "service.fill_wait".into(),
-            "must be greater than zero",
         ));
     }
     let defaults: Vec<usize> = config
