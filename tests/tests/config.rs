@@ -98,10 +98,10 @@ fn later_sources_win_file_then_profile_then_env_then_code() {
         "cache:\n  backends:\n    - name: main\n      prefix: 'profile:'\n      default_ttl: never\n",
     );
     let config = load(Some(&file), Some("staging"), &[]).expect("profile");
-    // A list is replaced as a whole by a later file; fields inside it come from that file.
+    // The profile's backend merges into the base backend of that name.
     assert_eq!(config.backends[0].prefix, "profile:");
     assert_eq!(config.backends[0].default_ttl, None);
-    assert_eq!(config.backends[0].memory.max_entries, 10_000);
+    assert_eq!(config.backends[0].memory.max_entries, 500);
 
     let mut config = load(
         Some(&file),
@@ -118,9 +118,9 @@ fn later_sources_win_file_then_profile_then_env_then_code() {
     config.backends[0].prefix = "code:".into();
     assert_eq!(config.backends[0].prefix, "code:");
 
-    // A profile without a file is simply absent.
-    let config = load(Some(&file), Some("nope"), &[]).expect("no profile file");
-    assert_eq!(config.backends[0].prefix, "file:");
+    // A profile without a file is an error.
+    let t = message(load(Some(&file), Some("nope"), &[]));
+    assert!(t.contains("application-nope.yaml"), "{t}");
 }
 
 #[test]
@@ -398,13 +398,13 @@ fn configure_reads_lex_env_and_from_env_reads_the_process() {
     write(
         dir.path(),
         "app-dev.yaml",
-        "cache:\n  backends:\n    - name: devcache\n",
+        "cache:\n  backends:\n    - name: main\n      default: true\n    - name: devcache\n",
     );
     let file = file.to_str().expect("utf-8 path");
     let out = child(&[("LEX_CONFIG_FILE", file)]);
     assert!(out.contains("BOOTED main"), "{out}");
     let out = child(&[("LEX_CONFIG_FILE", file), ("LEX_PROFILE", "dev")]);
-    assert!(out.contains("BOOTED devcache"), "{out}");
+    assert!(out.contains("BOOTED main,devcache"), "{out}");
     let out = child(&[
         ("LEX_CONFIG_FILE", file),
         ("LEX_CACHE__BACKENDS__0__NAME", "fromenv"),

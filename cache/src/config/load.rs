@@ -35,7 +35,8 @@ const MAX_INDEX: usize = 1023;
 pub struct ConfigSources {
     /// The YAML file whose `cache:` section is read. `None`: no file.
     pub file: Option<PathBuf>,
-    /// The profile: `application-{profile}.yaml` beside `file` is layered on top, if present.
+    /// The profile: `application-{profile}.yaml` beside `file` (in the working directory when
+    /// `file` is `None`) is layered on top. It must exist; the base file need not.
     pub profile: Option<String>,
     /// Environment variables (name, value); only names starting with `LEX_CACHE__` are used.
     pub vars: Vec<(String, String)>,
@@ -74,16 +75,29 @@ impl ConfigSources {
     /// value came from.
     pub fn load(&self) -> Result<CacheConfig, CacheError> {
         let mut tree = Value::Mapping(Mapping::new());
-        if let Some(file) = &self.file {
+        if let Some(file) = &self.file
+            && (file.is_file() || self.profile.is_none())
+        {
             merge(&mut tree, read_section(file)?);
-            if let Some(profile) = &self.profile {
-                let sibling = profile_file(file, profile);
-                if sibling.is_file() {
-                    merge(&mut tree, read_section(&sibling)?);
-                } else {
-                    tracing::debug!(file = %sibling.display(), "no profile file");
-                }
+        }
+        if let Some(profile) = &self.profile {
+            // Beside the base file, or in the working directory when there is none; the
+            // base file itself may be absent.
+            let base = self
+                .file
+                .as_deref()
+                .unwrap_or(Path::new("application.yaml"));
+            let file = profile_file(base, profile);
+            if !file.is_file() {
+                return Err(CacheError::ConfigSource {
+                    origin: format!("the profile `{profile}` (LEX_PROFILE or --profile)"),
+                    message: format!(
+                        "there is no {}; create it, or unset the profile",
+                        file.display()
+                    ),
+                });
             }
+            merge(&mut tree, read_section(&file)?);
         }
         let mut vars: Vec<&(String, String)> = self
             .vars
@@ -116,7 +130,8 @@ fn profile_file(file: &Path, profile: &str) -> PathBuf {
     file.with_file_name(format!("{stem}-{profile}.{ext}"))
 }
 
-/// The `cache:` section of a YAML file (empty when the file has none).
+/// The `cache:` section of a YAML file. A file without one is an error, so that a misspelled
+/// section cannot leave a service on the in-memory defaults unnoticed.
 fn read_section(file: &Path) -> Result<Value, CacheError> {
     let bad = |message: String| CacheError::ConfigSource {
         origin: file.display().to_string(),
@@ -125,10 +140,37 @@ fn read_section(file: &Path) -> Result<Value, CacheError> {
     let text = std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read it: {e}")))?;
     let doc: Value =
         serde_yaml_ng::from_str(&text).map_err(|e| bad(format!("is not valid YAML: {e}")))?;
+    let no_section = |others: &str| {
+        bad(format!(
+            "has no `cache:` section{others}; add one (`cache: {{}}` selects the defaults: \
+             one in-memory backend)"
+        ))
+    };
     match doc {
-        Value::Null => Ok(Value::Mapping(Mapping::new())),
+        Value::Null => Err(no_section(" (the file is empty)")),
         Value::Mapping(mut top) => match top.remove("cache") {
-            None | Some(Value::Null) => Ok(Value::Mapping(Mapping::new())),
+            None => {
+                let keys: Vec<String> = top
+                    .keys()
+                    .filter_map(Value::as_str)
+                    .map(|k| format!("`{k}:`"))
+                    .collect();
+                let near: Vec<&String> = keys
+                    .iter()
+                    .filter(|k| k.to_ascii_lowercase().contains("cach"))
+                    .collect();
+                Err(match near.as_slice() {
+                    [] => no_section(""),
+                    near => no_section(&format!(
+                        " (did you mean `cache:` for {}?)",
+                        near.iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                })
+            }
+            Some(Value::Null) => Ok(Value::Mapping(Mapping::new())),
             Some(section @ Value::Mapping(_)) => Ok(section),
             Some(_) => Err(bad("its `cache:` entry must be a mapping".into())),
         },
@@ -136,7 +178,10 @@ fn read_section(file: &Path) -> Result<Value, CacheError> {
     }
 }
 
-/// Deep merge: mappings merge key by key; anything else in `over` replaces `base`.
+/// Deep merge: mappings merge key by key; lists of mappings merge element by element (an
+/// element with a `name` into the base element of that name, or appended when there is none;
+/// one without into the element at its index); anything else in `over`, lists of plain values
+/// included, replaces `base`.
 fn merge(base: &mut Value, over: Value) {
     match (base, over) {
         (Value::Mapping(b), Value::Mapping(o)) => {
@@ -149,8 +194,29 @@ fn merge(base: &mut Value, over: Value) {
                 }
             }
         }
+        (Value::Sequence(b), Value::Sequence(o))
+            if o.iter().all(Value::is_mapping) && b.iter().all(Value::is_mapping) =>
+        {
+            for (i, v) in o.into_iter().enumerate() {
+                let slot = match v.get("name") {
+                    Some(name) => b.iter().position(|e| element_name(e) == Some(name)),
+                    None => (i < b.len()).then_some(i),
+                };
+                match slot {
+                    Some(j) => merge(&mut b[j], v),
+                    None => b.push(v),
+                }
+            }
+        }
         (b, o) => *b = o,
     }
+}
+
+/// A list element's `name`; a backend without one is named `default`.
+fn element_name(element: &Value) -> Option<&Value> {
+    static DEFAULT: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(|| Value::String("default".into()));
+    element.get("name").or(Some(&DEFAULT))
 }
 
 /// Sets `LEX_CACHE__A__0__B=value` at `a[0].b`, creating mappings and list elements.

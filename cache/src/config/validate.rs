@@ -4,8 +4,8 @@ use std::collections::HashSet;
 
 use std::time::Duration;
 
-use super::CacheConfig;
 use super::duration::{Range, TTL, WAIT};
+use super::{BackendConfig, CacheConfig};
 use crate::error::CacheError;
 
 /// The first duration outside its range, as an error at its field.
@@ -25,6 +25,48 @@ fn invalid(path: String, message: impl Into<String>) -> CacheError {
         path,
         message: message.into(),
     }
+}
+
+/// A setting that the backend's type does not use: it would be ignored, and a Redis URL on a
+/// backend whose `type` was left out would leave the service on the in-memory default.
+fn misplaced(i: usize, b: &BackendConfig) -> Result<(), CacheError> {
+    let defaults = BackendConfig::default();
+    let set = [
+        ("redis_url", b.redis_url.is_some(), "redis"),
+        ("host", b.host.is_some(), "redis"),
+        ("port", b.port.is_some(), "redis"),
+        ("db", b.db.is_some(), "redis"),
+        ("nodes", !b.nodes.is_empty(), "redis"),
+        ("cluster", b.cluster, "redis"),
+        ("servers", !b.servers.is_empty(), "memcached"),
+        ("pool_size", b.pool_size != defaults.pool_size, "memcached"),
+        (
+            "max_item_size",
+            b.max_item_size != defaults.max_item_size,
+            "memcached",
+        ),
+        ("username", b.username.is_some(), "redis or memcached"),
+        ("password", b.password.is_some(), "redis or memcached"),
+        ("tls", b.tls, "redis or memcached"),
+        ("ca_file", b.ca_file.is_some(), "redis or memcached"),
+        ("memory", b.memory != defaults.memory, "memory"),
+    ];
+    let kind = b.kind.as_str();
+    for (field, is_set, applies_to) in set {
+        if is_set && !applies_to.split(" or ").any(|k| k == kind) {
+            let hint = if kind == "memory" {
+                format!(
+                    "the backend's type is memory (the default when `type` is not given), which \
+                     does not use it; add `type: {}`, or remove `{field}`",
+                    applies_to.split(" or ").next().unwrap_or(applies_to)
+                )
+            } else {
+                format!("only type {applies_to} uses it, and this backend is {kind}; remove it")
+            };
+            return Err(invalid(format!("backends[{i}].{field}"), hint));
+        }
+    }
+    Ok(())
 }
 
 /// Returns the index of the default backend.
@@ -109,6 +151,9 @@ pub(crate) fn validate(config: &CacheConfig) -> Result<usize, CacheError> {
                 "must be greater than zero",
             ));
         }
+    }
+    for (i, b) in config.backends.iter().enumerate() {
+        misplaced(i, b)?;
     }
     for (name, f) in &config.functions {
         durations([(format!("functions.{name}.ttl"), &TTL, f.ttl.flatten())])?;
