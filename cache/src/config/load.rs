@@ -112,12 +112,36 @@ impl ConfigSources {
         check_gaps(&tree, "")?;
         serde_path_to_error::deserialize::<_, CacheConfig>(tree).map_err(|e| {
             let path = e.path().to_string();
-            CacheError::Config {
-                path: if path == "." { String::new() } else { path },
-                message: e.into_inner().to_string(),
+            let path = if path == "." { String::new() } else { path };
+            let mut message = name_ranges(&e.into_inner().to_string(), &path);
+            if message.starts_with(super::list::ONE_VALUE) {
+                let name = env_var(&path);
+                message.push_str(&format!(
+                    "; in YAML write `[first, second]`; in variables set one element per \
+                     variable: `{name}__0=...`, `{name}__1=...`"
+                ));
             }
+            CacheError::Config { path, message }
         })
     }
+}
+
+/// serde's "expected u16" (and its kin) as the range a user can act on.
+fn name_ranges(message: &str, path: &str) -> String {
+    let port = path.ends_with(".port");
+    let mut out = message.to_owned();
+    for (ty, range) in [
+        ("u16", if port { "1 to 65535" } else { "0 to 65535" }),
+        ("u32", "0 to 4294967295"),
+        ("u64", "0 to 18446744073709551615"),
+        ("usize", "0 to 18446744073709551615"),
+    ] {
+        out = out.replace(
+            &format!("expected {ty}"),
+            &format!("expected a whole number from {range}"),
+        );
+    }
+    out
 }
 
 /// `application-{profile}.yaml` in the directory of `file`.

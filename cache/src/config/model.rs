@@ -88,7 +88,10 @@ impl CacheConfig {
     /// assert!(config.check_security(false).is_ok());
     /// ```
     pub fn check_security(&self, production: bool) -> Result<(), crate::CacheError> {
-        super::check_security(self, production)
+        super::check_security(
+            self,
+            production.then_some("production rules were asked for"),
+        )
     }
 }
 
@@ -184,6 +187,7 @@ pub struct BackendConfig {
     pub password: Option<Secret>,
     /// Redis Cluster: seed node URLs. Listing more than one node, or setting `cluster: true`,
     /// selects Cluster mode; `redis_url` then counts as one more seed.
+    #[serde(with = "super::list")]
     pub nodes: Vec<ServerUrl>,
     /// Redis: treat the servers as a Cluster even if only one seed is given.
     pub cluster: bool,
@@ -202,6 +206,7 @@ pub struct BackendConfig {
     pub op_timeout: Duration,
     /// Memcached: the servers, `host:port` each. Keys are spread over them by rendezvous
     /// hashing.
+    #[serde(with = "super::list")]
     pub servers: Vec<String>,
     /// Memcached: connections per server, at most. Default 8.
     pub pool_size: usize,

@@ -28,12 +28,16 @@ const WEAK: &[&str] = &[
     "foobared",
 ];
 
-/// Whether `LEX_ENV` (or `APP_ENV`) says `production`, in any case.
-pub(crate) fn is_production(lookup: impl Fn(&str) -> Option<String>) -> bool {
-    ["LEX_ENV", "APP_ENV"]
-        .iter()
-        .filter_map(|name| lookup(name))
-        .any(|v| v.trim().eq_ignore_ascii_case("production"))
+/// Why the production rules apply: `"LEX_ENV is production"` or `"APP_ENV is production"`
+/// when that variable says `production` (in any case), else `None`.
+pub(crate) fn production_reason(lookup: impl Fn(&str) -> Option<String>) -> Option<&'static str> {
+    [
+        ("LEX_ENV", "LEX_ENV is production"),
+        ("APP_ENV", "APP_ENV is production"),
+    ]
+    .into_iter()
+    .find(|(name, _)| lookup(name).is_some_and(|v| v.trim().eq_ignore_ascii_case("production")))
+    .map(|(_, reason)| reason)
 }
 
 /// `localhost`, 127.0.0.0/8, `::1`, and 127.0.0.0/8 written as an IPv4-mapped IPv6 address
@@ -113,10 +117,10 @@ fn servers(b: &BackendConfig, index: usize) -> Vec<Server> {
     }
 }
 
-/// In production, refuses remote backends whose password is missing (or blank) on a
-/// non-loopback host or is a well-known weak one; elsewhere, logs a warning for the same
-/// findings.
-pub(crate) fn check(config: &CacheConfig, production: bool) -> Result<(), CacheError> {
+/// With `production` (the reason the rules apply, for the message), refuses remote backends
+/// whose password is missing (or blank) on a non-loopback host or is a well-known weak one;
+/// without, logs a warning for the same findings.
+pub(crate) fn check(config: &CacheConfig, production: Option<&str>) -> Result<(), CacheError> {
     for (index, b) in config.backends.iter().enumerate() {
         for server in servers(b, index) {
             let password = server.password.as_deref().map(str::trim).unwrap_or("");
@@ -139,10 +143,10 @@ pub(crate) fn check(config: &CacheConfig, production: bool) -> Result<(), CacheE
                 b.name,
                 env_var(&server.field)
             );
-            if production {
+            if let Some(reason) = production {
                 return Err(CacheError::Config {
                     path: server.field,
-                    message: format!("{message} (refused because LEX_ENV is production)"),
+                    message: format!("{message} (refused because {reason})"),
                 });
             }
             tracing::warn!(backend = %b.name, "{message}; this would be refused in production");
@@ -165,10 +169,16 @@ mod tests {
                     .map(|(_, v)| (*v).to_owned())
             }
         };
-        assert!(is_production(env(&[("LEX_ENV", "Production")])));
-        assert!(is_production(env(&[("APP_ENV", "PRODUCTION")])));
-        assert!(!is_production(env(&[("LEX_ENV", "staging")])));
-        assert!(!is_production(env(&[])));
+        assert_eq!(
+            production_reason(env(&[("LEX_ENV", "Production")])),
+            Some("LEX_ENV is production")
+        );
+        assert_eq!(
+            production_reason(env(&[("APP_ENV", "PRODUCTION")])),
+            Some("APP_ENV is production")
+        );
+        assert_eq!(production_reason(env(&[("LEX_ENV", "staging")])), None);
+        assert_eq!(production_reason(env(&[])), None);
     }
 
     #[test]

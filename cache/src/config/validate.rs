@@ -69,6 +69,41 @@ fn misplaced(i: usize, b: &BackendConfig) -> Result<(), CacheError> {
     Ok(())
 }
 
+/// `host` is a host name or an IP address: a port, user info or path in it would otherwise be
+/// reported against the URL built from it, a field the user never set.
+fn check_host(i: usize, host: &str) -> Result<(), CacheError> {
+    let path = format!("backends[{i}].host");
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(());
+    }
+    if let Some((_, port)) = host.rsplit_once(':')
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && !host[..host.len() - port.len() - 1].contains(':')
+    {
+        return Err(invalid(
+            path.clone(),
+            format!(
+                "`{host}` has a port in it; set the host alone and the port with `port: {port}` \
+                 (`{}`)",
+                super::env_var(&format!("backends[{i}].port"))
+            ),
+        ));
+    }
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if valid {
+        return Ok(());
+    }
+    Err(invalid(
+        path,
+        "is not a host name or IP address; write e.g. `cache.internal`, `10.0.0.5` or `::1` \
+         (no scheme, port, user or path; put a whole URL in `redis_url`)",
+    ))
+}
+
 /// Returns the index of the default backend.
 pub(crate) fn validate(config: &CacheConfig) -> Result<usize, CacheError> {
     if config.backends.is_empty() {
@@ -108,6 +143,15 @@ pub(crate) fn validate(config: &CacheConfig) -> Result<usize, CacheError> {
         ])?;
     }
     for (i, b) in config.backends.iter().enumerate() {
+        if let Some(host) = &b.host {
+            check_host(i, host)?;
+        }
+        if b.port == Some(0) {
+            return Err(invalid(
+                format!("backends[{i}].port"),
+                "must be a port number from 1 to 65535",
+            ));
+        }
         for (j, url) in b.redis_url.iter().chain(&b.nodes).enumerate() {
             let path = if b.redis_url.is_some() && j == 0 {
                 format!("backends[{i}].redis_url")
