@@ -243,7 +243,7 @@ pub(crate) fn redact(url: &str) -> String {
 fn plain_authority(authority: &str) -> bool {
     let port = match authority.strip_prefix('[') {
         Some(v6) => match v6.split_once(']') {
-            Some((_, rest)) if rest.is_empty() => return true,
+            Some((_, "")) => return true,
             Some((_, rest)) => rest.strip_prefix(':'),
             None => None,
         },
