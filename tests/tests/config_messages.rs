@@ -156,3 +156,35 @@ fn a_list_given_as_one_variable_hints_at_indexed_variables() {
     assert!(t.contains("LEX_CACHE__BACKENDS__0__NODES__0"), "{t}");
     assert!(!t.contains("Zq8pw"), "{t}");
 }
+
+#[test]
+fn user_info_in_host_or_servers_is_refused_without_repeating_it() {
+    let t = message(
+        from_vars(&[
+            ("LEX_CACHE__BACKENDS__0__TYPE", "redis"),
+            ("LEX_CACHE__BACKENDS__0__HOST", "Zq8pw@127.0.0.1:6379"),
+        ])
+        .expect("loads")
+        .validate(),
+    );
+    assert!(
+        t.contains("backends[0].host") && !t.contains("Zq8pw"),
+        "{t}"
+    );
+    let t = message(
+        from_vars(&[
+            ("LEX_CACHE__BACKENDS__0__TYPE", "memcached"),
+            (
+                "LEX_CACHE__BACKENDS__0__SERVERS__0",
+                "memcached://app:Zq8pw@127.0.0.1:11211",
+            ),
+        ])
+        .expect("loads")
+        .validate(),
+    );
+    assert!(
+        t.contains("backends[0].servers[0]") && t.contains("password"),
+        "{t}"
+    );
+    assert!(!t.contains("Zq8pw"), "{t}");
+}

@@ -110,4 +110,3 @@ fn a_password_with_a_slash_is_hidden() {
         assert!(shown.contains("@127.0.0.1:6379"), "the host stays: {shown}");
     }
 }
-

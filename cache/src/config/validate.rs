@@ -76,32 +76,51 @@ fn check_host(i: usize, host: &str) -> Result<(), CacheError> {
     if host.parse::<std::net::Ipv6Addr>().is_ok() {
         return Ok(());
     }
-    if let Some((_, port)) = host.rsplit_once(':')
-        && !port.is_empty()
-        && port.bytes().all(|b| b.is_ascii_digit())
-        && !host[..host.len() - port.len() - 1].contains(':')
-    {
-        return Err(invalid(
-            path.clone(),
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (name, Some(port))
+        }
+        _ => (host, None),
+    };
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    match (plain, port) {
+        (true, None) => Ok(()),
+        // Only a plain name is quoted back: anything else may hold a password.
+        (true, Some(port)) => Err(invalid(
+            path,
             format!(
                 "`{host}` has a port in it; set the host alone and the port with `port: {port}` \
                  (`{}`)",
                 super::env_var(&format!("backends[{i}].port"))
             ),
-        ));
+        )),
+        (false, _) => Err(invalid(
+            path,
+            "is not a host name or IP address; write e.g. `cache.internal`, `10.0.0.5` or `::1` \
+             (no scheme, port, user or path; put a whole URL in `redis_url`)",
+        )),
     }
-    let valid = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
-    if valid {
-        return Ok(());
+}
+
+/// Memcached credentials belong in `username`/`password`; a server entry with user info would
+/// otherwise be quoted, password and all, by the error that rejects it.
+fn check_servers(i: usize, b: &BackendConfig) -> Result<(), CacheError> {
+    for (j, server) in b.servers.iter().enumerate() {
+        if server.contains('@') {
+            return Err(invalid(
+                format!("backends[{i}].servers[{j}]"),
+                format!(
+                    "`{}` has user info; write host:port here and set Memcached credentials \
+                     with `username` and `password`",
+                    super::secret::redact(server)
+                ),
+            ));
+        }
     }
-    Err(invalid(
-        path,
-        "is not a host name or IP address; write e.g. `cache.internal`, `10.0.0.5` or `::1` \
-         (no scheme, port, user or path; put a whole URL in `redis_url`)",
-    ))
+    Ok(())
 }
 
 /// Returns the index of the default backend.
@@ -146,6 +165,7 @@ pub(crate) fn validate(config: &CacheConfig) -> Result<usize, CacheError> {
         if let Some(host) = &b.host {
             check_host(i, host)?;
         }
+        check_servers(i, b)?;
         if b.port == Some(0) {
             return Err(invalid(
                 format!("backends[{i}].port"),
