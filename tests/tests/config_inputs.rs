@@ -170,3 +170,57 @@ fn every_duration_has_a_range_checked_at_load() {
         "{t}"
     );
 }
+
+/// Runs only as a child of `non_utf8_variables_are_an_error_or_ignored`.
+#[test]
+fn child_process_sources() {
+    if std::env::var_os("LEX_TEST_CHILD_SOURCES").is_none() {
+        return;
+    }
+    match ConfigSources::from_process().and_then(|s| s.load()) {
+        Ok(c) => println!("LOADED {}", c.backends[0].prefix),
+        Err(e) => println!("REFUSED {e}"),
+    }
+}
+
+#[test]
+fn non_utf8_variables_are_an_error_or_ignored() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let run = |name: &OsStr, value: &OsStr| {
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", "child_process_sources", "--nocapture", "--quiet"])
+            .current_dir(std::env::temp_dir())
+            .env("LEX_TEST_CHILD_SOURCES", "1")
+            .env_remove("LEX_CONFIG_FILE")
+            .env_remove("LEX_PROFILE")
+            .env("LEX_CACHE__BACKENDS__0__PREFIX", "ok:")
+            .env(name, value)
+            .output()
+            .expect("run child");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let bad = OsStr::from_bytes(b"\xff\xfe");
+    // Someone else's variable: not ours to judge.
+    let out = run(OsStr::new("UNRELATED_BYTES"), bad);
+    assert!(out.contains("LOADED ok:"), "{out}");
+    // Ours: a clear error naming it.
+    let out = run(OsStr::new("LEX_CACHE__BACKENDS__0__NAME"), bad);
+    assert!(
+        out.contains("REFUSED")
+            && out.contains("LEX_CACHE__BACKENDS__0__NAME")
+            && out.contains("UTF-8"),
+        "{out}"
+    );
+    let out = run(OsStr::new("LEX_PROFILE"), bad);
+    assert!(
+        out.contains("REFUSED") && out.contains("LEX_PROFILE"),
+        "{out}"
+    );
+    let out = run(OsStr::from_bytes(b"LEX_CACHE__\xff"), OsStr::new("x"));
+    assert!(out.contains("REFUSED") && out.contains("UTF-8"), "{out}");
+}

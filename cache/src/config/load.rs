@@ -45,7 +45,8 @@ pub struct ConfigSources {
 impl ConfigSources {
     /// The process's sources: the file named by `LEX_CONFIG_FILE` (an error if it is
     /// missing), else `./application.yaml` if it exists; the profile from `LEX_PROFILE`; and
-    /// every `LEX_CACHE__...` variable.
+    /// every `LEX_CACHE__...` variable. One of these variables that is not UTF-8 is an error;
+    /// other variables are not read.
     pub fn from_process() -> Result<ConfigSources, CacheError> {
         let file = match std::env::var_os("LEX_CONFIG_FILE") {
             Some(path) => {
@@ -60,14 +61,30 @@ impl ConfigSources {
             }
             None => Some(PathBuf::from("application.yaml")).filter(|p| p.is_file()),
         };
+        let profile = match std::env::var_os("LEX_PROFILE") {
+            None => None,
+            Some(p) => match p.into_string() {
+                Ok(p) => Some(p).filter(|p| !p.trim().is_empty()),
+                Err(_) => return Err(not_utf8("LEX_PROFILE")),
+            },
+        };
+        let mut vars = Vec::new();
+        // `vars_os`: another program's variable that is not UTF-8 is none of our business,
+        // and `std::env::vars` would panic on it.
+        for (name, value) in std::env::vars_os() {
+            let ours = name.as_encoded_bytes().starts_with(ENV_PREFIX.as_bytes());
+            if !ours {
+                continue;
+            }
+            let shown = name.to_string_lossy().into_owned();
+            let name = name.into_string().map_err(|_| not_utf8(&shown))?;
+            let value = value.into_string().map_err(|_| not_utf8(&name))?;
+            vars.push((name, value));
+        }
         Ok(ConfigSources {
             file,
-            profile: std::env::var("LEX_PROFILE")
-                .ok()
-                .filter(|p| !p.trim().is_empty()),
-            vars: std::env::vars()
-                .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-                .collect(),
+            profile,
+            vars,
         })
     }
 
@@ -142,6 +159,13 @@ fn name_ranges(message: &str, path: &str) -> String {
         );
     }
     out
+}
+
+fn not_utf8(variable: &str) -> CacheError {
+    CacheError::ConfigSource {
+        origin: variable.into(),
+        message: "is not valid UTF-8; configuration values must be text".into(),
+    }
 }
 
 /// `application-{profile}.yaml` in the directory of `file`.
