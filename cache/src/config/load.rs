@@ -247,7 +247,9 @@ fn merge(base: &mut Value, over: Value) {
         {
             for (i, v) in o.into_iter().enumerate() {
                 let slot = match v.get("name") {
-                    Some(name) => b.iter().position(|e| element_name(e) == Some(name)),
+                    Some(name) => b
+                        .iter()
+                        .position(|e| name.as_str().is_some() && element_name(e) == name.as_str()),
                     None => (i < b.len()).then_some(i),
                 };
                 match slot {
@@ -261,10 +263,8 @@ fn merge(base: &mut Value, over: Value) {
 }
 
 /// A list element's `name`; a backend without one is named `default`.
-fn element_name(element: &Value) -> Option<&Value> {
-    static DEFAULT: std::sync::LazyLock<Value> =
-        std::sync::LazyLock::new(|| Value::String("default".into()));
-    element.get("name").or(Some(&DEFAULT))
+fn element_name(element: &Value) -> Option<&str> {
+    element.get("name").map_or(Some("default"), Value::as_str)
 }
 
 /// Sets `LEX_CACHE__A__0__B=value` at `a[0].b`, creating mappings and list elements.
