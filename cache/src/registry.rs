@@ -35,7 +35,10 @@ impl CacheModule {
     /// well-known weak one, are refused.
     pub async fn configure(config: CacheConfig) -> Result<Caches, CacheError> {
         let default = config::validate(&config)?;
-        config::check_security(&config, config::is_production(|k| std::env::var(k).ok()))?;
+        config::check_security(
+            &config,
+            config::production_reason(|k| std::env::var(k).ok()),
+        )?;
         let mut caches = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
             caches.push((b.name.clone(), build(i, b, &config, i == default).await?));

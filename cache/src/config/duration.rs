@@ -1,13 +1,67 @@
 //! Durations in configuration: integer seconds (`60`) or humantime strings (`"90s"`, `"5m"`,
-//! `"1h30m"`); for TTLs also `"never"`.
+//! `"1h30m"`); for TTLs also `"never"`. Each kind has a range, checked when the
+//! configuration loads and again by validation (for values set in code).
 
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::Serializer;
 
+/// The values a kind of duration may take.
+pub(crate) struct Range {
+    min: Duration,
+    max: Duration,
+    /// What is out of range, for messages: "a ttl", "a timeout or wait".
+    what: &'static str,
+}
+
+/// Lifetimes: `default_ttl`, a function's `ttl`, `stale_if_error`, `time_to_idle`. Ten years
+/// is longer than any cache entry needs, and well inside what every backend can count.
+pub(crate) const TTL: Range = Range {
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(10 * 31_557_600),
+    what: "a ttl",
+};
+
+/// Timeouts and waits: `connect_timeout`, `op_timeout`, `fill_wait`, `lock_ttl`, `lock_wait`,
+/// `breaker_open_for`.
+pub(crate) const WAIT: Range = Range {
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(86_400),
+    what: "a timeout or wait",
+};
+
+impl Range {
+    /// `Err` with a message naming the range when `d` is outside it.
+    pub(crate) fn check(&self, d: Duration) -> Result<(), String> {
+        if (self.min..=self.max).contains(&d) {
+            return Ok(());
+        }
+        Err(format!(
+            "{} is out of range: {} is between {} and {}",
+            text(&d),
+            self.what,
+            text(&self.min),
+            text(&self.max)
+        ))
+    }
+}
+
 struct DurationVisitor {
     never_allowed: bool,
+    range: &'static Range,
+}
+
+impl DurationVisitor {
+    fn in_range<E: de::Error>(&self, d: Duration) -> Result<Option<Duration>, E> {
+        self.range.check(d).map(|()| Some(d)).map_err(|m| {
+            E::custom(if self.never_allowed {
+                format!("{m}; write \"never\" for no expiry")
+            } else {
+                m
+            })
+        })
+    }
 }
 
 impl Visitor<'_> for DurationVisitor {
@@ -22,13 +76,14 @@ impl Visitor<'_> for DurationVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Some(Duration::from_secs(v)))
+        self.in_range(Duration::from_secs(v))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        u64::try_from(v)
-            .map(|v| Some(Duration::from_secs(v)))
-            .map_err(|_| E::custom(format!("a duration cannot be negative ({v})")))
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::custom(format!("a duration cannot be negative ({v})"))),
+        }
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
@@ -37,13 +92,20 @@ impl Visitor<'_> for DurationVisitor {
             return Ok(None);
         }
         if let Ok(secs) = v.parse::<u64>() {
-            return Ok(Some(Duration::from_secs(secs)));
+            return self.visit_u64(secs);
         }
-        humantime::parse_duration(v).map(Some).map_err(|e| {
-            E::custom(format!(
+        match humantime::parse_duration(v) {
+            Ok(d) => self.in_range(d),
+            Err(humantime::DurationError::NumberOverflow) => Err(E::custom(format!(
+                "`{v}` is out of range: {} is between {} and {}",
+                self.range.what,
+                text(&self.range.min),
+                text(&self.range.max)
+            ))),
+            Err(e) => Err(E::custom(format!(
                 "`{v}` is not a duration ({e}); write e.g. 30s, 5m or 1h"
-            ))
-        })
+            ))),
+        }
     }
 }
 
@@ -51,15 +113,23 @@ fn text(d: &Duration) -> String {
     humantime::format_duration(*d).to_string()
 }
 
-/// A required duration.
-pub(crate) mod required {
+fn visit<'de, D: Deserializer<'de>>(
+    d: D,
+    never_allowed: bool,
+    range: &'static Range,
+) -> Result<Option<Duration>, D::Error> {
+    d.deserialize_any(DurationVisitor {
+        never_allowed,
+        range,
+    })
+}
+
+/// A required timeout or wait ([`WAIT`]).
+pub(crate) mod wait {
     use super::*;
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_any(DurationVisitor {
-            never_allowed: false,
-        })?
-        .ok_or_else(|| de::Error::custom("\"never\" is not allowed here"))
+        visit(d, false, &WAIT)?.ok_or_else(|| de::Error::custom("\"never\" is not allowed here"))
     }
 
     pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -67,16 +137,14 @@ pub(crate) mod required {
     }
 }
 
-/// An optional duration, `None` written as `"never"` (TTLs).
-pub(crate) mod never {
+/// A ttl ([`TTL`]), `None` written as `"never"`.
+pub(crate) mod ttl {
     use super::*;
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
-        d.deserialize_any(DurationVisitor {
-            never_allowed: true,
-        })
+        visit(d, true, &TTL)
     }
 
     pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -87,14 +155,16 @@ pub(crate) mod never {
     }
 }
 
-/// An optional duration, absent when unset.
-pub(crate) mod optional {
+/// An optional lifetime ([`TTL`]), absent when unset.
+pub(crate) mod optional_ttl {
     use super::*;
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
-        required::deserialize(d).map(Some)
+        visit(d, false, &TTL)?
+            .ok_or_else(|| de::Error::custom("\"never\" is not allowed here"))
+            .map(Some)
     }
 
     pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -112,7 +182,7 @@ pub(crate) mod ttl_override {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Option<Duration>>, D::Error> {
-        never::deserialize(d).map(Some)
+        ttl::deserialize(d).map(Some)
     }
 
     pub(crate) fn serialize<S: Serializer>(
@@ -121,7 +191,7 @@ pub(crate) mod ttl_override {
     ) -> Result<S::Ok, S::Error> {
         match d {
             None => s.serialize_none(),
-            Some(inner) => never::serialize(inner, s),
+            Some(inner) => ttl::serialize(inner, s),
         }
     }
 }

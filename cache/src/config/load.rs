@@ -13,6 +13,10 @@ use crate::error::CacheError;
 /// The prefix of the environment variables read, with `__` separating path segments.
 pub const ENV_PREFIX: &str = "LEX_CACHE__";
 
+/// Indexed variables (`..._BACKENDS__3__...`) number list elements from 0 to this, so that a
+/// typo cannot build a list of billions of elements.
+const MAX_INDEX: usize = 1023;
+
 /// Where configuration comes from. [`from_process`](Self::from_process) reads the real
 /// environment; tests and tools can fill one in by hand.
 ///
@@ -31,7 +35,8 @@ pub const ENV_PREFIX: &str = "LEX_CACHE__";
 pub struct ConfigSources {
     /// The YAML file whose `cache:` section is read. `None`: no file.
     pub file: Option<PathBuf>,
-    /// The profile: `application-{profile}.yaml` beside `file` is layered on top, if present.
+    /// The profile: `application-{profile}.yaml` beside `file` (in the working directory when
+    /// `file` is `None`) is layered on top. It must exist; the base file need not.
     pub profile: Option<String>,
     /// Environment variables (name, value); only names starting with `LEX_CACHE__` are used.
     pub vars: Vec<(String, String)>,
@@ -40,7 +45,8 @@ pub struct ConfigSources {
 impl ConfigSources {
     /// The process's sources: the file named by `LEX_CONFIG_FILE` (an error if it is
     /// missing), else `./application.yaml` if it exists; the profile from `LEX_PROFILE`; and
-    /// every `LEX_CACHE__...` variable.
+    /// every `LEX_CACHE__...` variable. One of these variables that is not UTF-8 is an error;
+    /// other variables are not read.
     pub fn from_process() -> Result<ConfigSources, CacheError> {
         let file = match std::env::var_os("LEX_CONFIG_FILE") {
             Some(path) => {
@@ -55,14 +61,30 @@ impl ConfigSources {
             }
             None => Some(PathBuf::from("application.yaml")).filter(|p| p.is_file()),
         };
+        let profile = match std::env::var_os("LEX_PROFILE") {
+            None => None,
+            Some(p) => match p.into_string() {
+                Ok(p) => Some(p).filter(|p| !p.trim().is_empty()),
+                Err(_) => return Err(not_utf8("LEX_PROFILE")),
+            },
+        };
+        let mut vars = Vec::new();
+        // `vars_os`: another program's variable that is not UTF-8 is none of our business,
+        // and `std::env::vars` would panic on it.
+        for (name, value) in std::env::vars_os() {
+            let ours = name.as_encoded_bytes().starts_with(ENV_PREFIX.as_bytes());
+            if !ours {
+                continue;
+            }
+            let shown = name.to_string_lossy().into_owned();
+            let name = name.into_string().map_err(|_| not_utf8(&shown))?;
+            let value = value.into_string().map_err(|_| not_utf8(&name))?;
+            vars.push((name, value));
+        }
         Ok(ConfigSources {
             file,
-            profile: std::env::var("LEX_PROFILE")
-                .ok()
-                .filter(|p| !p.trim().is_empty()),
-            vars: std::env::vars()
-                .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-                .collect(),
+            profile,
+            vars,
         })
     }
 
@@ -70,16 +92,29 @@ impl ConfigSources {
     /// value came from.
     pub fn load(&self) -> Result<CacheConfig, CacheError> {
         let mut tree = Value::Mapping(Mapping::new());
-        if let Some(file) = &self.file {
+        if let Some(file) = &self.file
+            && (file.is_file() || self.profile.is_none())
+        {
             merge(&mut tree, read_section(file)?);
-            if let Some(profile) = &self.profile {
-                let sibling = profile_file(file, profile);
-                if sibling.is_file() {
-                    merge(&mut tree, read_section(&sibling)?);
-                } else {
-                    tracing::debug!(file = %sibling.display(), "no profile file");
-                }
+        }
+        if let Some(profile) = &self.profile {
+            // Beside the base file, or in the working directory when there is none; the
+            // base file itself may be absent.
+            let base = self
+                .file
+                .as_deref()
+                .unwrap_or(Path::new("application.yaml"));
+            let file = profile_file(base, profile);
+            if !file.is_file() {
+                return Err(CacheError::ConfigSource {
+                    origin: format!("the profile `{profile}` (LEX_PROFILE or --profile)"),
+                    message: format!(
+                        "there is no {}; create it, or unset the profile",
+                        file.display()
+                    ),
+                });
             }
+            merge(&mut tree, read_section(&file)?);
         }
         let mut vars: Vec<&(String, String)> = self
             .vars
@@ -94,11 +129,42 @@ impl ConfigSources {
         check_gaps(&tree, "")?;
         serde_path_to_error::deserialize::<_, CacheConfig>(tree).map_err(|e| {
             let path = e.path().to_string();
-            CacheError::Config {
-                path: if path == "." { String::new() } else { path },
-                message: e.into_inner().to_string(),
+            let path = if path == "." { String::new() } else { path };
+            let mut message = name_ranges(&e.into_inner().to_string(), &path);
+            if message.starts_with(super::list::ONE_VALUE) {
+                let name = env_var(&path);
+                message.push_str(&format!(
+                    "; in YAML write `[first, second]`; in variables set one element per \
+                     variable: `{name}__0=...`, `{name}__1=...`"
+                ));
             }
+            CacheError::Config { path, message }
         })
+    }
+}
+
+/// serde's "expected u16" (and its kin) as the range a user can act on.
+fn name_ranges(message: &str, path: &str) -> String {
+    let port = path.ends_with(".port");
+    let mut out = message.to_owned();
+    for (ty, range) in [
+        ("u16", if port { "1 to 65535" } else { "0 to 65535" }),
+        ("u32", "0 to 4294967295"),
+        ("u64", "0 to 18446744073709551615"),
+        ("usize", "0 to 18446744073709551615"),
+    ] {
+        out = out.replace(
+            &format!("expected {ty}"),
+            &format!("expected a whole number from {range}"),
+        );
+    }
+    out
+}
+
+fn not_utf8(variable: &str) -> CacheError {
+    CacheError::ConfigSource {
+        origin: variable.into(),
+        message: "is not valid UTF-8; configuration values must be text".into(),
     }
 }
 
@@ -112,7 +178,8 @@ fn profile_file(file: &Path, profile: &str) -> PathBuf {
     file.with_file_name(format!("{stem}-{profile}.{ext}"))
 }
 
-/// The `cache:` section of a YAML file (empty when the file has none).
+/// The `cache:` section of a YAML file. A file without one is an error, so that a misspelled
+/// section cannot leave a service on the in-memory defaults unnoticed.
 fn read_section(file: &Path) -> Result<Value, CacheError> {
     let bad = |message: String| CacheError::ConfigSource {
         origin: file.display().to_string(),
@@ -121,10 +188,37 @@ fn read_section(file: &Path) -> Result<Value, CacheError> {
     let text = std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read it: {e}")))?;
     let doc: Value =
         serde_yaml_ng::from_str(&text).map_err(|e| bad(format!("is not valid YAML: {e}")))?;
+    let no_section = |others: &str| {
+        bad(format!(
+            "has no `cache:` section{others}; add one (`cache: {{}}` selects the defaults: \
+             one in-memory backend)"
+        ))
+    };
     match doc {
-        Value::Null => Ok(Value::Mapping(Mapping::new())),
+        Value::Null => Err(no_section(" (the file is empty)")),
         Value::Mapping(mut top) => match top.remove("cache") {
-            None | Some(Value::Null) => Ok(Value::Mapping(Mapping::new())),
+            None => {
+                let keys: Vec<String> = top
+                    .keys()
+                    .filter_map(Value::as_str)
+                    .map(|k| format!("`{k}:`"))
+                    .collect();
+                let near: Vec<&String> = keys
+                    .iter()
+                    .filter(|k| k.to_ascii_lowercase().contains("cach"))
+                    .collect();
+                Err(match near.as_slice() {
+                    [] => no_section(""),
+                    near => no_section(&format!(
+                        " (did you mean `cache:` for {}?)",
+                        near.iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                })
+            }
+            Some(Value::Null) => Ok(Value::Mapping(Mapping::new())),
             Some(section @ Value::Mapping(_)) => Ok(section),
             Some(_) => Err(bad("its `cache:` entry must be a mapping".into())),
         },
@@ -132,7 +226,10 @@ fn read_section(file: &Path) -> Result<Value, CacheError> {
     }
 }
 
-/// Deep merge: mappings merge key by key; anything else in `over` replaces `base`.
+/// Deep merge: mappings merge key by key; lists of mappings merge element by element (an
+/// element with a `name` into the base element of that name, or appended when there is none;
+/// one without into the element at its index); anything else in `over`, lists of plain values
+/// included, replaces `base`.
 fn merge(base: &mut Value, over: Value) {
     match (base, over) {
         (Value::Mapping(b), Value::Mapping(o)) => {
@@ -145,8 +242,29 @@ fn merge(base: &mut Value, over: Value) {
                 }
             }
         }
+        (Value::Sequence(b), Value::Sequence(o))
+            if o.iter().all(Value::is_mapping) && b.iter().all(Value::is_mapping) =>
+        {
+            for (i, v) in o.into_iter().enumerate() {
+                let slot = match v.get("name") {
+                    Some(name) => b
+                        .iter()
+                        .position(|e| name.as_str().is_some() && element_name(e) == name.as_str()),
+                    None => (i < b.len()).then_some(i),
+                };
+                match slot {
+                    Some(j) => merge(&mut b[j], v),
+                    None => b.push(v),
+                }
+            }
+        }
         (b, o) => *b = o,
     }
+}
+
+/// A list element's `name`; a backend without one is named `default`.
+fn element_name(element: &Value) -> Option<&str> {
+    element.get("name").map_or(Some("default"), Value::as_str)
 }
 
 /// Sets `LEX_CACHE__A__0__B=value` at `a[0].b`, creating mappings and list elements.
@@ -163,8 +281,24 @@ fn set_env(tree: &mut Value, name: &str, value: &str) -> Result<(), CacheError> 
     }
     let mut node = tree;
     for segment in &segments {
-        node = match segment.parse::<usize>() {
-            Ok(index) => {
+        let index = if segment.bytes().all(|b| b.is_ascii_digit()) {
+            match segment.parse::<usize>() {
+                Ok(index) if index <= MAX_INDEX => Some(index),
+                _ => {
+                    return Err(CacheError::ConfigSource {
+                        origin: name.into(),
+                        message: format!(
+                            "the list index {segment} is too large; indexed variables number \
+                             list elements from 0 to {MAX_INDEX}"
+                        ),
+                    });
+                }
+            }
+        } else {
+            None
+        };
+        node = match index {
+            Some(index) => {
                 if !matches!(node, Value::Sequence(_)) {
                     *node = Value::Sequence(Vec::new());
                 }
@@ -178,7 +312,7 @@ fn set_env(tree: &mut Value, name: &str, value: &str) -> Result<(), CacheError> 
                 }
                 &mut items[index]
             }
-            Err(_) => {
+            None => {
                 if !matches!(node, Value::Mapping(_)) {
                     *node = Value::Mapping(Mapping::new());
                 }
@@ -195,14 +329,17 @@ fn set_env(tree: &mut Value, name: &str, value: &str) -> Result<(), CacheError> 
 }
 
 /// An environment value as the YAML scalar it spells: `false` a bool, `60` a number, an empty
-/// value unset, anything else (a URL, a duration, a name) a string.
+/// value unset, anything else (a URL, a duration, a name) a string. A number only when it
+/// reads back as the same text, so that `0x1F`, `007` or `1e3` (a password, say) reach a
+/// text field unchanged.
 fn scalar(text: &str) -> Value {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Value::Null;
     }
     match serde_yaml_ng::from_str::<Value>(trimmed) {
-        Ok(v @ (Value::Bool(_) | Value::Number(_))) => v,
+        Ok(Value::Number(n)) if n.to_string() == trimmed => Value::Number(n),
+        Ok(v @ Value::Bool(_)) => v,
         // A quoted value is the text inside the quotes.
         Ok(Value::String(s)) if trimmed.starts_with(['"', '\'']) => Value::String(s),
         _ => Value::String(text.to_owned()),
@@ -279,6 +416,12 @@ mod tests {
     fn scalars_keep_their_type() {
         assert_eq!(scalar("false"), Value::Bool(false));
         assert!(matches!(scalar("60"), Value::Number(_)));
+        for number in ["-5", "0.1", "1.0", "18446744073709551615"] {
+            assert!(matches!(scalar(number), Value::Number(_)), "{number}");
+        }
+        for text in ["0x1F", "007", "1e3", "+5", ".5"] {
+            assert_eq!(scalar(text), Value::String(text.into()));
+        }
         assert_eq!(
             scalar("redis://:pw@h:6379/0"),
             Value::String("redis://:pw@h:6379/0".into())

@@ -5,6 +5,7 @@
 //! backends.
 
 mod duration;
+mod list;
 mod load;
 mod model;
 mod secret;
@@ -18,5 +19,5 @@ pub use model::{
 };
 pub(crate) use secret::scrub;
 pub use secret::{Secret, ServerUrl};
-pub(crate) use security::{check as check_security, is_production};
+pub(crate) use security::{check as check_security, production_reason};
 pub(crate) use validate::validate;

@@ -56,6 +56,22 @@ impl CacheConfig {
         super::ConfigSources::from_process()?.load()
     }
 
+    /// Checks the whole configuration without building anything: names unique, one
+    /// default, URLs well formed, every number and duration in its range.
+    /// [`CacheModule::configure`] runs this first.
+    ///
+    /// [`CacheModule::configure`]: crate::CacheModule::configure
+    ///
+    /// ```
+    /// use lexigram_cache::{BackendConfig, CacheConfig};
+    /// let mut config = CacheConfig::default();
+    /// config.backends.push(BackendConfig::memory("other"));
+    /// assert!(config.validate().unwrap_err().to_string().contains("default: true"));
+    /// ```
+    pub fn validate(&self) -> Result<(), crate::CacheError> {
+        super::validate(self).map(drop)
+    }
+
     /// The production password rules: with `production`, an error for a remote backend with
     /// no password on a non-loopback host or a well-known weak password (in the field or the
     /// URL); without, a logged warning for the same. [`CacheModule::configure`] runs this with
@@ -72,7 +88,10 @@ impl CacheConfig {
     /// assert!(config.check_security(false).is_ok());
     /// ```
     pub fn check_security(&self, production: bool) -> Result<(), crate::CacheError> {
-        super::check_security(self, production)
+        super::check_security(
+            self,
+            production.then_some("production rules were asked for"),
+        )
     }
 }
 
@@ -146,7 +165,7 @@ pub struct BackendConfig {
     pub prefix: String,
     /// Lifetime of values stored without an explicit ttl: seconds, `"5m"`, or `"never"`.
     /// Default `5m`.
-    #[serde(with = "duration::never")]
+    #[serde(with = "duration::ttl")]
     pub default_ttl: Option<Duration>,
     /// Payload format on remote backends: `msgpack` (default) or `json`.
     pub format: Format,
@@ -168,6 +187,7 @@ pub struct BackendConfig {
     pub password: Option<Secret>,
     /// Redis Cluster: seed node URLs. Listing more than one node, or setting `cluster: true`,
     /// selects Cluster mode; `redis_url` then counts as one more seed.
+    #[serde(with = "super::list")]
     pub nodes: Vec<ServerUrl>,
     /// Redis: treat the servers as a Cluster even if only one seed is given.
     pub cluster: bool,
@@ -178,14 +198,15 @@ pub struct BackendConfig {
     /// server's certificate. Without it the system's trust store is used.
     pub ca_file: Option<PathBuf>,
     /// Remote backends: how long to wait for a connection. Default `2s`.
-    #[serde(with = "duration::required")]
+    #[serde(with = "duration::wait")]
     pub connect_timeout: Duration,
     /// Remote backends: how long one operation may take before it counts as failed. Default
     /// `500ms`: a cache that answers later than that is slower than most bodies it saves.
-    #[serde(with = "duration::required")]
+    #[serde(with = "duration::wait")]
     pub op_timeout: Duration,
     /// Memcached: the servers, `host:port` each. Keys are spread over them by rendezvous
     /// hashing.
+    #[serde(with = "super::list")]
     pub servers: Vec<String>,
     /// Memcached: connections per server, at most. Default 8.
     pub pool_size: usize,
@@ -236,10 +257,21 @@ impl BackendConfig {
         }
     }
 
-    /// The Redis URLs this backend connects to: `redis_url` and `nodes`, or one built from
-    /// `host`/`port`/`db`/`tls`; `username`/`password` fill in a URL that has no credentials.
-    pub(crate) fn redis_urls(&self) -> Vec<ServerUrl> {
-        let mut urls: Vec<ServerUrl> = self.redis_url.iter().chain(&self.nodes).cloned().collect();
+    /// The Redis URLs this backend connects to, each with the field that sets it: `redis_url`
+    /// and `nodes[i]`, or one URL built from `host`/`port`/`db`/`tls` (field `host`). The
+    /// credentials are as written; [`redis_urls`](Self::redis_urls) fills them in.
+    pub(crate) fn redis_sources(&self) -> Vec<(String, ServerUrl)> {
+        let mut urls: Vec<(String, ServerUrl)> = self
+            .redis_url
+            .iter()
+            .map(|u| ("redis_url".to_owned(), u.clone()))
+            .chain(
+                self.nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| (format!("nodes[{i}]"), u.clone())),
+            )
+            .collect();
         if urls.is_empty()
             && let Some(host) = &self.host
         {
@@ -251,10 +283,20 @@ impl BackendConfig {
             } else {
                 host.clone()
             };
-            urls.push(ServerUrl::from(format!("{scheme}://{host}:{port}/{db}")));
+            urls.push((
+                "host".to_owned(),
+                ServerUrl::from(format!("{scheme}://{host}:{port}/{db}")),
+            ));
         }
+        urls
+    }
+
+    /// The Redis URLs this backend connects to (see [`redis_sources`](Self::redis_sources));
+    /// `username`/`password` fill in a URL that has no credentials.
+    pub(crate) fn redis_urls(&self) -> Vec<ServerUrl> {
+        let urls = self.redis_sources().into_iter().map(|(_, u)| u);
         if self.password.is_none() && self.username.is_none() {
-            return urls;
+            return urls.collect();
         }
         let user = self
             .username
@@ -266,14 +308,13 @@ impl BackendConfig {
             .as_ref()
             .map(|p| format!(":{}", percent_encode(p.expose())))
             .unwrap_or_default();
-        urls.into_iter()
-            .map(|u| match u.expose().split_once("://") {
-                Some((scheme, rest)) if !u.has_credentials() => {
-                    ServerUrl::from(format!("{scheme}://{user}{pass}@{rest}"))
-                }
-                _ => u,
-            })
-            .collect()
+        urls.map(|u| match u.expose().split_once("://") {
+            Some((scheme, rest)) if !u.has_credentials() => {
+                ServerUrl::from(format!("{scheme}://{user}{pass}@{rest}"))
+            }
+            _ => u,
+        })
+        .collect()
     }
 
     /// A Memcached backend over `servers` (`host:port` each).
@@ -324,7 +365,7 @@ pub struct MemoryConfig {
     /// Bound by bytes instead (key + MessagePack size of each value). Default: unset.
     pub max_weight: Option<u64>,
     /// Drop entries not read for this long (`tinylfu` only). Default: unset.
-    #[serde(with = "duration::optional")]
+    #[serde(with = "duration::optional_ttl")]
     pub time_to_idle: Option<Duration>,
 }
 
@@ -346,17 +387,17 @@ impl Default for MemoryConfig {
 pub struct ServiceConfig {
     /// How long a caller waits for another caller's fill of the same key before running the
     /// body itself. Default `10s`.
-    #[serde(with = "duration::required")]
+    #[serde(with = "duration::wait")]
     pub fill_wait: Duration,
     /// Take the backend's distributed fill lock before running a body on Redis or Memcached,
     /// so one process fills a cold key while the others wait. Default `true`.
     pub enable_protection: bool,
     /// How long a fill lock lives if its holder dies. Default `10s`.
-    #[serde(with = "duration::required")]
+    #[serde(with = "duration::wait")]
     pub lock_ttl: Duration,
     /// How long a caller waits for another process's fill before running the body itself.
     /// Default `10s`.
-    #[serde(with = "duration::required")]
+    #[serde(with = "duration::wait")]
     pub lock_wait: Duration,
     /// Filled values get their ttl scaled by a random factor in `1 ± ttl_jitter`; `0` is off.
     /// Default `0.1`.
@@ -366,14 +407,14 @@ pub struct ServiceConfig {
     /// XFetch's beta: above 1 refreshes earlier. Default `1.0`.
     pub beta: f64,
     /// Keep values this long past expiry and serve them when a refill fails. Default unset.
-    #[serde(with = "duration::optional")]
+    #[serde(with = "duration::optional_ttl")]
     pub stale_if_error: Option<Duration>,
     /// Open a backend's circuit breaker after repeated failures. Default `true`.
     pub circuit_breaker_enabled: bool,
     /// Consecutive failures (timeouts count) that open the breaker. Default `5`.
     pub breaker_threshold: u32,
     /// How long an open breaker skips the backend before one call probes it. Default `5s`.
-    #[serde(with = "duration::required")]
+    #[serde(with = "duration::wait")]
     pub breaker_open_for: Duration,
 }
 

@@ -27,30 +27,71 @@ impl ServerUrl {
         &self.0
     }
 
-    /// The password in the URL, if it has one (`scheme://user:PASSWORD@host` or
-    /// `scheme://:PASSWORD@host`).
+    /// The password in the URL as written (still percent-encoded), if it has one
+    /// (`scheme://user:PASSWORD@host` or `scheme://:PASSWORD@host`).
     pub fn password(&self) -> Option<&str> {
-        userinfo(&self.0)
-            .and_then(|(start, end)| self.0[start..end].split_once(':'))
+        let (start, end) = Authority::of(&self.0).userinfo?;
+        self.0[start..end]
+            .split_once(':')
             .map(|(_, pass)| pass)
             .filter(|p| !p.is_empty())
     }
 
-    /// Whether the URL carries user info (`user:pass@` or `user@`).
-    pub(crate) fn has_credentials(&self) -> bool {
-        userinfo(&self.0).is_some()
+    /// The password as the client sends it: percent-decoded.
+    pub(crate) fn decoded_password(&self) -> Option<String> {
+        self.password().map(percent_decode)
     }
 
-    /// The host part, without user info, port, path or brackets around an IPv6 address.
+    /// Whether the URL carries user info (`user:pass@` or `user@`).
+    pub(crate) fn has_credentials(&self) -> bool {
+        Authority::of(&self.0).userinfo.is_some()
+    }
+
+    /// Whether an `@` follows the authority (in the path, query or fragment): the mark of a
+    /// password holding an unencoded `/`, `?` or `#`, which ends the authority early.
+    pub(crate) fn has_at_after_authority(&self) -> bool {
+        let a = Authority::of(&self.0);
+        self.0[a.end..].contains('@')
+    }
+
+    /// The host the client connects to: the authority (which ends at the first `/`, `?` or
+    /// `#`) without user info, port, or brackets around an IPv6 address. `None` when the
+    /// authority is no `host[:port]`.
     pub fn host(&self) -> Option<&str> {
-        let rest = self.0.split_once("://").map_or(self.0.as_str(), |(_, r)| r);
-        let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-        let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+        let a = Authority::of(&self.0);
+        let authority = &self.0[a.userinfo.map_or(a.start, |(_, at)| at + 1)..a.end];
+        if !plain_authority(authority) {
+            return None;
+        }
         if let Some(v6) = authority.strip_prefix('[') {
-            return v6.split(']').next();
+            return v6.split(']').next().filter(|h| !h.is_empty());
         }
         let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
         (!host.is_empty()).then_some(host)
+    }
+}
+
+/// The authority of a URL as URL parsers read it: from after `://` to the first `/`, `?` or
+/// `#`, with the user info ending at its last `@`.
+struct Authority {
+    start: usize,
+    end: usize,
+    /// Byte range of `user:pass`, without the `@`.
+    userinfo: Option<(usize, usize)>,
+}
+
+impl Authority {
+    fn of(url: &str) -> Authority {
+        let start = url.find("://").map_or(0, |i| i + 3);
+        let end = url[start..]
+            .find(['/', '?', '#'])
+            .map_or(url.len(), |i| start + i);
+        let userinfo = url[start..end].rfind('@').map(|at| (start, start + at));
+        Authority {
+            start,
+            end,
+            userinfo,
+        }
     }
 }
 
@@ -63,9 +104,52 @@ impl ServerUrl {
 /// assert_eq!(format!("{s:?}"), "\"***\"");
 /// assert_eq!(s.expose(), "hunter2");
 /// ```
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+/// A password is text, whatever it looks like: `123456` from a variable or an unquoted YAML
+/// value arrives as a number, and is taken as its digits. No error repeats the value.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'v> serde::de::Visitor<'v> for Text {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the password as text")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_owned()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom(
+                    "reads as a decimal number, which would change its digits; quote the password",
+                ))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Secret, E> {
+                Err(E::custom(
+                    "is empty; give the password as text, or remove the field",
+                ))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'v>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(serde::de::Error::custom("must be text, not a list"))
+            }
+            fn visit_map<A: serde::de::MapAccess<'v>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(serde::de::Error::custom("must be text, not a mapping"))
+            }
+        }
+        d.deserialize_any(Text)
+    }
+}
 
 impl Secret {
     /// The password itself.
@@ -116,47 +200,113 @@ impl fmt::Debug for ServerUrl {
     }
 }
 
-/// Byte range of the user info (`user:pass`) in `url`, if there is one.
-fn userinfo(url: &str) -> Option<(usize, usize)> {
-    let start = url.find("://")? + 3;
-    let authority_end = url[start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| start + i);
-    // The last `@` of the authority ends the user info: a password may itself contain `@`.
-    let at = url[start..authority_end].rfind('@')? + start;
-    Some((start, at))
-}
-
-/// `url` with the password (and any `password=` query value) replaced by `***`.
+/// `url` with its user info's password (and any `password=`/`pass=` query value) replaced by
+/// `***`. The user info runs from `://` to the *last* `@` anywhere in the text, not only in the
+/// authority: a password with an unencoded `/`, `?` or `#` ends a parser's authority early,
+/// and must stay hidden all the same. A user name is kept when the user info is plainly
+/// `user:password`.
 pub(crate) fn redact(url: &str) -> String {
-    let mut out = match userinfo(url) {
-        Some((start, end)) => match url[start..end].find(':') {
-            Some(colon) => format!("{}***{}", &url[..start + colon + 1], &url[end..]),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    };
+    // Query values first: a password there may hold an `@` of its own.
+    let mut url = url.to_owned();
     for name in ["password=", "pass="] {
         let mut from = 0;
-        while let Some(i) = out[from..].find(name) {
+        while let Some(i) = url[from..].find(name) {
             let value_start = from + i + name.len();
-            let value_end = out[value_start..]
-                .find('&')
-                .map_or(out.len(), |j| value_start + j);
-            out.replace_range(value_start..value_end, "***");
+            let value_end = url[value_start..]
+                .find(['&', '#'])
+                .map_or(url.len(), |j| value_start + j);
+            url.replace_range(value_start..value_end, "***");
             from = value_start + 3;
         }
     }
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url[start..].rfind('@').map(|at| start + at) {
+        Some(at) => {
+            let info = &url[start..at];
+            let shown = match info.split_once(':') {
+                Some((user, _)) if !user.contains(['/', '?', '#']) => format!("{user}:***"),
+                None if !info.contains(['/', '?', '#']) => info.to_owned(),
+                _ => "***".to_owned(),
+            };
+            format!("{}{shown}{}", &url[..start], &url[at..])
+        }
+        // `scheme://:secret` or `scheme://user:pa?ss` (no host, or a `?` in the password):
+        // the authority is no `host:port`, so it may well be a password; hide it all.
+        None if !plain_authority(&url[start..Authority::of(&url).end]) => {
+            format!("{}***", &url[..start])
+        }
+        None => url,
+    }
+}
+
+/// Whether `authority` reads as `host`, `host:port` or `[v6]:port`, with a numeric port.
+fn plain_authority(authority: &str) -> bool {
+    let port = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((_, "")) => return true,
+            Some((_, rest)) => rest.strip_prefix(':'),
+            None => None,
+        },
+        None => match authority.split_once(':') {
+            Some((_, port)) => Some(port),
+            None => return true,
+        },
+    };
+    port.is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `text` (a client library's message) with the user info of every URL in it redacted, as
+/// [`redact`] does for one URL. Passwords are found by where they sit, never by searching for
+/// their text: a search for a short password would garble the message and tell the password
+/// by where the `***` land. `_secrets` is not consulted.
+pub(crate) fn scrub(text: String, _secrets: &[String]) -> String {
+    if !text.contains("://") && !text.contains("pass") {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    // A URL in a message runs to the next whitespace or quote.
+    while let Some(i) = rest.find(|c: char| !c.is_whitespace() && !"\"'`()<>".contains(c)) {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || "\"'`()<>".contains(c))
+            .unwrap_or(rest.len());
+        let word = &rest[..end];
+        if word.contains("://") || word.contains("pass") {
+            out.push_str(&redact(word));
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
     out
 }
 
-/// Replaces every occurrence of each secret in `text` by `***`. Errors from client libraries
-/// may quote what they were given; this is the last line of defence before they are shown.
-pub(crate) fn scrub(text: String, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(text, |t, s| t.replace(s.as_str(), "***"))
+/// Decodes `%XX` escapes; anything that is not a valid escape is kept as written.
+pub(crate) fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -193,8 +343,47 @@ mod tests {
     }
 
     #[test]
-    fn scrub_removes_secrets_from_text() {
-        let s = scrub("auth failed for hunter2".into(), &["hunter2".into()]);
-        assert_eq!(s, "auth failed for ***");
+    fn scrub_redacts_urls_by_structure_not_by_text() {
+        let msg = "Password authentication failed";
+        assert_eq!(scrub(msg.into(), &["e".into()]), msg);
+        assert_eq!(
+            scrub("cannot open redis://:e@h:1/0 (refused)".into(), &[]),
+            "cannot open redis://:***@h:1/0 (refused)"
+        );
+        assert_eq!(
+            scrub("bad `redis://:ab/cd@h`".into(), &[]),
+            "bad `redis://:***@h`"
+        );
+    }
+
+    #[test]
+    fn a_password_ending_the_authority_early_stays_hidden() {
+        for (url, shown) in [
+            ("redis://:ab/cd@h:1", "redis://:***@h:1"),
+            ("redis://ab/cd@h:1", "redis://***@h:1"),
+            ("redis://u:ab?cd@h", "redis://u:***@h"),
+            ("redis://:ab#cd@h", "redis://:***@h"),
+            (":pw@h:1", ":***@h:1"),
+            ("redis://:pw", "redis://***"),
+            ("redis://u:pw?x", "redis://***"),
+            ("redis://h:6379/0", "redis://h:6379/0"),
+            ("redis://[::1]:6379", "redis://[::1]:6379"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_host_is_the_one_the_client_connects_to() {
+        let u = ServerUrl::from("redis://10.0.0.5:6379/?x=@localhost");
+        assert_eq!(u.host(), Some("10.0.0.5"));
+        assert!(u.has_at_after_authority());
+        assert!(!u.has_credentials());
+        assert_eq!(ServerUrl::from("redis://u:p@ss@h:1").host(), Some("h"));
+        assert_eq!(
+            ServerUrl::from("redis://:pass%77ord@h").decoded_password(),
+            Some("password".into())
+        );
+        assert_eq!(percent_decode("a%2Fb%zz%"), "a/b%zz%");
     }
 }
