@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use lexigram_cache::codec::Envelope;
 use lexigram_cache::{
     Cache, CacheError, CacheOptions, MemcachedBackend, MemoryBackend, RedisBackend, Ttl,
     WarmOptions, WarmOutcome, cacheable,
@@ -462,4 +463,46 @@ async fn a_disabled_cache_calls_no_loader() {
         .expect("warm");
     assert_eq!(runs.get(), 0);
     assert_eq!(report.skipped(), 3, "{report}");
+}
+
+/// Warmed values are stored as fills store them: ttls spread by the jitter, the load time
+/// recorded for early refresh, and the stale-if-error window kept.
+#[tokio::test]
+async fn redis_warmed_values_are_stored_like_fills() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::builder(server.url())
+        .prefix("warm-env:")
+        .connect()
+        .await
+        .expect("connect");
+    let mut options = CacheOptions::default();
+    options.ttl_jitter = 0.2;
+    options.stale_if_error = Some(Duration::from_secs(30));
+    let cache = Cache::with_options("redis", backend, options);
+    let report = cache
+        .warm(
+            keys("env", 20),
+            |_key: String| async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok::<_, String>(1u8)
+            },
+            WarmOptions::default().ttl(Duration::from_secs(100)),
+        )
+        .await
+        .expect("warm");
+    assert_eq!(report.loaded(), 20, "{report}");
+
+    let mut lifetimes = Vec::new();
+    for key in keys("env", 20) {
+        let bytes = cache.raw(&key).await.expect("raw").expect("stored");
+        let env = Envelope::parse(&bytes).expect("an envelope");
+        let ttl_ms = env.expires_at_ms - env.stored_at_ms;
+        assert!((80_000..=120_000).contains(&ttl_ms), "{key}: {ttl_ms} ms");
+        assert_eq!(env.keep_until_ms - env.expires_at_ms, 30_000, "{key}");
+        assert!(env.compute_us >= 5_000, "{key}: {} µs", env.compute_us);
+        lifetimes.push(ttl_ms);
+    }
+    lifetimes.sort_unstable();
+    lifetimes.dedup();
+    assert!(lifetimes.len() > 1, "jitter spreads the expiries: {lifetimes:?}");
 }
