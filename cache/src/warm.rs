@@ -129,7 +129,7 @@ impl fmt::Display for WarmOutcome {
 /// given, and counts.
 ///
 /// `Display` prints the counts (`12 keys: 10 loaded, 1 skipped, 1 failed`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub struct WarmReport {
     outcomes: Vec<(String, WarmOutcome)>,
@@ -143,7 +143,8 @@ impl WarmReport {
         self.outcomes.iter().map(|(k, o)| (k.as_str(), o))
     }
 
-    /// The outcome of `key`, if it was among the keys.
+    /// The outcome of `key`, if it was among the keys. A linear search: to go through many
+    /// keys, use [`iter`](Self::iter).
     pub fn get(&self, key: &str) -> Option<&WarmOutcome> {
         self.outcomes.iter().find(|(k, _)| k == key).map(|(_, o)| o)
     }
@@ -210,6 +211,10 @@ impl Cache {
     /// Loads `keys` into the cache ahead of traffic: for each distinct key, calls `loader` with
     /// it and stores the `Ok` value. Returns what happened to every key; one key's failure
     /// (an `Err`, a panic, a failed store) does not stop the others.
+    ///
+    /// `keys` is any iterator of `Into<String>` (`&str`, `String`, `&String`, ...). `loader`
+    /// gets the owned key and returns a future of `Result<T, E>` with `E: Display`: a closure
+    /// returning an `async move` block, or an `async |key: String| ...` closure.
     ///
     /// - At most [`concurrency`](WarmOptions::concurrency) keys are in progress at a time. The
     ///   loads run concurrently inside the returned future (no task is spawned), so `loader`
@@ -283,7 +288,7 @@ impl Cache {
             .collect();
         drop(seen);
 
-        let mut outcomes: Vec<(String, WarmOutcome)> = if self.options().enabled {
+        let outcomes: Vec<(String, WarmOutcome)> = if self.options().enabled {
             let loader = &loader;
             let mut done: Vec<(usize, String, WarmOutcome)> =
                 futures::stream::iter(keys.into_iter().enumerate())
@@ -301,7 +306,6 @@ impl Cache {
                 .map(|k| (k, WarmOutcome::Skipped))
                 .collect()
         };
-        outcomes.shrink_to_fit();
         let report = WarmReport {
             outcomes,
             elapsed: started.elapsed(),

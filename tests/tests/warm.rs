@@ -86,9 +86,16 @@ async fn loads_every_key(cache: Cache) {
     assert_eq!(report.len(), 20, "{name}");
     assert_eq!(report.loaded(), 20, "{name}: {report}");
     assert!(report.all_ok(), "{name}");
-    assert_eq!(report.to_string(), "20 keys: 20 loaded, 0 skipped, 0 failed");
+    assert_eq!(
+        report.to_string(),
+        "20 keys: 20 loaded, 0 skipped, 0 failed"
+    );
     let order: Vec<&str> = report.iter().map(|(k, _)| k).collect();
-    assert_eq!(order, keys("all", 20), "{name}: the order the keys were given");
+    assert_eq!(
+        order,
+        keys("all", 20),
+        "{name}: the order the keys were given"
+    );
     for key in keys("all", 20) {
         assert_eq!(
             cache.get::<String>(&key).await.expect("get"),
@@ -123,7 +130,11 @@ async fn skip_existing_does_not_call_the_loader(cache: Cache) {
         .warm(&all, loader, WarmOptions::default().skip_existing(true))
         .await
         .expect("warm");
-    assert_eq!(runs.get(), 2, "{name}: only the two missing keys are loaded");
+    assert_eq!(
+        runs.get(),
+        2,
+        "{name}: only the two missing keys are loaded"
+    );
     assert_eq!((report.loaded(), report.skipped()), (2, 4), "{name}");
     for key in &all[..4] {
         assert!(
@@ -177,7 +188,11 @@ async fn one_failing_key_does_not_stop_the_others(cache: Cache) {
         .await
         .expect("warm");
 
-    assert_eq!((report.loaded(), report.failed()), (6, 2), "{name}: {report}");
+    assert_eq!(
+        (report.loaded(), report.failed()),
+        (6, 2),
+        "{name}: {report}"
+    );
     assert!(!report.all_ok(), "{name}");
     match report.get("fail:2") {
         Some(WarmOutcome::LoadFailed(message)) => assert_eq!(message, "no row for fail:2"),
@@ -273,7 +288,8 @@ async fn warmed_values_expire_with_the_ttl(cache: Cache) {
     let report = cache
         .warm(
             ["long"],
-            |key: String| async move { Ok::<_, String>(key) },
+            // An async closure works as a loader too.
+            async |key: String| Ok::<_, String>(key),
             WarmOptions::default().ttl(Ttl::Never),
         )
         .await
@@ -283,7 +299,11 @@ async fn warmed_values_expire_with_the_ttl(cache: Cache) {
     // 300 ms with at most 10 % jitter (reads go by the expiry in the value, also on
     // memcached, whose server counts whole seconds).
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(cache.get::<String>("short").await.expect("get"), None, "{name}");
+    assert_eq!(
+        cache.get::<String>("short").await.expect("get"),
+        None,
+        "{name}"
+    );
     assert_eq!(
         cache.get::<String>("long").await.expect("get"),
         Some("long".to_owned()),
@@ -384,7 +404,11 @@ async fn redis_not_answering_is_reported_per_key() {
 
     let checked = tokio::time::timeout(
         Duration::from_secs(20),
-        cache.warm(keys("down", 10), loader, WarmOptions::default().skip_existing(true)),
+        cache.warm(
+            keys("down", 10),
+            loader,
+            WarmOptions::default().skip_existing(true),
+        ),
     )
     .await
     .expect("the warm-up ends")
@@ -504,5 +528,8 @@ async fn redis_warmed_values_are_stored_like_fills() {
     }
     lifetimes.sort_unstable();
     lifetimes.dedup();
-    assert!(lifetimes.len() > 1, "jitter spreads the expiries: {lifetimes:?}");
+    assert!(
+        lifetimes.len() > 1,
+        "jitter spreads the expiries: {lifetimes:?}"
+    );
 }
