@@ -21,8 +21,8 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, RedisError, TlsCertificates, Value};
 use tokio::sync::OnceCell;
 
-use super::CacheBackend;
 use super::glob;
+use super::{CacheBackend, LockAttempt};
 use crate::config::{ServerUrl, scrub};
 use crate::error::{BackendError, CacheError};
 
@@ -723,26 +723,15 @@ impl CacheBackend for RedisBackend {
         value: &[u8],
         ttl: Option<Duration>,
     ) -> Result<(), BackendError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.inner.key(key)).arg(value);
-        if let Some(ttl) = ttl {
-            cmd.arg("PX").arg(ttl_ms(ttl));
-        }
-        self.inner.query::<()>(&cmd).await
+        self.inner
+            .query::<()>(&set_command(&self.inner, key, value, ttl))
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool, BackendError> {
         let n: u64 = self
             .inner
             .query(redis::cmd("DEL").arg(self.inner.key(key)))
-            .await?;
-        Ok(n > 0)
-    }
-
-    async fn exists(&self, key: &str) -> Result<bool, BackendError> {
-        let n: u64 = self
-            .inner
-            .query(redis::cmd("EXISTS").arg(self.inner.key(key)))
             .await?;
         Ok(n > 0)
     }
@@ -859,33 +848,68 @@ impl CacheBackend for RedisBackend {
         self.inner.scan_delete(None).await
     }
 
-    /// `SET <prefix><key>\0lock <token> NX PX <ttl>`: the lock lives beside the value and
-    /// expires by itself if its holder dies.
-    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {
-        let reply: Option<String> = self
-            .inner
-            .query(
-                redis::cmd("SET")
-                    .arg(lock_key(&self.inner, key))
-                    .arg(token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms(ttl)),
-            )
-            .await?;
-        Ok(reply.is_some())
+    /// `SET <prefix><key>\0lock <token> NX PX <ttl>`, then `GET <prefix><key>`, pipelined:
+    /// the lock lives beside the value and expires by itself if its holder dies. The read comes
+    /// after the lock in the same pipeline, so a holder that stored the value and released the
+    /// lock before this attempt took it is always seen. A Cluster may keep the two keys on
+    /// different nodes, so there they are sent one after the other.
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<LockAttempt, BackendError> {
+        let token = format!("{:032x}", rand::random::<u128>());
+        let mut lock = redis::cmd("SET");
+        lock.arg(lock_key(&self.inner, key))
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms(ttl));
+        let mut read = redis::cmd("GET");
+        read.arg(self.inner.key(key));
+        let (taken, value): (Option<String>, Option<Vec<u8>>) = if self.inner.is_cluster() {
+            let taken = self.inner.query(&lock).await?;
+            (taken, self.inner.query(&read).await?)
+        } else {
+            let mut pipe = redis::pipe();
+            pipe.add_command(lock).add_command(read);
+            let mut conn = self.inner.conn().await?;
+            self.inner.bounded(pipe.query_async(&mut conn)).await?
+        };
+        Ok(LockAttempt {
+            token: taken.map(|_| token),
+            value,
+        })
     }
 
     /// Compare-and-delete in one script, so a lock that expired and was taken by another
     /// holder is never released by the old one.
     async fn unlock(&self, key: &str, token: &str) -> Result<(), BackendError> {
-        let mut conn = self.inner.conn().await?;
-        let mut invocation = UNLOCK.key(lock_key(&self.inner, key));
-        invocation.arg(token);
         self.inner
-            .bounded(invocation.invoke_async::<u64>(&mut conn))
+            .query::<u64>(&unlock_command(&self.inner, key, token))
             .await
             .map(drop)
+    }
+
+    /// `SET` and the unlock script in one pipeline (one after the other on a Cluster, where the
+    /// value and its lock may live on different nodes and the value must land first).
+    async fn set_and_unlock(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        token: &str,
+    ) -> Result<(), BackendError> {
+        let store = set_command(&self.inner, key, value, ttl);
+        let unlock = unlock_command(&self.inner, key, token);
+        if self.inner.is_cluster() {
+            let stored = self.inner.query::<()>(&store).await;
+            let unlocked = self.inner.query::<u64>(&unlock).await.map(drop);
+            return stored.and(unlocked);
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(store)
+            .ignore()
+            .add_command(unlock)
+            .ignore();
+        let mut conn = self.inner.conn().await?;
+        self.inner.bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
     async fn ping(&self) -> Result<Duration, BackendError> {
@@ -900,12 +924,29 @@ impl CacheBackend for RedisBackend {
     }
 }
 
-/// Deletes the lock only if it still holds the caller's token.
-static UNLOCK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
-    )
-});
+/// Deletes the lock only if it still holds the caller's token. Sent as `EVAL` with its text,
+/// not `EVALSHA`: the server caches the compiled script by itself, and a server that restarted
+/// or failed over never answers `NOSCRIPT`, which would cost two more round trips.
+const UNLOCK_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+fn unlock_command(inner: &Inner, key: &str, token: &str) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(UNLOCK_SCRIPT)
+        .arg(1)
+        .arg(lock_key(inner, key))
+        .arg(token);
+    cmd
+}
+
+/// `SET key value [PX ms]`.
+fn set_command(inner: &Inner, key: &str, value: &[u8], ttl: Option<Duration>) -> Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(inner.key(key)).arg(value);
+    if let Some(ttl) = ttl {
+        cmd.arg("PX").arg(ttl_ms(ttl));
+    }
+    cmd
+}
 
 /// What ends the key of a fill lock.
 const LOCK_SUFFIX: &str = "\0lock";
