@@ -117,6 +117,25 @@ async fn the_proxy_black_holes_and_resets() {
         "the server itself still answers"
     );
 
+    // Memcached's client drops a connection that timed out, so this one is fresh: forwarded
+    // again, then reset while open.
+    let memcached = MemcachedServer::start();
+    let proxy_mc = Proxy::start(&memcached.addr()).await;
+    let mc = MemcachedBackend::builder([proxy_mc.addr()])
+        .pool_size(1)
+        .op_timeout(Duration::from_millis(300))
+        .build()
+        .expect("build");
+    mc.set("k", b"v", None)
+        .await
+        .expect("set through the proxy");
+    proxy_mc.set_mode(Mode::Reset);
+    let err = mc.get("k").await.expect_err("the open connection is reset");
+    assert!(
+        matches!(err, lexigram_cache::BackendError::Connection(_)),
+        "a reset is a connection error, not a timeout: {err:?}"
+    );
+
     proxy.set_mode(Mode::Reset);
     let mut raw = tokio::net::TcpStream::connect(proxy.addr())
         .await
