@@ -554,16 +554,31 @@ impl Cache {
                 );
             }
             Store::Remote(b) => {
-                let bytes = self.envelope(key, value, ttl, version, compute, keep)?;
-                // The server keeps the value through its stale window; saturating, because
-                // "never" is the longest window. The backend clamps to what its server can store.
-                let backend_ttl = ttl.map(|t| t.saturating_add(keep.unwrap_or_default()));
+                let (bytes, backend_ttl) =
+                    self.encode_remote(key, value, ttl, version, compute, keep)?;
                 self.remote("set", key, b.set(key, &bytes, backend_ttl))
                     .await?;
             }
         }
         self.count(Counter::Sets);
         Ok(())
+    }
+
+    /// The bytes a remote backend stores for `value`, and the ttl it stores them with.
+    fn encode_remote<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+        version: u32,
+        compute: Duration,
+        keep: Option<Duration>,
+    ) -> Result<(Vec<u8>, Option<Duration>), CacheError> {
+        let bytes = self.envelope(key, value, ttl, version, compute, keep)?;
+        // The server keeps the value through its stale window; saturating, because "never" is
+        // the longest window. The backend clamps to what its server can store.
+        let backend_ttl = ttl.map(|t| t.saturating_add(keep.unwrap_or_default()));
+        Ok((bytes, backend_ttl))
     }
 
     fn serialize<T: CacheValue>(&self, key: &str, value: &T) -> Result<Vec<u8>, CacheError> {
@@ -937,8 +952,12 @@ impl Cache {
         loop {
             let rx = match self.inner.flights.join(key) {
                 Join::Leader(leader) => {
-                    // A previous leader may have stored the value after our read.
-                    if let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await {
+                    // A previous leader may have stored the value after our read. The fill
+                    // lock's attempt reads the value again in its own round trip; without the
+                    // lock, read here.
+                    if !self.locks(policy)
+                        && let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await
+                    {
                         leader.publish(Arc::new(v.clone()), false);
                         return Ok(v);
                     }
@@ -1075,9 +1094,7 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let mut lock = None;
-        if policy.lock
-            && let Store::Remote(backend) = &self.inner.store
-        {
+        if let (true, Store::Remote(backend)) = (self.locks(policy), &self.inner.store) {
             match self
                 .acquire_lock(backend.as_ref(), key, version, policy)
                 .await
@@ -1095,35 +1112,50 @@ impl Cache {
         let started = Instant::now();
         let result = single_flight::scoped(self.id(), key, init()).await;
         self.count_in(policy, Counter::Fills);
-        let out = match result {
+        match result {
             Ok(v) => {
-                self.store_quietly(key, &v, ttl, version, started.elapsed(), policy)
-                    .await;
+                let compute = started.elapsed();
+                match lock {
+                    Some(guard) => {
+                        self.store_and_release(guard, key, &v, ttl, version, compute, policy)
+                            .await;
+                    }
+                    None => {
+                        self.store_quietly(key, &v, ttl, version, compute, policy)
+                            .await;
+                    }
+                }
                 Ok(Produced {
                     value: v,
                     stale: false,
                 })
             }
-            Err(e) => match stale {
-                Some(v) if policy.stale_if_error.is_some() => {
-                    self.count_in(policy, Counter::StaleServed);
-                    tracing::warn!(
-                        cache = %self.inner.name,
-                        key = short_key(key),
-                        "the body failed; serving the expired value (stale_if_error)"
-                    );
-                    Ok(Produced {
-                        value: v,
-                        stale: true,
-                    })
+            Err(e) => {
+                if let Some(guard) = lock {
+                    guard.release().await;
                 }
-                _ => Err(e),
-            },
-        };
-        if let Some(guard) = lock {
-            guard.release().await;
+                match stale {
+                    Some(v) if policy.stale_if_error.is_some() => {
+                        self.count_in(policy, Counter::StaleServed);
+                        tracing::warn!(
+                            cache = %self.inner.name,
+                            key = short_key(key),
+                            "the body failed; serving the expired value (stale_if_error)"
+                        );
+                        Ok(Produced {
+                            value: v,
+                            stale: true,
+                        })
+                    }
+                    _ => Err(e),
+                }
+            }
         }
-        out
+    }
+
+    /// Whether a fill under `policy` takes the backend's fill lock.
+    fn locks(&self, policy: &FillPolicy) -> bool {
+        policy.lock && matches!(self.inner.store, Store::Remote(_))
     }
 
     /// Takes the backend's fill lock, or waits for the holder's value. Gives up after
@@ -1135,59 +1167,80 @@ impl Cache {
         version: u32,
         policy: &FillPolicy,
     ) -> Acquired<T> {
-        let token = format!("{:032x}", rand::random::<u128>());
         // `None`: a wait too long to represent, that is no deadline.
         let deadline = Instant::now().checked_add(self.inner.options.lock_wait);
         let mut backoff = Duration::from_millis(2);
         let mut waited = false;
         loop {
-            match self
-                .guarded(
-                    "lock",
-                    backend.try_lock(key, &token, self.inner.options.lock_ttl),
-                )
+            let attempt = match self
+                .guarded("lock", backend.try_lock(key, self.inner.options.lock_ttl))
                 .await
             {
-                Ok(true) => {
-                    let guard = LockGuard {
-                        cache: self.clone(),
-                        key: key.to_owned(),
-                        token,
-                        released: false,
-                    };
-                    // The holder before us may have stored the value just before releasing.
-                    if waited && let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await
-                    {
-                        guard.release().await;
-                        return Acquired::Value(v);
-                    }
-                    return Acquired::Lock(guard);
-                }
-                Ok(false) => {
-                    if !waited {
-                        waited = true;
-                        self.count_in(policy, Counter::Coalesced);
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(50));
-                    if let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await {
-                        return Acquired::Value(v);
-                    }
-                    if deadline.is_some_and(|at| Instant::now() >= at) {
-                        tracing::warn!(
-                            cache = %self.inner.name,
-                            key = short_key(key),
-                            waited = ?self.inner.options.lock_wait,
-                            "another process holds the fill lock for too long; running the body here"
-                        );
-                        return Acquired::Nothing;
-                    }
-                }
+                Ok(attempt) => attempt,
                 Err(e) => {
                     tracing::debug!(cache = %self.inner.name, error = %e, "no fill lock; running the body");
                     return Acquired::Nothing;
                 }
+            };
+            let guard = attempt.token.map(|token| LockGuard {
+                cache: self.clone(),
+                key: key.to_owned(),
+                token,
+                released: false,
+            });
+            // The value read with the attempt: the holder before us (another process, or a
+            // leader of this one) stored it meanwhile.
+            if let Some(bytes) = attempt.value
+                && let Found::Fresh(v, _) = self.decode::<T>(key, &bytes, version)
+            {
+                if let Some(guard) = guard {
+                    guard.release().await;
+                }
+                return Acquired::Value(v);
             }
+            if let Some(guard) = guard {
+                return Acquired::Lock(guard);
+            }
+            if !waited {
+                waited = true;
+                self.count_in(policy, Counter::Coalesced);
+            }
+            if deadline.is_some_and(|at| Instant::now() >= at) {
+                tracing::warn!(
+                    cache = %self.inner.name,
+                    key = short_key(key),
+                    waited = ?self.inner.options.lock_wait,
+                    "another process holds the fill lock for too long; running the body here"
+                );
+                return Acquired::Nothing;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Stores a filled value and releases the fill lock in one backend call. A value that is
+    /// not to be stored (a zero ttl) or cannot be encoded only releases the lock.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_and_release<T: CacheValue>(
+        &self,
+        guard: LockGuard,
+        key: &str,
+        value: &T,
+        ttl: Option<Option<Duration>>,
+        version: u32,
+        compute: Duration,
+        policy: &FillPolicy,
+    ) {
+        let Some(ttl) = ttl else {
+            guard.release().await;
+            return;
+        };
+        let ttl = ttl.map(|t| early::jittered(t, self.inner.options.ttl_jitter, rand::random()));
+        // Encoding errors were logged and counted where they happened.
+        match self.encode_remote(key, value, ttl, version, compute, policy.stale_if_error) {
+            Ok((bytes, backend_ttl)) => guard.store_and_release(&bytes, backend_ttl).await,
+            Err(_) => guard.release().await,
         }
     }
 
@@ -1239,8 +1292,8 @@ enum Acquired<T> {
 }
 
 /// A held fill lock. Released explicitly after the fill; if the fill's future is dropped
-/// first, the release is spawned, so a cancelled caller does not make others wait for the
-/// lock's ttl.
+/// first (while the body runs, or before the release got its answer), the release is spawned,
+/// so a cancelled caller does not make others wait for the lock's ttl.
 struct LockGuard {
     cache: Cache,
     key: String,
@@ -1250,8 +1303,28 @@ struct LockGuard {
 
 impl LockGuard {
     async fn release(mut self) {
-        self.released = true;
         self.cache.unlock_quietly(&self.key, &self.token).await;
+        self.released = true;
+    }
+
+    /// Stores the value and releases the lock in one backend call; a failed call is logged and
+    /// counted as a failed store, and the release is tried again on its own.
+    async fn store_and_release(mut self, bytes: &[u8], ttl: Option<Duration>) {
+        let cache = self.cache.clone();
+        let Store::Remote(backend) = &cache.inner.store else {
+            return;
+        };
+        let stored = cache
+            .remote(
+                "set",
+                &self.key,
+                backend.set_and_unlock(&self.key, bytes, ttl, &self.token),
+            )
+            .await;
+        if stored.is_ok() {
+            cache.count(Counter::Sets);
+            self.released = true;
+        }
     }
 }
 

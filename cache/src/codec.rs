@@ -17,7 +17,7 @@
 //! | 44.. | payload |
 //!
 //! Bytes are only ever decoded as the type that wrote them: a wrong magic, an unknown format,
-//! a newer envelope version, a different fingerprint or a payload that does not decode is a
+//! an unknown or newer envelope version, a different fingerprint or a payload that does not decode is a
 //! [`MissReason`], which the cache treats as a miss (and the next fill overwrites the key).
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -91,6 +91,11 @@ pub enum MissReason {
     /// Written by a newer build with an envelope layout this one cannot read.
     #[error("envelope version {0} is newer than this build reads ({ENVELOPE_VERSION})")]
     NewerVersion(u8),
+    /// A version no build writes (0): the bytes only look like an envelope.
+    #[error(
+        "envelope version {0} is not one any build of lexigram-cache writes: the key holds something else"
+    )]
+    UnknownVersion(u8),
     /// The format id is unknown.
     #[error("unknown value format id {0}")]
     UnknownFormat(u8),
@@ -168,8 +173,10 @@ impl Envelope<'_> {
         if bytes.len() < HEADER_LEN {
             return Err(truncated);
         }
-        if bytes[1] > ENVELOPE_VERSION || bytes[1] == 0 {
-            return Err(MissReason::NewerVersion(bytes[1]));
+        match bytes[1] {
+            0 => return Err(MissReason::UnknownVersion(0)),
+            v if v > ENVELOPE_VERSION => return Err(MissReason::NewerVersion(v)),
+            _ => {}
         }
         let format = Format::from_id(bytes[2]).ok_or(MissReason::UnknownFormat(bytes[2]))?;
         let u64_at = |at: usize| {
@@ -282,6 +289,11 @@ mod tests {
             Envelope::decode::<User>(&newer, fp).expect_err("a miss reason"),
             MissReason::NewerVersion(ENVELOPE_VERSION + 1)
         );
+        let mut zero = good.clone();
+        zero[1] = 0;
+        let reason = Envelope::decode::<User>(&zero, fp).expect_err("a miss reason");
+        assert_eq!(reason, MissReason::UnknownVersion(0));
+        assert!(!reason.to_string().contains("newer"), "{reason}");
         let mut fmt = good.clone();
         fmt[2] = 9;
         assert_eq!(

@@ -6,12 +6,21 @@ use std::time::Duration;
 ///
 /// Backends return this; [`Cache`](crate::Cache) wraps it in [`CacheError::Backend`] together
 /// with the cache's name, so a message says which backend failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
     /// The server could not be reached or the connection broke.
     #[error("connection failed: {0}; check that the server is running and the address is right")]
     Connection(String),
+    /// The server refused this client: a wrong or missing password, or a user without the
+    /// rights the cache needs. The message says what to change.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The server was reached but the connection could not be set up: a failed TLS handshake,
+    /// a database that does not exist, a server that is not of the configured kind. The
+    /// message says what to change.
+    #[error("{0}")]
+    Setup(String),
     /// The operation did not finish within its timeout.
     #[error("operation timed out after {0:?}; the server is slow or unreachable")]
     Timeout(Duration),

@@ -18,13 +18,13 @@ pub async fn check_basics(b: &dyn CacheBackend, ns: &str) {
 
     // get/set/exists/delete
     assert_eq!(b.get(&k("missing")).await.expect("get"), None);
-    assert!(!b.exists(&k("missing")).await.expect("exists"));
+    assert!(b.get(&k("missing")).await.expect("get").is_none());
     b.set(&k("a"), b"alpha", None).await.expect("set");
     assert_eq!(
         b.get(&k("a")).await.expect("get").as_deref(),
         Some(&b"alpha"[..])
     );
-    assert!(b.exists(&k("a")).await.expect("exists"));
+    assert!(b.get(&k("a")).await.expect("get").is_some());
     b.set(&k("a"), b"", Some(Duration::from_secs(60)))
         .await
         .expect("overwrite with empty value");
@@ -80,14 +80,14 @@ pub async fn check_listing(b: &dyn CacheBackend, ns: &str) {
             .expect("delete_pattern ?"),
         5
     );
-    assert!(b.exists(&k("user:10")).await.expect("exists"));
+    assert!(b.get(&k("user:10")).await.expect("get").is_some());
     assert_eq!(
         b.delete_pattern(&k("user:*"))
             .await
             .expect("delete_pattern *"),
         1
     );
-    assert!(b.exists(&k("order:1")).await.expect("exists"));
+    assert!(b.get(&k("order:1")).await.expect("get").is_some());
 
     // clear removes what this backend wrote
     let before = b.clear().await.expect("clear");

@@ -20,4 +20,5 @@ impl RunCounter {
 }
 
 pub mod conformance;
+pub mod proxy;
 pub mod servers;

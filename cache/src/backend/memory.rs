@@ -555,11 +555,6 @@ impl CacheBackend for MemoryBackend {
         Ok(self.remove(key))
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, BackendError> {
-        let now = self.inner.clock.now_ms();
-        Ok(self.entry(key).is_some_and(|e| e.expires_at > now))
-    }
-
     async fn delete_pattern(&self, pattern: &str) -> Result<u64, BackendError> {
         Ok(self.remove_matching(pattern))
     }

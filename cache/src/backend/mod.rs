@@ -54,11 +54,6 @@ pub trait CacheBackend: Send + Sync + 'static {
     /// Removes `key`. `Ok(true)` if something was removed.
     async fn delete(&self, key: &str) -> Result<bool, BackendError>;
 
-    /// Whether `key` holds an unexpired value.
-    async fn exists(&self, key: &str) -> Result<bool, BackendError> {
-        Ok(self.get(key).await?.is_some())
-    }
-
     /// The values of several keys, in the order of `keys`. The default calls [`get`](Self::get)
     /// for each; network backends override it with one round trip.
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
@@ -113,22 +108,52 @@ pub trait CacheBackend: Send + Sync + 'static {
     /// Checks that the store answers; returns the round-trip time.
     async fn ping(&self) -> Result<Duration, BackendError>;
 
-    /// Takes the distributed fill lock of `key` for `ttl` if nobody holds it, marking it with
-    /// `token`; `Ok(false)` when another holder has it. Stores shared between processes
-    /// implement this so that one process fills a cold key while the others wait. The default
-    /// always grants the lock: a store private to one process needs no more than the
-    /// in-process single flight that [`Cache`](crate::Cache) already does.
-    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {
-        let _ = (key, token, ttl);
-        Ok(true)
+    /// Takes the distributed fill lock of `key` for `ttl` if nobody holds it, and reads the
+    /// value of `key` after that, in one round trip where the store allows it. Stores shared
+    /// between processes implement this so that one process fills a cold key while the others
+    /// wait; the value read tells a waiter (and a holder that came after another) that the fill
+    /// is done. The default grants every lock and only reads: a store private to one process
+    /// needs no more than the in-process single flight that [`Cache`](crate::Cache) already
+    /// does.
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<LockAttempt, BackendError> {
+        let _ = ttl;
+        Ok(LockAttempt {
+            token: Some(String::new()),
+            value: self.get(key).await?,
+        })
     }
 
-    /// Releases the fill lock of `key` if it is still marked with `token` (a lock that expired
-    /// and was taken by someone else is left alone).
+    /// Releases the fill lock of `key` if it is still the one `token` was handed out for (a lock
+    /// that expired and was taken by someone else is left alone).
     async fn unlock(&self, key: &str, token: &str) -> Result<(), BackendError> {
         let _ = (key, token);
         Ok(())
     }
+
+    /// Stores `value` under `key` (as [`set`](Self::set)), then releases the fill lock as
+    /// [`unlock`](Self::unlock) does, in one round trip where the store allows it. The lock is
+    /// released even when the store fails; the error is the store's.
+    async fn set_and_unlock(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        token: &str,
+    ) -> Result<(), BackendError> {
+        let stored = self.set(key, value, ttl).await;
+        let unlocked = self.unlock(key, token).await;
+        stored.and(unlocked)
+    }
+}
+
+/// What one [`try_lock`](CacheBackend::try_lock) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockAttempt {
+    /// `Some` when this attempt took the lock: what to hand back to
+    /// [`unlock`](CacheBackend::unlock). `None` when another holder has it.
+    pub token: Option<String>,
+    /// The value under the key, read after the lock was tried.
+    pub value: Option<Vec<u8>>,
 }
 
 /// Forwards every method through a smart pointer, so `Arc<B>` and `Box<dyn CacheBackend>` are
@@ -153,9 +178,6 @@ macro_rules! forward_backend {
             }
             async fn delete(&self, key: &str) -> Result<bool, BackendError> {
                 (**self).delete(key).await
-            }
-            async fn exists(&self, key: &str) -> Result<bool, BackendError> {
-                (**self).exists(key).await
             }
             async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
                 (**self).get_many(keys).await
@@ -185,13 +207,21 @@ macro_rules! forward_backend {
             async fn try_lock(
                 &self,
                 key: &str,
-                token: &str,
                 ttl: Duration,
-            ) -> Result<bool, BackendError> {
-                (**self).try_lock(key, token, ttl).await
+            ) -> Result<LockAttempt, BackendError> {
+                (**self).try_lock(key, ttl).await
             }
             async fn unlock(&self, key: &str, token: &str) -> Result<(), BackendError> {
                 (**self).unlock(key, token).await
+            }
+            async fn set_and_unlock(
+                &self,
+                key: &str,
+                value: &[u8],
+                ttl: Option<Duration>,
+                token: &str,
+            ) -> Result<(), BackendError> {
+                (**self).set_and_unlock(key, value, ttl, token).await
             }
         }
     };

@@ -22,7 +22,7 @@ use self::keys::WireKey;
 use self::pool::{Server, Tls};
 use self::protocol::Reply;
 use self::ring::Ring;
-use super::CacheBackend;
+use super::{CacheBackend, LockAttempt};
 use crate::error::{BackendError, CacheError};
 
 /// memcached reads an expiry above 30 days as a Unix time, not as seconds from now.
@@ -319,6 +319,15 @@ impl Inner {
         &self.servers[self.ring.pick(wk.encoded.as_bytes())]
     }
 
+    /// The wire keys of `key` and of its fill lock, and the server that holds both: the lock
+    /// goes where the value goes, so that one round trip reaches both.
+    fn with_lock(&self, key: &str) -> (WireKey, WireKey, &Server) {
+        let wk = WireKey::new(&self.prefix, key);
+        let lock = WireKey::new(&self.prefix, &lock_name(key));
+        let server = self.server(&wk);
+        (wk, lock, server)
+    }
+
     /// One exchange with `server` under the operation timeout.
     async fn exchange(
         &self,
@@ -486,24 +495,6 @@ impl CacheBackend for MemcachedBackend {
         }
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, BackendError> {
-        let inner = &*self.inner;
-        let wk = WireKey::new(&inner.prefix, key);
-        // A hashed key must be read whole to tell it from another key with the same hash.
-        if wk.full.is_some() {
-            return Ok(self.get(key).await?.is_some());
-        }
-        let server = inner.server(&wk);
-        let mut req = Vec::new();
-        protocol::exists(&mut req, &wk.encoded);
-        match inner.exchange(server, &req, 1).await?.pop() {
-            Some(Reply::Stored) => Ok(true),
-            Some(Reply::Miss) => Ok(false),
-            Some(other) => Err(inner.unexpected(server, other)),
-            None => Err(BackendError::Protocol("no reply".into())),
-        }
-    }
-
     /// One pipelined round trip per server (`mg` for each key, then `mn`). Keys on a server
     /// that fails are misses, unless every server failed: then the error is returned.
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
@@ -637,50 +628,78 @@ impl CacheBackend for MemcachedBackend {
         })
     }
 
-    /// `ms <lock key> ... ME` (add): only one client can create the lock item; it expires by
-    /// itself (whole seconds, at least 1) if its holder dies.
-    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {
+    /// `ms <lock key> ... ME c` (add), then `mg <key>`, in one round trip to the server of
+    /// the value: only one client can create the lock item, which expires by itself (whole
+    /// seconds, at least 1) if its holder dies. The lock's token is the item's CAS id, so
+    /// releasing it needs no read first.
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<LockAttempt, BackendError> {
         let inner = &*self.inner;
-        let wk = WireKey::new(&inner.prefix, &lock_name(key));
-        let server = inner.server(&wk);
+        let (wk, lock, server) = inner.with_lock(key);
         let mut req = Vec::new();
+        // The item's data only helps whoever looks at the server; the CAS id is the token.
         protocol::add(
             &mut req,
-            &wk.encoded,
-            &wk.frame(token.as_bytes()),
+            &lock.encoded,
+            &lock.frame(b"1"),
             exptime(Some(ttl)),
         );
-        match inner.exchange(server, &req, 1).await?.pop() {
-            Some(Reply::Stored) => Ok(true),
-            Some(Reply::NotStored) => Ok(false),
-            Some(other) => Err(inner.unexpected(server, other)),
-            None => Err(BackendError::Protocol("no reply".into())),
-        }
-    }
-
-    /// Reads the lock with its CAS id and deletes it with that id only if it holds `token`.
-    async fn unlock(&self, key: &str, token: &str) -> Result<(), BackendError> {
-        let inner = &*self.inner;
-        let wk = WireKey::new(&inner.prefix, &lock_name(key));
-        let server = inner.server(&wk);
-        let mut req = Vec::new();
-        protocol::get_cas(&mut req, &wk.encoded);
-        let (stored, cas) = match inner.exchange(server, &req, 1).await?.pop() {
-            Some(Reply::ValueCas(v, cas)) => (v, cas),
-            Some(Reply::Miss) => return Ok(()),
+        protocol::get(&mut req, &wk.encoded);
+        let mut replies = inner.exchange(server, &req, 2).await?.into_iter();
+        let token = match replies.next() {
+            Some(Reply::StoredCas(cas)) => Some(cas.to_string()),
+            Some(Reply::NotStored) => None,
             Some(other) => return Err(inner.unexpected(server, other)),
             None => return Err(BackendError::Protocol("no reply".into())),
         };
-        if wk.unframe(stored).as_deref() != Some(token.as_bytes()) {
+        let value = match replies.next() {
+            Some(Reply::Value(v)) => wk.unframe(v),
+            Some(Reply::Miss) => None,
+            Some(other) => return Err(inner.unexpected(server, other)),
+            None => return Err(BackendError::Protocol("no reply".into())),
+        };
+        Ok(LockAttempt { token, value })
+    }
+
+    /// `md <lock key> C<cas>`: deletes the lock only if it is still the item this holder
+    /// created (one that expired and was created again has another CAS id).
+    async fn unlock(&self, key: &str, token: &str) -> Result<(), BackendError> {
+        let inner = &*self.inner;
+        let Ok(cas) = token.parse::<u64>() else {
+            // Not a token `try_lock` handed out: there is no lock of ours to release.
             return Ok(());
-        }
+        };
+        let (_, lock, server) = inner.with_lock(key);
         let mut req = Vec::new();
-        protocol::delete_cas(&mut req, &wk.encoded, cas);
-        match inner.exchange(server, &req, 1).await?.pop() {
-            Some(Reply::Stored | Reply::NotFound | Reply::Exists) => Ok(()),
+        protocol::delete_cas(&mut req, &lock.encoded, cas);
+        let reply = inner.exchange(server, &req, 1).await?.pop();
+        check_unlocked(inner, server, reply)
+    }
+
+    /// `ms <key>` and `md <lock key> C<cas>` in one round trip; both keys live on the same
+    /// server, which applies them in order, so whoever takes the lock next sees the value.
+    async fn set_and_unlock(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        token: &str,
+    ) -> Result<(), BackendError> {
+        let inner = &*self.inner;
+        let Ok(cas) = token.parse::<u64>() else {
+            return self.set(key, value, ttl).await;
+        };
+        let (wk, lock, server) = inner.with_lock(key);
+        inner.check_size(&wk, value)?;
+        let mut req = Vec::with_capacity(value.len() + wk.encoded.len() + 64);
+        protocol::set(&mut req, &wk.encoded, &wk.frame(value), exptime(ttl));
+        protocol::delete_cas(&mut req, &lock.encoded, cas);
+        let mut replies = inner.exchange(server, &req, 2).await?.into_iter();
+        let stored = match replies.next() {
+            Some(Reply::Stored) => Ok(()),
             Some(other) => Err(inner.unexpected(server, other)),
             None => Err(BackendError::Protocol("no reply".into())),
-        }
+        };
+        stored.and(check_unlocked(inner, server, replies.next()))
     }
 
     /// `mn` to every server; the slowest round trip. Fails naming the first server that did
@@ -707,6 +726,20 @@ impl CacheBackend for MemcachedBackend {
 /// The key of `key`'s fill lock.
 fn lock_name(key: &str) -> String {
     format!("{key}\0lock")
+}
+
+/// The reply to a lock's compare-and-delete: gone, already gone, or another holder's by now
+/// are all fine.
+fn check_unlocked(
+    inner: &Inner,
+    server: &Server,
+    reply: Option<Reply>,
+) -> Result<(), BackendError> {
+    match reply {
+        Some(Reply::Stored | Reply::NotFound | Reply::Exists) => Ok(()),
+        Some(other) => Err(inner.unexpected(server, other)),
+        None => Err(BackendError::Protocol("no reply".into())),
+    }
 }
 
 /// The replies of a pipeline that ends with `mn`, without the final `MN`.

@@ -20,6 +20,9 @@ pub(crate) enum Reply {
     ValueCas(Vec<u8>, u64),
     /// `HD <flags>*`: success without a value.
     Stored,
+    /// `HD c<cas> <flags>*`: stored, with the new item's compare-and-swap id (asked for with
+    /// `c`).
+    StoredCas(u64),
     /// `EN`: miss.
     Miss,
     /// `NF`: not found (delete of a missing key).
@@ -82,14 +85,16 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, Desync> {
                 return Err(Desync("a value block does not end with \\r\\n".into()));
             }
             let data = buf[after_line..end].to_vec();
-            let cas = words.find_map(|w| w.strip_prefix('c').and_then(|n| n.parse::<u64>().ok()));
-            let reply = match cas {
+            let reply = match cas_flag(words) {
                 Some(cas) => Reply::ValueCas(data, cas),
                 None => Reply::Value(data),
             };
             Ok(Some((reply, end + 2)))
         }
-        "HD" => simple(Reply::Stored),
+        "HD" => simple(match cas_flag(words) {
+            Some(cas) => Reply::StoredCas(cas),
+            None => Reply::Stored,
+        }),
         "EN" if text == "EN" => simple(Reply::Miss),
         "NF" => simple(Reply::NotFound),
         "NS" => simple(Reply::NotStored),
@@ -105,6 +110,11 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, Desync> {
     }
 }
 
+/// The value of a `c<cas>` return flag among a reply's flags.
+fn cas_flag<'a>(mut flags: impl Iterator<Item = &'a str>) -> Option<u64> {
+    flags.find_map(|w| w.strip_prefix('c').and_then(|n| n.parse::<u64>().ok()))
+}
+
 /// The message after an error word and its one separating space, kept as sent.
 fn rest(text: &str, head: &str) -> String {
     let after = &text[head.len()..];
@@ -114,11 +124,6 @@ fn rest(text: &str, head: &str) -> String {
 /// `mg <key> b v`: the value of a key.
 pub(crate) fn get(out: &mut Vec<u8>, key_b64: &str) {
     line(out, format_args!("mg {key_b64} b v"));
-}
-
-/// `mg <key> b`: whether a key exists (no value sent back).
-pub(crate) fn exists(out: &mut Vec<u8>, key_b64: &str) {
-    line(out, format_args!("mg {key_b64} b"));
 }
 
 /// `ms <key> <len> b [T<ttl>]` and the data block. `ttl` 0 means no expiry.
@@ -132,19 +137,15 @@ pub(crate) fn set(out: &mut Vec<u8>, key_b64: &str, value: &[u8], ttl: u64) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// `ms <key> <len> b T<ttl> ME`: store only if the key does not exist (add).
+/// `ms <key> <len> b T<ttl> ME c`: store only if the key does not exist (add), answering
+/// with the new item's compare-and-swap id.
 pub(crate) fn add(out: &mut Vec<u8>, key_b64: &str, value: &[u8], ttl: u64) {
     line(
         out,
-        format_args!("ms {key_b64} {} b T{ttl} ME", value.len()),
+        format_args!("ms {key_b64} {} b T{ttl} ME c", value.len()),
     );
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// `mg <key> b v c`: the value and its compare-and-swap id.
-pub(crate) fn get_cas(out: &mut Vec<u8>, key_b64: &str) {
-    line(out, format_args!("mg {key_b64} b v c"));
 }
 
 /// `md <key> b C<cas>`: delete only if the item is unchanged since it was read.
@@ -189,6 +190,7 @@ mod tests {
                 out
             }
             Reply::Stored => b"HD\r\n".to_vec(),
+            Reply::StoredCas(cas) => format!("HD c{cas}\r\n").into_bytes(),
             Reply::Miss => b"EN\r\n".to_vec(),
             Reply::NotFound => b"NF\r\n".to_vec(),
             Reply::NotStored => b"NS\r\n".to_vec(),
@@ -206,6 +208,7 @@ mod tests {
             (proptest::collection::vec(any::<u8>(), 0..50), any::<u64>())
                 .prop_map(|(v, c)| Reply::ValueCas(v, c)),
             Just(Reply::Stored),
+            any::<u64>().prop_map(Reply::StoredCas),
             Just(Reply::Miss),
             Just(Reply::NotFound),
             Just(Reply::NotStored),
@@ -236,12 +239,13 @@ mod tests {
 
     #[test]
     fn known_replies_parse() {
-        let stream = b"VA 3 f0\r\nabc\r\nVA 1 c42 t-1\r\nx\r\nHD\r\nEN\r\nNF\r\nNS\r\nEX\r\nMN\r\nSERVER_ERROR out of memory\r\nCLIENT_ERROR bad data chunk\r\nERROR\r\nVA 0\r\n\r\n";
+        let stream = b"VA 3 f0\r\nabc\r\nVA 1 c42 t-1\r\nx\r\nHD c9\r\nHD\r\nEN\r\nNF\r\nNS\r\nEX\r\nMN\r\nSERVER_ERROR out of memory\r\nCLIENT_ERROR bad data chunk\r\nERROR\r\nVA 0\r\n\r\n";
         assert_eq!(
             parse_all(stream, 1).expect("valid"),
             vec![
                 Reply::Value(b"abc".to_vec()),
                 Reply::ValueCas(b"x".to_vec(), 42),
+                Reply::StoredCas(9),
                 Reply::Stored,
                 Reply::Miss,
                 Reply::NotFound,
@@ -279,11 +283,12 @@ mod tests {
         set(&mut out, "a2V5", b"v\r\nx", 30);
         set(&mut out, "a2V5", b"", 0);
         delete(&mut out, "a2V5");
-        exists(&mut out, "a2V5");
+        add(&mut out, "a2V5", b"t", 10);
+        delete_cas(&mut out, "a2V5", 7);
         noop(&mut out);
         assert_eq!(
             out,
-            b"mg a2V5 b v\r\nms a2V5 4 b T30\r\nv\r\nx\r\nms a2V5 0 b\r\n\r\nmd a2V5 b\r\nmg a2V5 b\r\nmn\r\n"
+            b"mg a2V5 b v\r\nms a2V5 4 b T30\r\nv\r\nx\r\nms a2V5 0 b\r\n\r\nmd a2V5 b\r\nms a2V5 1 b T10 ME c\r\nt\r\nmd a2V5 b C7\r\nmn\r\n"
         );
     }
 
@@ -308,7 +313,9 @@ mod tests {
             // Replies whose flags we do not read: a corrupted CAS id re-encodes shorter without
             // any frame moving, which this length check would misread.
             replies in proptest::collection::vec(
-                reply().prop_filter("no CAS", |r| !matches!(r, Reply::ValueCas(..))),
+                reply().prop_filter("no CAS", |r| {
+                    !matches!(r, Reply::ValueCas(..) | Reply::StoredCas(_))
+                }),
                 1..10,
             ),
             at in any::<prop::sample::Index>(),

@@ -21,8 +21,8 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, RedisError, TlsCertificates, Value};
 use tokio::sync::OnceCell;
 
-use super::CacheBackend;
 use super::glob;
+use super::{CacheBackend, LockAttempt};
 use crate::config::{ServerUrl, scrub};
 use crate::error::{BackendError, CacheError};
 
@@ -168,6 +168,20 @@ impl RedisBackendBuilder {
             };
             Client::Single(client.map_err(|e| bad_url(first, e))?)
         };
+        // Who connects where, for messages about the first node; the URL parsed above already.
+        let first_info = redis::IntoConnectionInfo::into_connection_info(first.expose())
+            .map_err(|e| bad_url(first, e))?;
+        let first_addr = match first_info.addr() {
+            redis::ConnectionAddr::Tcp(host, port)
+            | redis::ConnectionAddr::TcpTls { host, port, .. } => Some((host.clone(), *port)),
+            _ => None,
+        };
+        let user = first_info
+            .redis_settings()
+            .username()
+            .unwrap_or("default")
+            .to_owned();
+        let db = first_info.redis_settings().db();
         let shown = self
             .nodes
             .iter()
@@ -182,6 +196,9 @@ impl RedisBackendBuilder {
                 shown,
                 secrets,
                 tls: self.nodes.iter().any(|u| u.expose().starts_with("rediss:")),
+                first_addr,
+                user,
+                db,
                 prefix: self.prefix,
                 connect_timeout: self.connect_timeout,
                 op_timeout: self.op_timeout,
@@ -289,12 +306,18 @@ struct Inner {
     client: Client,
     conn: OnceCell<Conn>,
     /// When the last connection attempt failed, and why.
-    failed: Mutex<Option<(Instant, String)>>,
+    failed: Mutex<Option<(Instant, BackendError)>>,
     /// The URLs, redacted, for messages.
     shown: String,
     /// Passwords, scrubbed out of any message a client library produces.
     secrets: Vec<String>,
     tls: bool,
+    /// `(host, port)` of the first node, to tell a plain server from a TLS one.
+    first_addr: Option<(String, u16)>,
+    /// The ACL user the URL names (`default` without one).
+    user: String,
+    /// The database index the URL selects.
+    db: i64,
     prefix: String,
     connect_timeout: Duration,
     op_timeout: Duration,
@@ -311,7 +334,7 @@ impl Inner {
         if let Some((at, why)) = &*self.failed.lock()
             && at.elapsed() < RECONNECT_PAUSE
         {
-            return Err(BackendError::Connection(why.clone()));
+            return Err(why.clone());
         }
         self.conn
             .get_or_try_init(|| async {
@@ -321,21 +344,26 @@ impl Inner {
                         *self.failed.lock() = None;
                         return Ok(conn);
                     }
-                    Ok(Err(e)) => self.connect_message(&e),
-                    Err(_) => format!(
+                    Ok(Err(e)) => self.connect_error(&e).await,
+                    // A TLS handshake with a plain server waits for an answer that never comes.
+                    Err(_) if self.tls => self.tls_failure(None).await,
+                    Err(_) => BackendError::Connection(format!(
                         "no connection to Redis at {} within {:?}",
                         self.shown, self.connect_timeout
-                    ),
+                    )),
                 };
                 *self.failed.lock() = Some((Instant::now(), why.clone()));
-                Err(BackendError::Connection(why))
+                Err(why)
             })
             .await
             .cloned()
     }
 
+    /// Connects, then runs one real command under the configured user (a `GET` of a key under
+    /// the prefix that nothing writes): a server that wants a password, or a user without
+    /// rights on the prefix, fails here rather than at every later call.
     async fn open(&self) -> Result<Conn, RedisError> {
-        match &self.client {
+        let mut conn = match &self.client {
             Client::Single(client) => {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(self.connect_timeout))
@@ -344,23 +372,104 @@ impl Inner {
                     .set_response_timeout(None)
                     .set_number_of_retries(2)
                     .set_max_delay(Duration::from_secs(1));
-                Ok(Conn::Single(
-                    ConnectionManager::new_with_config(client.clone(), config).await?,
-                ))
+                Conn::Single(ConnectionManager::new_with_config(client.clone(), config).await?)
             }
-            Client::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
-        }
+            Client::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+        };
+        redis::cmd("GET")
+            .arg(self.key(PROBE_KEY))
+            .query_async::<Option<Vec<u8>>>(&mut conn)
+            .await?;
+        Ok(conn)
     }
 
-    fn connect_message(&self, e: &RedisError) -> String {
+    /// Why a connection attempt failed, and what to change.
+    async fn connect_error(&self, e: &RedisError) -> BackendError {
         let detail = scrub(e.to_string(), &self.secrets);
-        let hint = if self.tls && (detail.contains("certificate") || detail.contains("Certificate"))
+        let at = &self.shown;
+        if self.tls && (detail.contains("certificate") || detail.contains("Certificate")) {
+            return BackendError::Setup(format!(
+                "the TLS handshake with Redis at {at} failed: {detail}; the server's certificate \
+                 is not trusted: set `ca_file` to the CA that signed it"
+            ));
+        }
+        let user = &self.user;
+        match e.code() {
+            Some("NOAUTH") => {
+                return BackendError::Auth(format!(
+                    "Redis at {at} requires a password ({detail}): put it in `redis_url` \
+                     (redis://:PASSWORD@host:port, or redis://USER:PASSWORD@host:port for an ACL \
+                     user) or set `password`"
+                ));
+            }
+            Some("NOPERM") => {
+                let prefix = &self.prefix;
+                return BackendError::Auth(format!(
+                    "Redis at {at}: user `{user}` may not use the cache's keys or commands \
+                     ({detail}); grant it the keys under the prefix `{prefix}` and the commands \
+                     the cache sends, e.g. `ACL SETUSER {user} ~{prefix}* +@read +@write \
+                     +@keyspace +@scripting +@connection`"
+                ));
+            }
+            Some("WRONGPASS") => return self.wrong_password(&detail),
+            _ => {}
+        }
+        if e.kind() == redis::ErrorKind::AuthenticationFailed {
+            return self.wrong_password(&detail);
+        }
+        if detail.contains("DB index is out of range") {
+            return BackendError::Setup(format!(
+                "Redis at {at} has no database {}: the server has fewer `databases` (16 unless \
+                 its configuration says otherwise); use a smaller index at the end of \
+                 `redis_url`, e.g. /0",
+                self.db
+            ));
+        }
+        if matches!(
+            e.kind(),
+            redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+        ) {
+            return BackendError::Setup(format!(
+                "the server at {at} did not answer like Redis; check that `redis_url` points at \
+                 a Redis server's port"
+            ));
+        }
+        if self.tls && !e.is_connection_refusal() && (e.is_io_error() || e.is_connection_dropped())
         {
-            "; the server's certificate is not trusted: set `ca_file` to the CA that signed it"
-        } else {
-            ""
+            return self.tls_failure(Some(&detail)).await;
+        }
+        BackendError::Connection(format!("cannot connect to Redis at {at}: {detail}"))
+    }
+
+    fn wrong_password(&self, detail: &str) -> BackendError {
+        BackendError::Auth(format!(
+            "Redis at {} refused user `{}` with this password ({detail}); check the user name \
+             and password in `redis_url` (or `password`)",
+            self.shown, self.user
+        ))
+    }
+
+    /// A TLS handshake that failed (`detail`) or never finished: says whether the port answers
+    /// plain Redis instead.
+    async fn tls_failure(&self, detail: Option<&str>) -> BackendError {
+        let plain = match &self.first_addr {
+            Some((host, port)) => answers_plain_redis(host, *port).await,
+            None => false,
         };
-        format!("cannot connect to Redis at {}: {detail}{hint}", self.shown)
+        let what = match detail {
+            Some(d) => format!("failed ({d})"),
+            None => format!("did not complete within {:?}", self.connect_timeout),
+        };
+        let fix = if plain {
+            "the port answers plain Redis, not TLS: use redis:// for it, or point rediss:// at \
+             the server's tls-port"
+        } else {
+            "check that the port is the server's tls-port, or use redis:// for a plain port"
+        };
+        BackendError::Setup(format!(
+            "the TLS handshake with Redis at {} {what}; {fix}",
+            self.shown
+        ))
     }
 
     fn error(&self, e: RedisError) -> BackendError {
@@ -723,26 +832,15 @@ impl CacheBackend for RedisBackend {
         value: &[u8],
         ttl: Option<Duration>,
     ) -> Result<(), BackendError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.inner.key(key)).arg(value);
-        if let Some(ttl) = ttl {
-            cmd.arg("PX").arg(ttl_ms(ttl));
-        }
-        self.inner.query::<()>(&cmd).await
+        self.inner
+            .query::<()>(&set_command(&self.inner, key, value, ttl))
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool, BackendError> {
         let n: u64 = self
             .inner
             .query(redis::cmd("DEL").arg(self.inner.key(key)))
-            .await?;
-        Ok(n > 0)
-    }
-
-    async fn exists(&self, key: &str) -> Result<bool, BackendError> {
-        let n: u64 = self
-            .inner
-            .query(redis::cmd("EXISTS").arg(self.inner.key(key)))
             .await?;
         Ok(n > 0)
     }
@@ -859,33 +957,68 @@ impl CacheBackend for RedisBackend {
         self.inner.scan_delete(None).await
     }
 
-    /// `SET <prefix><key>\0lock <token> NX PX <ttl>`: the lock lives beside the value and
-    /// expires by itself if its holder dies.
-    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {
-        let reply: Option<String> = self
-            .inner
-            .query(
-                redis::cmd("SET")
-                    .arg(lock_key(&self.inner, key))
-                    .arg(token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms(ttl)),
-            )
-            .await?;
-        Ok(reply.is_some())
+    /// `SET <prefix><key>\0lock <token> NX PX <ttl>`, then `GET <prefix><key>`, pipelined:
+    /// the lock lives beside the value and expires by itself if its holder dies. The read comes
+    /// after the lock in the same pipeline, so a holder that stored the value and released the
+    /// lock before this attempt took it is always seen. A Cluster may keep the two keys on
+    /// different nodes, so there they are sent one after the other.
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<LockAttempt, BackendError> {
+        let token = format!("{:032x}", rand::random::<u128>());
+        let mut lock = redis::cmd("SET");
+        lock.arg(lock_key(&self.inner, key))
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms(ttl));
+        let mut read = redis::cmd("GET");
+        read.arg(self.inner.key(key));
+        let (taken, value): (Option<String>, Option<Vec<u8>>) = if self.inner.is_cluster() {
+            let taken = self.inner.query(&lock).await?;
+            (taken, self.inner.query(&read).await?)
+        } else {
+            let mut pipe = redis::pipe();
+            pipe.add_command(lock).add_command(read);
+            let mut conn = self.inner.conn().await?;
+            self.inner.bounded(pipe.query_async(&mut conn)).await?
+        };
+        Ok(LockAttempt {
+            token: taken.map(|_| token),
+            value,
+        })
     }
 
     /// Compare-and-delete in one script, so a lock that expired and was taken by another
     /// holder is never released by the old one.
     async fn unlock(&self, key: &str, token: &str) -> Result<(), BackendError> {
-        let mut conn = self.inner.conn().await?;
-        let mut invocation = UNLOCK.key(lock_key(&self.inner, key));
-        invocation.arg(token);
         self.inner
-            .bounded(invocation.invoke_async::<u64>(&mut conn))
+            .query::<u64>(&unlock_command(&self.inner, key, token))
             .await
             .map(drop)
+    }
+
+    /// `SET` and the unlock script in one pipeline (one after the other on a Cluster, where the
+    /// value and its lock may live on different nodes and the value must land first).
+    async fn set_and_unlock(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        token: &str,
+    ) -> Result<(), BackendError> {
+        let store = set_command(&self.inner, key, value, ttl);
+        let unlock = unlock_command(&self.inner, key, token);
+        if self.inner.is_cluster() {
+            let stored = self.inner.query::<()>(&store).await;
+            let unlocked = self.inner.query::<u64>(&unlock).await.map(drop);
+            return stored.and(unlocked);
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(store)
+            .ignore()
+            .add_command(unlock)
+            .ignore();
+        let mut conn = self.inner.conn().await?;
+        self.inner.bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
     async fn ping(&self) -> Result<Duration, BackendError> {
@@ -900,12 +1033,50 @@ impl CacheBackend for RedisBackend {
     }
 }
 
-/// Deletes the lock only if it still holds the caller's token.
-static UNLOCK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
-    )
-});
+/// Deletes the lock only if it still holds the caller's token. Sent as `EVAL` with its text,
+/// not `EVALSHA`: the server caches the compiled script by itself, and a server that restarted
+/// or failed over never answers `NOSCRIPT`, which would cost two more round trips.
+const UNLOCK_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+fn unlock_command(inner: &Inner, key: &str, token: &str) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(UNLOCK_SCRIPT)
+        .arg(1)
+        .arg(lock_key(inner, key))
+        .arg(token);
+    cmd
+}
+
+/// `SET key value [PX ms]`.
+fn set_command(inner: &Inner, key: &str, value: &[u8], ttl: Option<Duration>) -> Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(inner.key(key)).arg(value);
+    if let Some(ttl) = ttl {
+        cmd.arg("PX").arg(ttl_ms(ttl));
+    }
+    cmd
+}
+
+/// The key (after the prefix) that the connection's first command reads; nothing writes it.
+const PROBE_KEY: &str = "\0lexigram-cache:probe";
+
+/// Whether `host:port` answers a plain-text `PING` the way Redis does (`+PONG`, or an error
+/// such as `-NOAUTH`), within a second.
+async fn answers_plain_redis(host: &str, port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+        stream.write_all(b"PING\r\n").await.ok()?;
+        let mut first = [0u8; 1];
+        stream.read_exact(&mut first).await.ok()?;
+        Some(matches!(first[0], b'+' | b'-'))
+    };
+    tokio::time::timeout(Duration::from_secs(1), exchange)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
 
 /// What ends the key of a fill lock.
 const LOCK_SUFFIX: &str = "\0lock";

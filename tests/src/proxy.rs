@@ -1,0 +1,254 @@
+//! A TCP proxy on 127.0.0.1 in front of a real server, for tests that look at the wire.
+//!
+//! It counts round trips: a run of bytes from the client that follows the server's answer (or
+//! opens the connection) is one round trip, however TCP splits it, so a pipeline of three
+//! commands counts once and two sequential commands count twice. It keeps what the client sent
+//! in each round trip, to print when an assertion fails.
+//!
+//! Besides forwarding, it can black-hole traffic (every socket stays open, nothing is forwarded
+//! either way: a server that stopped answering) and reset connections (every open connection,
+//! and every new one, is closed with a TCP reset: a server that went away abruptly).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// What the proxy does with traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Forwards both ways and counts.
+    Forward,
+    /// Keeps every socket open and forwards nothing, either way.
+    BlackHole,
+    /// Resets every open connection, and every new one as soon as it is accepted.
+    Reset,
+}
+
+#[derive(Default)]
+struct Counts {
+    /// What the client sent, one entry per round trip.
+    trips: Vec<Vec<u8>>,
+    connections: usize,
+}
+
+struct Shared {
+    counts: std::sync::Mutex<Counts>,
+    mode: watch::Sender<Mode>,
+}
+
+impl Shared {
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        // A test thread that panicked while holding the lock leaves usable counts.
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A running proxy; it stops when dropped.
+pub struct Proxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("addr", &self.addr)
+            .field("mode", &self.mode())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Listens on a free port of 127.0.0.1 and forwards every connection to `upstream`
+    /// (`host:port`). Must be called inside a tokio runtime.
+    pub async fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy on 127.0.0.1");
+        let addr = listener.local_addr().expect("proxy address");
+        let (mode, _) = watch::channel(Mode::Forward);
+        let shared = Arc::new(Shared {
+            counts: std::sync::Mutex::new(Counts::default()),
+            mode,
+        });
+        let upstream = upstream.to_owned();
+        let accept = tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    tokio::spawn(connection(client, upstream.clone(), shared.clone()));
+                }
+            }
+        });
+        Proxy {
+            addr,
+            shared,
+            accept,
+        }
+    }
+
+    /// `127.0.0.1:<port>` of the proxy.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The proxy's port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Switches what the proxy does, for open connections and new ones.
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.mode.send_replace(mode);
+    }
+
+    /// What the proxy does now.
+    pub fn mode(&self) -> Mode {
+        *self.shared.mode.borrow()
+    }
+
+    /// Round trips since the start or the last [`reset_counts`](Self::reset_counts), over
+    /// every connection.
+    pub fn round_trips(&self) -> usize {
+        self.shared.counts().trips.len()
+    }
+
+    /// Connections accepted since the start or the last reset of the counts.
+    pub fn connections(&self) -> usize {
+        self.shared.counts().connections
+    }
+
+    /// What the client sent, one line per round trip (control bytes escaped, long ones cut),
+    /// for assertion messages.
+    pub fn transcript(&self) -> String {
+        self.shared
+            .counts()
+            .trips
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let text: String = bytes.escape_ascii().to_string().chars().take(300).collect();
+                format!("{}: {text}\n", i + 1)
+            })
+            .collect()
+    }
+
+    /// Starts counting from zero.
+    pub fn reset_counts(&self) {
+        *self.shared.counts() = Counts::default();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        // Connection tasks see the closed channel and end.
+        self.shared.mode.send_replace(Mode::Reset);
+    }
+}
+
+/// Closes a socket with a TCP reset instead of an orderly shutdown.
+fn reset(stream: TcpStream) {
+    let _ = stream.set_zero_linger();
+    drop(stream);
+}
+
+async fn connection(mut client: TcpStream, upstream: String, shared: Arc<Shared>) {
+    let mut mode = shared.mode.subscribe();
+    if *mode.borrow_and_update() == Mode::Reset {
+        reset(client);
+        return;
+    }
+    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+        reset(client);
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    shared.counts().connections += 1;
+    {
+        let (client_read, client_write) = client.split();
+        let (server_read, server_write) = server.split();
+        // Whether the last bytes forwarded went to the client: the next bytes from the
+        // client then start a new round trip.
+        let answered = AtomicBool::new(true);
+        let up = pump(
+            client_read,
+            server_write,
+            Direction::Request(&answered),
+            &shared,
+        );
+        let down = pump(
+            server_read,
+            client_write,
+            Direction::Reply(&answered),
+            &shared,
+        );
+        let reset_asked = async {
+            loop {
+                if mode.changed().await.is_err() || *mode.borrow_and_update() == Mode::Reset {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = async { tokio::join!(up, down) } => {}
+            () = reset_asked => {}
+        }
+    }
+    if *shared.mode.borrow() == Mode::Reset {
+        reset(client);
+        reset(server);
+    }
+}
+
+enum Direction<'a> {
+    Request(&'a AtomicBool),
+    Reply(&'a AtomicBool),
+}
+
+/// Copies one direction until either side closes, counting round trips; in
+/// [`Mode::BlackHole`] reads and drops instead.
+async fn pump(
+    mut from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
+    direction: Direction<'_>,
+    shared: &Shared,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if *shared.mode.borrow() != Mode::Forward {
+            // Swallowed: the socket stays open and the other side hears nothing.
+            continue;
+        }
+        match direction {
+            Direction::Request(answered) => {
+                let mut counts = shared.counts();
+                if answered.swap(false, Ordering::SeqCst) || counts.trips.is_empty() {
+                    counts.trips.push(Vec::new());
+                }
+                if let Some(last) = counts.trips.last_mut() {
+                    last.extend_from_slice(&buf[..n]);
+                }
+            }
+            Direction::Reply(answered) => answered.store(true, Ordering::SeqCst),
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
