@@ -90,7 +90,7 @@ pub enum CacheError {
     ZeroTtl,
     /// The configuration is invalid. The message names the field, the environment variable
     /// that sets it, and what to do.
-    #[error("invalid cache configuration at `{path}` (env `{}`): {message}", crate::config::env_var(.path))]
+    #[error("invalid cache configuration at `{path}` ({}): {message}", crate::config::env_hint(.path))]
     Config {
         /// The field path, such as `backends[0].type`.
         path: String,

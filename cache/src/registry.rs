@@ -30,9 +30,12 @@ use crate::error::CacheError;
 pub struct CacheModule;
 
 impl CacheModule {
-    /// Validates `config` and builds every backend in it. With `LEX_ENV` (or `APP_ENV`) set to
-    /// `production`, remote backends without a password on a non-loopback host, or with a
-    /// well-known weak one, are refused.
+    /// Validates `config` and builds every backend in it. The default backend's server must
+    /// answer; a secondary one that does not only logs a warning, but one whose server rejects
+    /// its settings (such as Memcached credentials refused or not asked for) fails the boot
+    /// with an error naming it. With `LEX_ENV` (or `APP_ENV`) set to `production`, remote
+    /// backends without a password on a non-loopback host, or with a well-known weak one, are
+    /// refused.
     pub async fn configure(config: CacheConfig) -> Result<Caches, CacheError> {
         let default = config::validate(&config)?;
         config::check_security(
@@ -180,7 +183,9 @@ async fn build(
 }
 
 /// A service cannot run without its default cache server; a secondary one may come up later,
-/// and its backend reconnects on its own when it does, so that is only a warning.
+/// and its backend reconnects on its own when it does, so that is only a warning. A server
+/// that answers but rejects the backend's settings (credentials it refuses or does not ask
+/// for) is a mistake in the configuration, which no wait fixes: fatal for any backend.
 fn reachable_at_boot(
     b: &BackendConfig,
     is_default: bool,
@@ -188,7 +193,9 @@ fn reachable_at_boot(
 ) -> Result<(), CacheError> {
     match probe {
         Ok(()) => Ok(()),
-        Err(e) if is_default => Err(CacheError::backend(&b.name, e)),
+        Err(e) if is_default || matches!(e, crate::BackendError::Rejected(_)) => {
+            Err(CacheError::backend(&b.name, e))
+        }
         Err(e) => {
             tracing::warn!(
                 cache = %b.name,

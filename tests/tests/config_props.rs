@@ -47,6 +47,11 @@ const FIELDS: &[&str] = &[
     "functions.app::f.ttl",
     "functions.app::f.enabled",
     "functions.app::f.backend",
+    // Indexed overrides; only the variables spell these (the YAML has no such keys).
+    "functions.0.name",
+    "functions.0.ttl",
+    "functions.0.enabled",
+    "functions.1.name",
 ];
 
 /// Values at the edges of every type the fields have, and strings with URL delimiters.

@@ -2,9 +2,14 @@
 //! Its own test binary, because installing a registry is process-wide.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use lexigram_cache::config::ServiceConfig;
-use lexigram_cache::{BackendConfig, BackendKind, CacheConfig, CacheError, CacheModule, cacheable};
+use lexigram_cache::{
+    BackendConfig, BackendError, BackendKind, CacheConfig, CacheError, CacheModule, cacheable,
+};
+use lexigram_cache_tests::servers::{MemcachedServer, ScratchDir, free_port};
+use tracing_subscriber::util::SubscriberInitExt;
 
 static RUNS: AtomicUsize = AtomicUsize::new(0);
 
@@ -135,4 +140,123 @@ async fn configuration_errors_name_the_field() {
         .expect_err("no servers");
     assert!(matches!(err, CacheError::Config { .. }), "{err}");
     assert!(err.to_string().contains("backends[0].servers"), "{err}");
+}
+
+/// What a subscriber set for the current thread writes.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+/// A memory default and a Memcached secondary named `sessions` at `addr`.
+fn memcached_secondary(addr: String) -> CacheConfig {
+    let mut local = BackendConfig::memory("local");
+    local.default = true;
+    let mut config = CacheConfig::default();
+    config.backends = vec![local, BackendConfig::memcached("sessions", [addr])];
+    config
+}
+
+/// Credentials the server refuses, or does not ask for, or a server that asks for ones that
+/// are not configured: a mistake in the configuration, which waiting does not fix.
+#[tokio::test]
+async fn a_secondary_backend_that_rejects_its_settings_fails_the_boot_naming_it() {
+    let plain = MemcachedServer::start();
+    let dir = ScratchDir::new("registry-auth");
+    let auth = dir.path().join("auth");
+    std::fs::write(&auth, "app:Str0ng-pass-99\n").expect("auth file");
+    let secured = MemcachedServer::start_with(&["-Y", auth.to_str().expect("utf-8")]);
+
+    let with = |addr: String, password: Option<&str>| {
+        let mut config = memcached_secondary(addr);
+        if let Some(password) = password {
+            config.backends[1].username = Some("app".into());
+            config.backends[1].password = Some(password.into());
+        }
+        config
+    };
+    let cases = [
+        (
+            with(plain.addr(), Some("Str0ng-pass-99")),
+            "does not require authentication",
+        ),
+        (
+            with(secured.addr(), Some("wrong-pass-77")),
+            "authentication as `app` was refused",
+        ),
+        (with(secured.addr(), None), "requires authentication"),
+    ];
+    for (config, expected) in cases {
+        let err = CacheModule::configure(config)
+            .await
+            .expect_err("a rejected secondary does not boot");
+        let text = err.to_string();
+        assert!(
+            matches!(
+                &err,
+                CacheError::Backend { cache, source: BackendError::Rejected(_) } if cache == "sessions"
+            ),
+            "{err:?}"
+        );
+        assert!(
+            text.contains("`sessions`") && text.contains(expected),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Str0ng-pass-99") && !text.contains("wrong-pass-77"),
+            "{text}"
+        );
+    }
+
+    // The right credentials boot.
+    let caches = CacheModule::configure(with(secured.addr(), Some("Str0ng-pass-99")))
+        .await
+        .expect("authenticated");
+    let sessions = caches.named("sessions").expect("configured");
+    sessions.set("k", &1u8, None).await.expect("set");
+}
+
+#[tokio::test]
+async fn a_secondary_backend_that_is_down_boots_with_a_warning() {
+    let logs = Logs::default();
+    let _guard = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish()
+        .set_default();
+    let addr = format!("127.0.0.1:{}", free_port(false));
+    let caches = CacheModule::configure(memcached_secondary(addr))
+        .await
+        .expect("a secondary that is down is only a warning");
+    assert_eq!(caches.names().collect::<Vec<_>>(), ["local", "sessions"]);
+    let text = logs.text();
+    assert!(
+        text.contains("WARN")
+            && text.contains("not reachable at boot")
+            && text.contains("sessions"),
+        "{text}"
+    );
 }

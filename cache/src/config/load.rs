@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::CacheConfig;
+use super::{CacheConfig, functions};
 use crate::error::CacheError;
 
 /// The prefix of the environment variables read, with `__` separating path segments.
@@ -123,9 +123,13 @@ impl ConfigSources {
             .collect();
         // Sorted, so that index 0 of a list is created before index 1.
         vars.sort();
-        for (name, value) in vars {
+        let (indexed, keyed): (Vec<_>, Vec<_>) = vars
+            .into_iter()
+            .partition(|(k, _)| functions::is_indexed(k));
+        for (name, value) in keyed {
             set_env(&mut tree, name, value)?;
         }
+        functions::apply(&mut tree, &indexed)?;
         check_gaps(&tree, "")?;
         serde_path_to_error::deserialize::<_, CacheConfig>(tree).map_err(|e| {
             let path = e.path().to_string();
@@ -230,7 +234,7 @@ fn read_section(file: &Path) -> Result<Value, CacheError> {
 /// element with a `name` into the base element of that name, or appended when there is none;
 /// one without into the element at its index); anything else in `over`, lists of plain values
 /// included, replaces `base`.
-fn merge(base: &mut Value, over: Value) {
+pub(super) fn merge(base: &mut Value, over: Value) {
     match (base, over) {
         (Value::Mapping(b), Value::Mapping(o)) => {
             for (k, v) in o {
@@ -268,7 +272,7 @@ fn element_name(element: &Value) -> Option<&str> {
 }
 
 /// Sets `LEX_CACHE__A__0__B=value` at `a[0].b`, creating mappings and list elements.
-fn set_env(tree: &mut Value, name: &str, value: &str) -> Result<(), CacheError> {
+pub(super) fn set_env(tree: &mut Value, name: &str, value: &str) -> Result<(), CacheError> {
     let rest = &name[ENV_PREFIX.len()..];
     let segments: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
     if segments.iter().any(String::is_empty) {
@@ -347,7 +351,7 @@ fn scalar(text: &str) -> Value {
 }
 
 /// A list element that no source filled (`BACKENDS__1__...` without `BACKENDS__0__...`).
-fn check_gaps(tree: &Value, path: &str) -> Result<(), CacheError> {
+pub(super) fn check_gaps(tree: &Value, path: &str) -> Result<(), CacheError> {
     match tree {
         Value::Mapping(map) => {
             for (k, v) in map {
@@ -380,8 +384,15 @@ fn check_gaps(tree: &Value, path: &str) -> Result<(), CacheError> {
 }
 
 /// The environment variable that sets the field at `path` (`backends[0].type` →
-/// `LEX_CACHE__BACKENDS__0__TYPE`).
+/// `LEX_CACHE__BACKENDS__0__TYPE`). A function's override (`functions.<name>.ttl`) is set by a
+/// numbered entry whose number the path does not tell: `LEX_CACHE__FUNCTIONS__<n>__TTL`.
 pub(crate) fn env_var(path: &str) -> String {
+    if let Some((_, field)) = function_field(path) {
+        return format!(
+            "{ENV_PREFIX}FUNCTIONS__<n>__{}",
+            field.unwrap_or("name").to_ascii_uppercase()
+        );
+    }
     let mut out = String::from(ENV_PREFIX);
     let mut first = true;
     for part in path.split(['.', '[']) {
@@ -398,6 +409,28 @@ pub(crate) fn env_var(path: &str) -> String {
     out
 }
 
+/// How to set the field at `path` from the environment, for messages: its variable, and for a
+/// function's override the variable that names the function too.
+pub(crate) fn env_hint(path: &str) -> String {
+    match function_field(path) {
+        Some((name, Some(_))) => format!(
+            "env `{}` with `{ENV_PREFIX}FUNCTIONS__<n>__NAME={name}`",
+            env_var(path)
+        ),
+        Some((name, None)) => format!("env `{ENV_PREFIX}FUNCTIONS__<n>__NAME={name}`"),
+        None => format!("env `{}`", env_var(path)),
+    }
+}
+
+/// `functions.<name>.<field>` as the function's name and the field, if it is one.
+fn function_field(path: &str) -> Option<(&str, Option<&str>)> {
+    let rest = path.strip_prefix("functions.")?;
+    Some(match rest.rsplit_once('.') {
+        Some((name, field)) if functions::FIELDS.contains(&field) => (name, Some(field)),
+        _ => (rest, None),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +443,16 @@ mod tests {
             "LEX_CACHE__SERVICE__FILL_WAIT"
         );
         assert_eq!(env_var("enabled"), "LEX_CACHE__ENABLED");
+        assert_eq!(env_var("functions[2].ttl"), "LEX_CACHE__FUNCTIONS__2__TTL");
+        assert_eq!(
+            env_hint("functions.shop::Catalog::load.ttl"),
+            "env `LEX_CACHE__FUNCTIONS__<n>__TTL` with \
+             `LEX_CACHE__FUNCTIONS__<n>__NAME=shop::Catalog::load`"
+        );
+        assert_eq!(
+            env_hint("functions.app::f"),
+            "env `LEX_CACHE__FUNCTIONS__<n>__NAME=app::f`"
+        );
     }
 
     #[test]

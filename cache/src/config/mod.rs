@@ -5,6 +5,7 @@
 //! backends.
 
 mod duration;
+mod functions;
 mod list;
 mod load;
 mod model;
@@ -12,8 +13,8 @@ mod secret;
 mod security;
 mod validate;
 
-pub(crate) use load::env_var;
 pub use load::{ConfigSources, ENV_PREFIX};
+pub(crate) use load::{env_hint, env_var};
 pub use model::{
     BackendConfig, BackendKind, CacheConfig, FunctionConfig, MemoryConfig, ServiceConfig,
 };

@@ -33,7 +33,10 @@ pub struct CacheConfig {
     /// Settings shared by every backend.
     pub service: ServiceConfig,
     /// Per-function overrides, by the function's path (`my_app::users::load_user`): they
-    /// replace the `#[cacheable]` attribute's `ttl`, `enabled` and `backend` at run time.
+    /// replace the `#[cacheable]` attribute's `ttl`, `enabled` and `backend` at run time. From
+    /// variables, as numbered entries: `LEX_CACHE__FUNCTIONS__<n>__NAME` names the function
+    /// and `..._TTL`, `..._ENABLED`, `..._BACKEND` beside it override it (see
+    /// [`FunctionConfig`]).
     pub functions: BTreeMap<String, FunctionConfig>,
 }
 
@@ -96,7 +99,7 @@ impl CacheConfig {
 }
 
 /// Overrides for one `#[cacheable]` function, keyed by its path in
-/// [`CacheConfig::functions`].
+/// [`CacheConfig::functions`]: the module path, then the function's name.
 ///
 /// ```yaml
 /// cache:
@@ -105,6 +108,23 @@ impl CacheConfig {
 ///       ttl: 10m          # or "never"
 ///       enabled: true
 ///       backend: sessions
+/// ```
+///
+/// The same from variables, which merge over the files: a path is no variable name in most
+/// shells, so it is the value of `NAME` in a numbered entry (0 to 1023, without gaps).
+///
+/// ```
+/// use lexigram_cache::config::ConfigSources;
+/// let mut sources = ConfigSources::default();
+/// sources.vars = vec![
+///     ("LEX_CACHE__FUNCTIONS__0__NAME".into(), "my_app::users::load_user".into()),
+///     ("LEX_CACHE__FUNCTIONS__0__TTL".into(), "10m".into()),
+///     ("LEX_CACHE__FUNCTIONS__0__ENABLED".into(), "true".into()),
+/// ];
+/// let config = sources.load().unwrap();
+/// let f = &config.functions["my_app::users::load_user"];
+/// assert_eq!(f.ttl, Some(Some(std::time::Duration::from_secs(600))));
+/// assert_eq!(f.enabled, Some(true));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
