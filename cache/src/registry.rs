@@ -185,7 +185,9 @@ async fn build(
 /// A service cannot run without its default cache server; a secondary one may come up later,
 /// and its backend reconnects on its own when it does, so that is only a warning. A server
 /// that answers but rejects the backend's settings (credentials it refuses or does not ask
-/// for) is a mistake in the configuration, which no wait fixes: fatal for any backend.
+/// for, a user without rights, a database that does not exist, a failed TLS handshake, a server
+/// of another kind) is a mistake in the configuration, which no wait fixes: fatal for any
+/// backend.
 fn reachable_at_boot(
     b: &BackendConfig,
     is_default: bool,
@@ -193,7 +195,15 @@ fn reachable_at_boot(
 ) -> Result<(), CacheError> {
     match probe {
         Ok(()) => Ok(()),
-        Err(e) if is_default || matches!(e, crate::BackendError::Rejected(_)) => {
+        Err(e)
+            if is_default
+                || matches!(
+                    e,
+                    crate::BackendError::Rejected(_)
+                        | crate::BackendError::Auth(_)
+                        | crate::BackendError::Setup(_)
+                ) =>
+        {
             Err(CacheError::backend(&b.name, e))
         }
         Err(e) => {

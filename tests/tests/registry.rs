@@ -8,7 +8,7 @@ use lexigram_cache::config::ServiceConfig;
 use lexigram_cache::{
     BackendConfig, BackendError, BackendKind, CacheConfig, CacheError, CacheModule, cacheable,
 };
-use lexigram_cache_tests::servers::{MemcachedServer, ScratchDir, free_port};
+use lexigram_cache_tests::servers::{MemcachedServer, RedisServer, ScratchDir, free_port};
 use tracing_subscriber::util::SubscriberInitExt;
 
 static RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -259,4 +259,37 @@ async fn a_secondary_backend_that_is_down_boots_with_a_warning() {
             && text.contains("sessions"),
         "{text}"
     );
+}
+
+/// A Redis secondary whose password the server refuses, or whose database does not exist, is
+/// as much a configuration mistake as refused Memcached credentials: the boot fails naming it.
+#[tokio::test]
+async fn a_secondary_redis_with_a_wrong_password_or_database_fails_the_boot() {
+    let server = RedisServer::start_with_password("Str0ng-pass-99");
+    let port = server.port();
+    let cases = [
+        (
+            format!("redis://:wrong-pass-77@127.0.0.1:{port}"),
+            "wrong-pass-77",
+        ),
+        (
+            format!("redis://:Str0ng-pass-99@127.0.0.1:{port}/99"),
+            "Str0ng-pass-99",
+        ),
+    ];
+    for (url, secret) in cases {
+        let mut local = BackendConfig::memory("local");
+        local.default = true;
+        let mut config = CacheConfig::default();
+        config.backends = vec![local, BackendConfig::redis("sessions", url.as_str())];
+        let err = CacheModule::configure(config)
+            .await
+            .expect_err("a secondary Redis that refuses its settings does not boot");
+        let text = err.to_string();
+        assert!(
+            matches!(&err, CacheError::Backend { cache, .. } if cache == "sessions"),
+            "{err:?}"
+        );
+        assert!(!text.contains(secret), "{text}");
+    }
 }
