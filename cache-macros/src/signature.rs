@@ -26,6 +26,9 @@ pub struct Signature {
     pub output: Type,
     pub shape: Shape,
     pub is_generic: bool,
+    /// A receiver or `Self` in the signature: the function is known to be in an impl (or a
+    /// trait), so `Self` can name its type.
+    pub in_impl: bool,
 }
 
 pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
@@ -103,13 +106,25 @@ pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
         .params
         .iter()
         .any(|p| !matches!(p, syn::GenericParam::Lifetime(_)));
+    let sig = &f.sig;
+    let in_impl = has_self
+        || mentions_self(quote::quote!(#sig));
     Ok(Signature {
+        in_impl,
         has_self,
         self_ident,
         params,
         output,
         shape,
         is_generic,
+    })
+}
+
+fn mentions_self(tokens: proc_macro2::TokenStream) -> bool {
+    tokens.into_iter().any(|tt| match tt {
+        proc_macro2::TokenTree::Ident(i) => i == "Self",
+        proc_macro2::TokenTree::Group(g) => mentions_self(g.stream()),
+        _ => false,
     })
 }
 

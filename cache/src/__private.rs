@@ -21,10 +21,19 @@ use crate::observe::short_key;
 pub use crate::registry::installed;
 
 /// What the macro knows about one cached function, as a `static`.
+///
+/// A `static` inside a generic function or a generic impl is one for all instantiations, so a
+/// method's identity is resolved at run time from `type_name::<Self>()` ([`Site::scope_of`]).
 #[derive(Debug)]
 pub struct Site {
-    /// `module_path::fn_name`.
-    pub scope: &'static str,
+    /// `module_path!()` of the function.
+    pub module: &'static str,
+    /// The function's name.
+    pub name: &'static str,
+    /// The scope of a free function: `module_path::fn_name`.
+    pub scope: Scope,
+    /// The scopes of a method, one per Self type.
+    pub methods: MethodScopes,
     /// The `prefix` option.
     pub prefix: &'static str,
     /// The `version` option.
@@ -37,18 +46,144 @@ pub struct Site {
     pub protect: Option<bool>,
     /// The `early_refresh` option.
     pub early_refresh: Option<bool>,
-    /// The `beta` option, times 1000.
-    pub beta_milli: Option<u32>,
+    /// The `beta` option.
+    pub beta: Option<f64>,
     /// The `stale_if_error` option, in ms.
     pub stale_if_error_ms: Option<u64>,
-    /// This function's counters.
-    pub stats: FnStats,
 }
 
 impl Site {
+    /// The scope of a free function (or of an associated function the macro cannot tell
+    /// from one: no receiver and no `Self` in its signature).
+    #[inline]
+    pub fn free_scope(&'static self) -> &'static Scope {
+        &self.scope
+    }
+
+    /// The scope of this method for the Self type named `self_type`
+    /// (`core::any::type_name::<Self>()`). The first few types are found without a lock; each
+    /// scope is built once and lives for the rest of the process.
+    #[inline]
+    pub fn scope_of(&'static self, self_type: &'static str) -> &'static Scope {
+        for slot in &self.methods.slots {
+            match slot.get() {
+                Some(s) if same_str(s.self_type, self_type) => return s,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        self.resolve_scope(self_type)
+    }
+
+    #[cold]
+    fn resolve_scope(&'static self, self_type: &'static str) -> &'static Scope {
+        // Slots are only filled under this lock, so the search and the fill cannot race.
+        let mut more = self.methods.more.lock();
+        for slot in &self.methods.slots {
+            match slot.get() {
+                Some(s) if same_str(s.self_type, self_type) => return s,
+                Some(_) => {}
+                None => {
+                    let s = self.leak_scope(self_type);
+                    let _ = slot.set(s);
+                    return s;
+                }
+            }
+        }
+        if let Some(s) = more.iter().find(|s| same_str(s.self_type, self_type)) {
+            return s;
+        }
+        let s = self.leak_scope(self_type);
+        more.push(s);
+        s
+    }
+
+    fn leak_scope(&self, self_type: &'static str) -> &'static Scope {
+        let name = method_scope(self.module, self_type, self.name);
+        Box::leak(Box::new(Scope {
+            name: Box::leak(name.into_boxed_str()),
+            self_type,
+            stats: FnStats::new(),
+        }))
+    }
+}
+
+#[inline]
+fn same_str(a: &'static str, b: &'static str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
+/// `{module}::{SelfType}::{name}`, with `{module}::` removed from the type's paths where it
+/// starts one (so a type of the same module reads `Repo<Apples>`, not
+/// `my_app::repo::Repo<my_app::repo::Apples>`).
+fn method_scope(module: &str, self_type: &str, name: &str) -> String {
+    let mut out = String::with_capacity(module.len() + self_type.len() + name.len() + 4);
+    out.push_str(module);
+    out.push_str("::");
+    let strip = format!("{module}::");
+    let mut rest = self_type;
+    let mut at_boundary = true;
+    while !rest.is_empty() {
+        if at_boundary && let Some(after) = rest.strip_prefix(strip.as_str()) {
+            rest = after;
+            continue;
+        }
+        let Some(c) = rest.chars().next() else { break };
+        out.push(c);
+        at_boundary = !(c.is_alphanumeric() || c == '_' || c == ':');
+        rest = &rest[c.len_utf8()..];
+    }
+    out.push_str("::");
+    out.push_str(name);
+    out
+}
+
+/// One cached function's identity: the name its automatic keys, its
+/// [`function_stats`](crate::function_stats) entry and its `cache.functions` override use, and
+/// its counters.
+#[derive(Debug)]
+pub struct Scope {
+    /// `module_path::fn_name`, or `module_path::SelfType::method` for a method.
+    pub name: &'static str,
+    /// `type_name::<Self>()` for a method, empty for a free function.
+    self_type: &'static str,
+    /// The counters.
+    stats: FnStats,
+}
+
+impl Scope {
+    /// The scope of a free function named `name` (`module_path::fn_name`).
+    pub const fn free(name: &'static str) -> Scope {
+        Scope {
+            name,
+            self_type: "",
+            stats: FnStats::new(),
+        }
+    }
+
     #[inline]
     fn function(&'static self) -> Option<(&'static str, &'static FnStats)> {
-        Some((self.scope, &self.stats))
+        Some((self.name, &self.stats))
+    }
+}
+
+/// The scopes a method has resolved so far, one per Self type.
+#[derive(Debug)]
+pub struct MethodScopes {
+    /// Read without a lock; almost every method has one Self type.
+    slots: [std::sync::OnceLock<&'static Scope>; 4],
+    /// Instantiations past the slots.
+    more: parking_lot::Mutex<Vec<&'static Scope>>,
+}
+
+impl MethodScopes {
+    /// None resolved yet.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> MethodScopes {
+        MethodScopes {
+            slots: [const { std::sync::OnceLock::new() }; 4],
+            more: parking_lot::Mutex::new(Vec::new()),
+        }
     }
 }
 
@@ -83,22 +218,27 @@ pub enum Source {
 
 impl Source {
     #[inline]
-    fn memory_hit<T: CacheValue>(&self, site: &'static Site, key: &str) -> Option<T> {
+    fn memory_hit<T: CacheValue>(
+        &self,
+        site: &'static Site,
+        scope: &'static Scope,
+        key: &str,
+    ) -> Option<T> {
         match self {
-            Source::Given(c) => c.memory_hit(key, site.function()),
-            Source::Registry => with_installed(|caches| match route(caches, site) {
-                Ok(Some((cache, _))) => cache.memory_hit(key, site.function()),
+            Source::Given(c) => c.memory_hit(key, scope.function()),
+            Source::Registry => with_installed(|caches| match route(caches, site, scope) {
+                Ok(Some((cache, _))) => cache.memory_hit(key, scope.function()),
                 _ => None,
             }),
         }
     }
 
     /// The cache and ttl to use; `Ok(None)` when configuration switched this function off.
-    fn resolve(self, site: &Site) -> Result<Option<(Cache, Ttl)>, CacheError> {
+    fn resolve(self, site: &Site, scope: &Scope) -> Result<Option<(Cache, Ttl)>, CacheError> {
         match self {
             Source::Given(c) => Ok(Some((c, site.ttl.ttl()))),
             Source::Registry => with_installed(|caches| {
-                route(caches, site).map(|r| r.map(|(c, ttl)| (c.clone(), ttl)))
+                route(caches, site, scope).map(|r| r.map(|(c, ttl)| (c.clone(), ttl)))
             }),
         }
     }
@@ -110,12 +250,13 @@ impl Source {
 fn route<'a>(
     caches: &'a crate::Caches,
     site: &Site,
+    scope: &Scope,
 ) -> Result<Option<(&'a Cache, Ttl)>, CacheError> {
     let functions = &caches.config().functions;
     let over = if functions.is_empty() {
         None
     } else {
-        functions.get(site.scope)
+        functions.get(scope.name)
     };
     if over.and_then(|o| o.enabled) == Some(false) {
         return Ok(None);
@@ -434,19 +575,19 @@ pub fn feed<T: KeyArg + ?Sized>(h: &mut ArgsHasher, ok: &mut bool, value: &T) {
 /// Formats an automatic key: `{prefix}{scope}:v{version}:{hash}`. Without a hash (an argument
 /// failed to serialize) the key is `None` and the call runs uncached.
 #[inline]
-pub fn auto_key(site: &Site, h: &ArgsHasher, ok: bool) -> Option<String> {
+pub fn auto_key(site: &Site, scope: &Scope, h: &ArgsHasher, ok: bool) -> Option<String> {
     if !ok {
         tracing::warn!(
-            function = site.scope,
+            function = scope.name,
             "an argument failed to serialize; running without the cache"
         );
         return None;
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let hash = h.finish();
-    let mut key = String::with_capacity(site.prefix.len() + site.scope.len() + 48);
+    let mut key = String::with_capacity(site.prefix.len() + scope.name.len() + 48);
     key.push_str(site.prefix);
-    key.push_str(site.scope);
+    key.push_str(scope.name);
     key.push_str(":v");
     key.push_str(itoa_u32(site.version, &mut [0u8; 10]));
     key.push(':');
@@ -487,6 +628,7 @@ pub fn push_display<T: std::fmt::Display + ?Sized>(key: &mut String, value: &T) 
 /// The wrapper of a cached function.
 pub async fn run<A, F>(
     site: &'static Site,
+    scope: &'static Scope,
     source: Source,
     key: Option<String>,
     adapter: A,
@@ -499,19 +641,19 @@ where
     let Some(key) = key else {
         return body.await;
     };
-    if let Some(v) = source.memory_hit::<A::Value>(site, &key) {
+    if let Some(v) = source.memory_hit::<A::Value>(site, scope, &key) {
         tracing::trace!(
-            function = site.scope,
+            function = scope.name,
             key = short_key(&key),
             outcome = "hit"
         );
         return adapter.join(v);
     }
-    let (cache, ttl) = match source.resolve(site) {
+    let (cache, ttl) = match source.resolve(site, scope) {
         Ok(Some(route)) => route,
         Ok(None) => return body.await,
         Err(e) => {
-            tracing::warn!(function = site.scope, error = %e, "running without the cache");
+            tracing::warn!(function = scope.name, error = %e, "running without the cache");
             return match adapter.fail(e) {
                 Some(out) => out,
                 None => body.await,
@@ -530,15 +672,15 @@ where
         }
     }
     let mut policy = cache.default_policy();
-    policy.function = site.function();
+    policy.function = scope.function();
     if let Some(protect) = site.protect {
         policy.lock = protect;
     }
     if let Some(early) = site.early_refresh {
         policy.early_refresh = early;
     }
-    if let Some(beta) = site.beta_milli {
-        policy.beta = f64::from(beta) / 1000.0;
+    if let Some(beta) = site.beta {
+        policy.beta = beta;
     }
     if let Some(ms) = site.stale_if_error_ms {
         policy.stale_if_error = Some(Duration::from_millis(ms));
@@ -551,7 +693,7 @@ where
     match filled {
         Ok(v) => {
             tracing::debug!(
-                function = site.scope,
+                function = scope.name,
                 cache = cache.name(),
                 key = short_key(&key),
                 outcome = "value"
@@ -560,7 +702,7 @@ where
         }
         Err(out) => {
             tracing::debug!(
-                function = site.scope,
+                function = scope.name,
                 cache = cache.name(),
                 key = short_key(&key),
                 outcome = "error, not stored"
@@ -573,14 +715,46 @@ where
 /// The `_invalidate` companion.
 pub async fn invalidate(
     site: &'static Site,
+    scope: &'static Scope,
     source: Source,
     key: Option<String>,
 ) -> Result<bool, CacheError> {
     let Some(key) = key else {
         return Ok(false);
     };
-    match source.resolve(site)? {
+    match source.resolve(site, scope)? {
         Some((cache, _)) => cache.delete(&key).await,
         None => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::method_scope;
+
+    #[test]
+    fn method_scopes_leave_out_their_own_module() {
+        let m = "app::repo";
+        assert_eq!(
+            method_scope(m, "app::repo::Orders", "name"),
+            "app::repo::Orders::name"
+        );
+        assert_eq!(
+            method_scope(m, "app::repo::Repo<app::repo::Apples, u64>", "count"),
+            "app::repo::Repo<Apples, u64>::count"
+        );
+        // Other modules keep their path, also one whose path ends like this module's.
+        assert_eq!(
+            method_scope(m, "app::models::User", "name"),
+            "app::repo::app::models::User::name"
+        );
+        assert_eq!(
+            method_scope(m, "x::app::repo::T", "f"),
+            "app::repo::x::app::repo::T::f"
+        );
+        assert_eq!(
+            method_scope(m, "alloc::sync::Arc<app::repo::T>", "f"),
+            "app::repo::alloc::sync::Arc<T>::f"
+        );
     }
 }

@@ -125,11 +125,33 @@ pub use registry::{BackendHealth, CacheModule, Caches, HealthReport, installed};
 ///
 /// # Keys
 ///
-/// The automatic key is `{prefix}{module_path}::{fn_name}:v{version}:{hash}`, the hash being
-/// XXH3-128 of the non-skipped arguments' canonical serde encoding ([`key`]): stable across
-/// processes, machines and builds. `self` is not part of an automatic key: methods whose result
-/// depends on `self` name its fields in a template. An argument that is not `Serialize` is a
-/// compile error suggesting `skip(...)` or `key`.
+/// The automatic key is `{prefix}{scope}:v{version}:{hash}`, the hash being XXH3-128 of the
+/// non-skipped arguments' canonical serde encoding ([`key`]): stable across processes, machines
+/// and builds. `self` is not part of an automatic key: two instances of one type share values,
+/// so methods whose result depends on `self` name its fields in a template (`skip(self)` is
+/// accepted and changes nothing). An argument that is not `Serialize` is a compile error
+/// suggesting `skip(...)` or `key`.
+///
+/// # Scopes
+///
+/// A function's scope names it in automatic keys, in [`function_stats`] and in
+/// `cache.functions` overrides:
+///
+/// - a free function: `{module_path}::{fn_name}`, e.g. `my_app::users::load_user`;
+/// - a method (a receiver in any form, or `Self` in the signature):
+///   `{module_path}::{SelfType}::{method}`, where `SelfType` is
+///   [`type_name::<Self>()`](core::any::type_name) with the module's own path left out, e.g.
+///   `my_app::repo::Orders::name`, and one scope per instantiation of a generic impl:
+///   `my_app::repo::Repo<Apples>::count`, `my_app::repo::Repo<u64>::count`.
+///
+/// Same-named methods of different types, and the instantiations of a generic impl, therefore
+/// never share keys, statistics or overrides. The Rust compiler does not promise that
+/// `type_name` stays the same between compiler versions: a new compiler may move methods'
+/// automatic keys (one miss each, never a wrong value). Two cases cannot be told apart, and
+/// share one scope (a warning is logged when both are called): an associated function with
+/// neither `self` nor `Self` in its signature, in two impls of one module (it gets the free
+/// function scope `{module_path}::{fn_name}`), and same-named methods of two traits
+/// implemented by one type. Give those a `key = "..."` template.
 ///
 /// # Companions
 ///
