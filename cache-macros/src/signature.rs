@@ -25,7 +25,8 @@ pub struct Signature {
     pub params: Vec<Param>,
     pub output: Type,
     pub shape: Shape,
-    pub is_generic: bool,
+    /// Where the function is generic (type parameters or `impl Trait` parameters), if it is.
+    pub generic_span: Option<proc_macro2::Span>,
     /// A receiver or `Self` in the signature: the function is known to be in an impl (or a
     /// trait), so `Self` can name its type.
     pub in_impl: bool,
@@ -58,29 +59,19 @@ pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
     }
     let async_trait = matches!(shape, Shape::AsyncTrait { .. });
     let mut has_self = false;
+    let mut impl_trait_param = None;
     let mut params = Vec::new();
     for arg in &f.sig.inputs {
         match arg {
             FnArg::Receiver(r) => {
-                match &r.kind {
-                    syn::ReceiverKind::Reference(_, _, None) => {}
-                    syn::ReceiverKind::Reference(_, _, Some(_)) => {
-                        return Err(syn::Error::new(
-                            r.span(),
-                            "#[cacheable] methods take `&self`, not `&mut self`: a cache hit would skip the mutation",
-                        ));
-                    }
-                    _ => {
-                        return Err(syn::Error::new(
-                            r.span(),
-                            "#[cacheable] methods take `&self`: a method that consumes `self` cannot share a cached value",
-                        ));
-                    }
-                }
+                check_receiver(r)?;
                 has_self = true;
             }
             FnArg::Typed(pt) => match &*pt.pat {
                 Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => {
+                    if let Some(it) = impl_trait_in(&pt.ty) {
+                        impl_trait_param.get_or_insert(it);
+                    }
                     params.push(Param {
                         ident: pi.ident.clone(),
                         ty: (*pt.ty).clone(),
@@ -100,12 +91,21 @@ pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
     } else {
         syn::Ident::new("self", proc_macro2::Span::call_site())
     };
-    let is_generic = f
+    // `x: impl Trait` is a type parameter by another name.
+    let generic_span = f
         .sig
         .generics
         .params
         .iter()
-        .any(|p| !matches!(p, syn::GenericParam::Lifetime(_)));
+        .find(|p| !matches!(p, syn::GenericParam::Lifetime(_)))
+        .map(|_| f.sig.generics.span())
+        .or(impl_trait_param);
+    if let Some(r) = reference_in(&output) {
+        return Err(syn::Error::new(
+            r,
+            "#[cacheable] stores the return value and hands out copies of it, so it cannot return a borrow; return an owned type instead (`String` for `&str`, `Vec<T>` for `&[T]`, `T` or `Arc<T>` for `&T`)",
+        ));
+    }
     let sig = &f.sig;
     let in_impl = has_self
         || mentions_self(quote::quote!(#sig));
@@ -116,8 +116,85 @@ pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
         params,
         output,
         shape,
-        is_generic,
+        generic_span,
     })
+}
+
+/// `&self`, `self: &Self`, `self: &Arc<Self>`, `self: Arc<Self>`, `self: Rc<Self>` and
+/// `self: Pin<&Self>` share the value; `&mut self` and by-value `self` are rejected.
+fn check_receiver(r: &syn::Receiver) -> syn::Result<()> {
+    const FORMS: &str = "`&self`, `self: &Self`, `self: &Arc<Self>`, `self: Arc<Self>`, `self: Rc<Self>` or `self: Pin<&Self>`";
+    let mutable = || {
+        syn::Error::new(
+            r.span(),
+            "#[cacheable] methods cannot take `self` mutably: a cache hit would skip the mutation",
+        )
+    };
+    let by_value = || {
+        syn::Error::new(
+            r.span(),
+            format!(
+                "#[cacheable] methods take {FORMS}: a method that consumes `self` cannot share a cached value"
+            ),
+        )
+    };
+    match &r.kind {
+        syn::ReceiverKind::Reference(_, _, None) => Ok(()),
+        syn::ReceiverKind::Reference(_, _, Some(_)) => Err(mutable()),
+        syn::ReceiverKind::Typed(_, ty) => match &**ty {
+            Type::Reference(re) if re.mutability.is_some() => Err(mutable()),
+            Type::Reference(_) => Ok(()),
+            Type::Path(tp) => {
+                let Some(last) = tp.path.segments.last() else {
+                    return Err(by_value());
+                };
+                if last.ident == "Arc" || last.ident == "Rc" {
+                    return Ok(());
+                }
+                if last.ident == "Pin"
+                    && let syn::PathArguments::AngleBracketed(args) = &last.arguments
+                    && let Some(syn::GenericArgument::Type(Type::Reference(re))) = args.args.first()
+                {
+                    return if re.mutability.is_some() {
+                        Err(mutable())
+                    } else {
+                        Ok(())
+                    };
+                }
+                Err(by_value())
+            }
+            _ => Err(by_value()),
+        },
+        _ => Err(by_value()),
+    }
+}
+
+/// The span of the first `impl Trait` in a parameter's type.
+fn impl_trait_in(ty: &Type) -> Option<proc_macro2::Span> {
+    find_type(ty, &|t| matches!(t, Type::ImplTrait(_)))
+}
+
+/// The span of the first reference in a type.
+fn reference_in(ty: &Type) -> Option<proc_macro2::Span> {
+    find_type(ty, &|t| matches!(t, Type::Reference(_)))
+}
+
+fn find_type(ty: &Type, pred: &dyn Fn(&Type) -> bool) -> Option<proc_macro2::Span> {
+    struct Finder<'a> {
+        pred: &'a dyn Fn(&Type) -> bool,
+        found: Option<proc_macro2::Span>,
+    }
+    impl<'ast> syn::visit::Visit<'ast> for Finder<'_> {
+        fn visit_type(&mut self, t: &'ast Type) {
+            if self.found.is_none() && (self.pred)(t) {
+                self.found = Some(t.span());
+            }
+            syn::visit::visit_type(self, t);
+        }
+    }
+    let mut finder = Finder { pred, found: None };
+    syn::visit::Visit::visit_type(&mut finder, ty);
+    finder.found
 }
 
 fn mentions_self(tokens: proc_macro2::TokenStream) -> bool {

@@ -618,11 +618,29 @@ pub fn template_key(site: &Site, capacity: usize) -> String {
     key
 }
 
+/// A value named in a key template.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be written into a key template: it does not implement Display",
+    label = "not Display",
+    note = "name a field that is Display (`{{user.id}}`), or leave `key` out for an automatic key, which hashes any Serialize argument"
+)]
+pub trait KeyPart {
+    /// Appends the value.
+    fn push_to(&self, key: &mut String);
+}
+
+impl<T: std::fmt::Display + ?Sized> KeyPart for T {
+    #[inline]
+    fn push_to(&self, key: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(key, "{self}");
+    }
+}
+
 /// Appends a template value with `Display`.
 #[inline]
-pub fn push_display<T: std::fmt::Display + ?Sized>(key: &mut String, value: &T) {
-    use std::fmt::Write as _;
-    let _ = write!(key, "{value}");
+pub fn push_display<T: KeyPart + ?Sized>(key: &mut String, value: &T) {
+    value.push_to(key);
 }
 
 /// The wrapper of a cached function.
