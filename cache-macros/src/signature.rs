@@ -25,8 +25,9 @@ pub struct Signature {
     pub params: Vec<Param>,
     pub output: Type,
     pub shape: Shape,
-    /// Where the function is generic (type parameters or `impl Trait` parameters), if it is.
-    pub generic_span: Option<proc_macro2::Span>,
+    /// Where the function is generic (type parameters or `impl Trait` parameters), if it is,
+    /// and what to call it.
+    pub generic: Option<(proc_macro2::TokenStream, &'static str)>,
     /// A receiver or `Self` in the signature: the function is known to be in an impl (or a
     /// trait), so `Self` can name its type.
     pub in_impl: bool,
@@ -92,16 +93,19 @@ pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
         syn::Ident::new("self", proc_macro2::Span::call_site())
     };
     // `x: impl Trait` is a type parameter by another name.
-    let generic_span = f
+    let generic = f
         .sig
         .generics
         .params
         .iter()
         .find(|p| !matches!(p, syn::GenericParam::Lifetime(_)))
-        .map(|_| f.sig.generics.span())
-        .or(impl_trait_param);
+        .map(|_| {
+            let g = &f.sig.generics;
+            (quote::quote!(#g), "a generic function")
+        })
+        .or(impl_trait_param.map(|t| (quote::quote!(#t), "an `impl Trait` parameter")));
     if let Some(r) = reference_in(&output) {
-        return Err(syn::Error::new(
+        return Err(syn::Error::new_spanned(
             r,
             "#[cacheable] stores the return value and hands out copies of it, so it cannot return a borrow; return an owned type instead (`String` for `&str`, `Vec<T>` for `&[T]`, `T` or `Arc<T>` for `&T`)",
         ));
@@ -116,7 +120,7 @@ pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
         params,
         output,
         shape,
-        generic_span,
+        generic,
     })
 }
 
@@ -125,14 +129,14 @@ pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
 fn check_receiver(r: &syn::Receiver) -> syn::Result<()> {
     const FORMS: &str = "`&self`, `self: &Self`, `self: &Arc<Self>`, `self: Arc<Self>`, `self: Rc<Self>` or `self: Pin<&Self>`";
     let mutable = || {
-        syn::Error::new(
-            r.span(),
+        syn::Error::new_spanned(
+            r,
             "#[cacheable] methods cannot take `self` mutably: a cache hit would skip the mutation",
         )
     };
     let by_value = || {
-        syn::Error::new(
-            r.span(),
+        syn::Error::new_spanned(
+            r,
             format!(
                 "#[cacheable] methods take {FORMS}: a method that consumes `self` cannot share a cached value"
             ),
@@ -169,25 +173,25 @@ fn check_receiver(r: &syn::Receiver) -> syn::Result<()> {
     }
 }
 
-/// The span of the first `impl Trait` in a parameter's type.
-fn impl_trait_in(ty: &Type) -> Option<proc_macro2::Span> {
+/// The first `impl Trait` in a parameter's type.
+fn impl_trait_in(ty: &Type) -> Option<Type> {
     find_type(ty, &|t| matches!(t, Type::ImplTrait(_)))
 }
 
-/// The span of the first reference in a type.
-fn reference_in(ty: &Type) -> Option<proc_macro2::Span> {
+/// The first reference in a type.
+fn reference_in(ty: &Type) -> Option<Type> {
     find_type(ty, &|t| matches!(t, Type::Reference(_)))
 }
 
-fn find_type(ty: &Type, pred: &dyn Fn(&Type) -> bool) -> Option<proc_macro2::Span> {
+fn find_type(ty: &Type, pred: &dyn Fn(&Type) -> bool) -> Option<Type> {
     struct Finder<'a> {
         pred: &'a dyn Fn(&Type) -> bool,
-        found: Option<proc_macro2::Span>,
+        found: Option<Type>,
     }
     impl<'ast> syn::visit::Visit<'ast> for Finder<'_> {
         fn visit_type(&mut self, t: &'ast Type) {
             if self.found.is_none() && (self.pred)(t) {
-                self.found = Some(t.span());
+                self.found = Some(t.clone());
             }
             syn::visit::visit_type(self, t);
         }

@@ -108,10 +108,10 @@ pub fn plan(args: TokenStream, item: TokenStream) -> syn::Result<(Plan, ItemFn)>
             Some(segments)
         }
         None => {
-            if let Some(span) = sig.generic_span {
-                return Err(syn::Error::new(
-                    span,
-                    "a generic function needs an explicit key (`key = \"...\"`): the automatic key cannot tell instantiations apart",
+            if let Some((tokens, what)) = &sig.generic {
+                return Err(syn::Error::new_spanned(
+                    tokens,
+                    format!("{what} needs an explicit key (`key = \"...\"`): the automatic key cannot tell instantiations apart"),
                 ));
             }
             None
@@ -144,8 +144,8 @@ fn parse_fn(item: TokenStream) -> syn::Result<ItemFn> {
     match syn::parse2::<ItemFn>(item.clone()) {
         Ok(f) => Ok(f),
         Err(e) => match syn::parse2::<syn::TraitItemFn>(item) {
-            Ok(decl) if decl.default.is_none() => Err(syn::Error::new(
-                decl.sig.span(),
+            Ok(decl) if decl.default.is_none() => Err(syn::Error::new_spanned(
+                &decl.sig,
                 "#[cacheable] cannot go on a trait method declaration, which has no body to cache; put it on the method in each `impl` of the trait (with `companions = false`), or on a default body here",
             )),
             _ => Err(e),

@@ -64,8 +64,68 @@ impl Repo {
     async fn make(id: u64) -> Option<u64> where Self: Sized { Some(id) }
 }
 
+/// Every receiver that shares the value.
+struct Tenant {
+    db: String,
+}
+
+impl Tenant {
+    #[cacheable(ttl = 60, key = "a:{self.db}:{id}")]
+    async fn typed_ref(self: &Self, id: u64) -> String { format!("{}{id}", self.db) }
+
+    #[cacheable(ttl = 60, key = "b:{self.db}:{id}")]
+    async fn arc_ref(self: &std::sync::Arc<Self>, id: u64) -> String { format!("{}{id}", self.db) }
+
+    #[cacheable(ttl = 60, key = "c:{self.db}:{id}")]
+    async fn arc(self: std::sync::Arc<Self>, id: u64) -> String { format!("{}{id}", self.db) }
+
+    #[cacheable(ttl = 60, key = "d:{self.db}:{id}")]
+    async fn pinned(self: std::pin::Pin<&Self>, id: u64) -> String { format!("{}{id}", self.db) }
+
+    #[cacheable(ttl = 60, skip(self))]
+    async fn skips_self(&self, id: u64) -> u64 { id }
+}
+
+/// A template may leave a parameter out when `skip` says so; raw identifiers work.
+#[cacheable(ttl = 60, key = "kind:{r#type}", skip(trace))]
+async fn raw_name(r#type: u32, trace: u32) -> u32 { r#type + trace }
+
+/// A generic impl's methods take automatic keys: each instantiation has its own.
+struct Store<T>(std::marker::PhantomData<T>);
+
+impl<T: Send + Sync + 'static> Store<T> {
+    #[cacheable(ttl = 60)]
+    async fn size(&self, n: u64) -> u64 { n + std::mem::size_of::<T>() as u64 }
+}
+
+/// Two `cfg` alternatives of one function: each companion pair follows its function.
+#[cfg(unix)]
+#[cacheable(ttl = 60)]
+async fn per_os(id: u64) -> u64 { id }
+
+#[cfg(not(unix))]
+#[cacheable(ttl = 60)]
+async fn per_os(id: u64) -> u64 { id }
+
+/// `#[allow]` on the function reaches its companions.
+#[allow(non_snake_case)]
+#[cacheable(ttl = 60)]
+async fn Shouting(ID: u64) -> u64 { ID }
+
+/// The runtime crate under another name.
+mod renamed {
+    extern crate lexigram_cache as cache_rt;
+
+    #[cache_rt::cacheable(ttl = 60, crate = "cache_rt")]
+    pub async fn through_renamed(id: u64) -> u64 { id + 1 }
+}
+
 trait Lookup {
     async fn find(&self, id: u64) -> u64;
+
+    /// On a default body: one scope per implementing type.
+    #[cacheable(ttl = 60, companions = false)]
+    async fn twice(&self, id: u64) -> u64 { id * 2 }
 }
 
 impl Lookup for Repo {
@@ -128,8 +188,24 @@ async fn main() {
     assert_eq!(repo.auto(5).await, 12);
     assert_eq!(Repo::make(5).await, Some(5));
     assert_eq!(repo.find(6).await, 6);
+    assert_eq!(repo.twice(6).await, 12);
     assert_eq!(shadowing::shadowed(1).await, 4);
     assert_eq!(shadowing::shadowed_result(1).await.unwrap_or_default(), 1);
+    let tenant = std::sync::Arc::new(Tenant { db: "x".into() });
+    assert_eq!(tenant.typed_ref(1).await, "x1");
+    assert_eq!(tenant.arc_ref(2).await, "x2");
+    assert_eq!(tenant.clone().arc(3).await, "x3");
+    assert_eq!(std::pin::Pin::new(&*tenant).pinned(4).await, "x4");
+    assert_eq!(tenant.skips_self(5).await, 5);
+    assert_eq!(raw_name(7, 0).await, 7);
+    assert_eq!(raw_name_cache_key(7, 1), "kind:7");
+    assert_eq!(Store::<u8>(std::marker::PhantomData).size(1).await, 2);
+    assert_eq!(Store::<u64>(std::marker::PhantomData).size(1).await, 9);
+    assert_eq!(per_os(1).await, 1);
+    assert!(per_os_cache_key(1).contains("::per_os:v0:"));
+    assert_eq!(Shouting(1).await, 1);
+    assert!(Shouting_cache_key(1).contains("::Shouting:v0:"));
+    assert_eq!(renamed::through_renamed(1).await, 2);
     let _ = assert_send(one_line(1));
     let _ = assert_send(repo.get(1));
 }
