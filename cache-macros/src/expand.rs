@@ -73,20 +73,40 @@ pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
             let wrapped = wrap(quote!(#(#stmts)*));
             *f.block = syn::parse_quote!({ #wrapped });
         }
-        Shape::AsyncTrait { let_index } => {
-            if let Some(inner) = signature::async_block_of_mut(&mut f.block)
-                && let Some(syn::Stmt::Local(local)) = inner.stmts.get_mut(let_index)
-                && let Some(init) = local.init.as_mut()
-            {
-                let body = match &*init.expr {
-                    syn::Expr::Block(b) if b.attrs.is_empty() && b.label.is_none() => {
-                        let stmts = &b.block.stmts;
-                        quote!(#(#stmts)*)
+        Shape::AsyncTrait => {
+            struct Replace<'a> {
+                wrap: &'a dyn Fn(TokenStream) -> TokenStream,
+                done: bool,
+            }
+            impl syn::visit_mut::VisitMut for Replace<'_> {
+                fn visit_local_mut(&mut self, local: &mut syn::Local) {
+                    if self.done {
+                        return;
                     }
-                    other => quote!(#other),
+                    if signature::ret_type(local).is_some()
+                        && let Some(init) = local.init.as_mut()
+                    {
+                        let body = match &*init.expr {
+                            syn::Expr::Block(b) if b.attrs.is_empty() && b.label.is_none() => {
+                                let stmts = &b.block.stmts;
+                                quote!(#(#stmts)*)
+                            }
+                            other => quote!(#other),
+                        };
+                        let wrapped = (self.wrap)(body);
+                        *init.expr = syn::parse_quote!({ #wrapped });
+                        self.done = true;
+                        return;
+                    }
+                    syn::visit_mut::visit_local_mut(self, local);
+                }
+            }
+            if let Some(inner) = signature::async_block_of_mut(&mut f.block) {
+                let mut replace = Replace {
+                    wrap: &wrap,
+                    done: false,
                 };
-                let wrapped = wrap(body);
-                *init.expr = syn::parse_quote!({ #wrapped });
+                syn::visit_mut::VisitMut::visit_block_mut(&mut replace, inner);
             }
         }
     }

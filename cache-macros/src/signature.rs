@@ -13,9 +13,9 @@ pub struct Param {
 pub enum Shape {
     /// A plain `async fn`: the body is the fn's block.
     Async,
-    /// A fn that `#[async_trait]` turned into `Box::pin(async move { ...; let __ret: R = BODY; __ret })`:
-    /// the statement index of that `let` inside the async block.
-    AsyncTrait { let_index: usize },
+    /// A fn that `#[async_trait]` turned into `Box::pin(async move { ...; let __ret: R = BODY; __ret })`,
+    /// possibly with that `let` nested one level deeper by `#[tracing::instrument]`.
+    AsyncTrait,
 }
 
 pub struct Signature {
@@ -43,7 +43,7 @@ pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
             ));
         }
         (None, _) => match async_trait_body(&f.block) {
-            Some((let_index, ty)) => (Shape::AsyncTrait { let_index }, ty),
+            Some(ty) => (Shape::AsyncTrait, ty),
             None => {
                 return Err(syn::Error::new(
                     f.sig.fn_token.span,
@@ -209,24 +209,38 @@ fn mentions_self(tokens: proc_macro2::TokenStream) -> bool {
     })
 }
 
-/// Recognises the body `#[async_trait]` writes and returns the `let __ret: R = ...;` position
-/// and `R`.
-fn async_trait_body(block: &Block) -> Option<(usize, Type)> {
-    let inner = async_block_of(block)?;
-    inner.stmts.iter().enumerate().find_map(|(i, stmt)| {
-        let Stmt::Local(local) = stmt else {
-            return None;
-        };
-        let Pat::Type(pt) = &local.pat else {
-            return None;
-        };
-        match &*pt.pat {
-            Pat::Ident(pi) if pi.ident == "__ret" && local.init.is_some() => {
-                Some((i, (*pt.ty).clone()))
+/// Recognises the body `#[async_trait]` writes and returns `R` of its `let __ret: R = ...;`.
+/// The `let` is found anywhere inside the boxed async block, first in source order, so a
+/// `#[tracing::instrument]` that already wrapped the block in its own future is seen through.
+fn async_trait_body(block: &Block) -> Option<Type> {
+    struct Find(Option<Type>);
+    impl<'ast> syn::visit::Visit<'ast> for Find {
+        fn visit_local(&mut self, local: &'ast syn::Local) {
+            if self.0.is_some() {
+                return;
             }
-            _ => None,
+            if let Some(ty) = ret_type(local) {
+                self.0 = Some(ty.clone());
+                return;
+            }
+            syn::visit::visit_local(self, local);
         }
-    })
+    }
+    let inner = async_block_of(block)?;
+    let mut find = Find(None);
+    syn::visit::Visit::visit_block(&mut find, inner);
+    find.0
+}
+
+/// `R` when `local` is async_trait's `let __ret: R = ...;`.
+pub fn ret_type(local: &syn::Local) -> Option<&Type> {
+    let Pat::Type(pt) = &local.pat else {
+        return None;
+    };
+    match &*pt.pat {
+        Pat::Ident(pi) if pi.ident == "__ret" && local.init.is_some() => Some(&pt.ty),
+        _ => None,
+    }
 }
 
 /// The `async move { ... }` inside `Box::pin(...)`.
