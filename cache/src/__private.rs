@@ -672,10 +672,13 @@ where
         Ok(None) => return body.await,
         Err(e) => {
             tracing::warn!(function = scope.name, error = %e, "running without the cache");
-            return match adapter.fail(e) {
-                Some(out) => out,
-                None => body.await,
-            };
+            // Not a `match` around `body.await`: its scrutinee, an `Option` of the output,
+            // would live across the await and make the future `!Send` for outputs such as
+            // `Result<T, Box<dyn Error>>`.
+            if let Some(out) = adapter.fail(e) {
+                return out;
+            }
+            return body.await;
         }
     };
     if adapter.strict() {
