@@ -147,11 +147,15 @@ pub use registry::{BackendHealth, CacheModule, Caches, HealthReport, installed};
 /// Same-named methods of different types, and the instantiations of a generic impl, therefore
 /// never share keys, statistics or overrides. The Rust compiler does not promise that
 /// `type_name` stays the same between compiler versions: a new compiler may move methods'
-/// automatic keys (one miss each, never a wrong value). Two cases cannot be told apart, and
-/// share one scope (a warning is logged when both are called): an associated function with
-/// neither `self` nor `Self` in its signature, in two impls of one module (it gets the free
-/// function scope `{module_path}::{fn_name}`), and same-named methods of two traits
-/// implemented by one type. Give those a `key = "..."` template.
+/// automatic keys (one miss each, never a wrong value).
+///
+/// The macro sees only the function, so it knows it is in an impl only from a receiver or a
+/// `Self` in the signature. An associated function with neither gets the free-function scope
+/// `{module_path}::{fn_name}`: two such functions of one name in two impls of one module share
+/// it (a warning is logged when both are called), and so do all instantiations of a generic
+/// impl (no warning: it is one function). Add `where Self: Sized` to such a function's
+/// signature to give it a method scope. Same-named methods of two traits implemented by one
+/// type also share a scope (with the warning): give them a `key = "..."` template.
 ///
 /// # Companions
 ///

@@ -166,6 +166,16 @@ impl<T: Fruit> Table<T> {
     async fn count(&self, t: u64) -> String {
         format!("{} {t}", T::NAME)
     }
+
+    /// No receiver and no `Self` in the types: `where Self: Sized` tells the macro it is in
+    /// an impl, so each instantiation gets its own scope.
+    #[cacheable(ttl = 60)]
+    async fn kind(t: u64) -> String
+    where
+        Self: Sized,
+    {
+        format!("{} kind {t}", T::NAME)
+    }
 }
 
 #[tokio::test]
@@ -175,6 +185,10 @@ async fn every_instantiation_of_a_generic_impl_has_its_own_keys() {
     for _ in 0..2 {
         assert_eq!(apples.count(5).await, "apples 5");
         assert_eq!(pears.count(5).await, "pears 5");
+    }
+    for _ in 0..2 {
+        assert_eq!(Table::<Apples>::kind(5).await, "apples kind 5");
+        assert_eq!(Table::<Pears>::kind(5).await, "pears kind 5");
     }
     let key = apples.count_cache_key(5);
     assert!(
