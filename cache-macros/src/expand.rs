@@ -257,7 +257,14 @@ fn assertions(plan: &Plan, ret: &syn::Type) -> TokenStream {
 /// one function would otherwise give two clashing companions), lint levels and `deprecated`.
 fn shared_attrs(f: &ItemFn) -> impl Iterator<Item = &syn::Attribute> {
     const SHARED: &[&str] = &[
-        "cfg", "cfg_attr", "allow", "expect", "warn", "deny", "forbid", "deprecated",
+        "cfg",
+        "cfg_attr",
+        "allow",
+        "expect",
+        "warn",
+        "deny",
+        "forbid",
+        "deprecated",
     ];
     f.attrs.iter().filter(|a| {
         matches!(a.style, syn::AttrStyle::Outer)

@@ -58,7 +58,7 @@ pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
             "#[cacheable] needs a concrete return type to store; `impl Trait` cannot be cached",
         ));
     }
-    let async_trait = matches!(shape, Shape::AsyncTrait { .. });
+    let async_trait = matches!(shape, Shape::AsyncTrait);
     let mut has_self = false;
     let mut impl_trait_param = None;
     let mut params = Vec::new();
@@ -111,8 +111,7 @@ pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
         ));
     }
     let sig = &f.sig;
-    let in_impl = has_self
-        || mentions_self(quote::quote!(#sig));
+    let in_impl = has_self || mentions_self(quote::quote!(#sig));
     Ok(Signature {
         in_impl,
         has_self,

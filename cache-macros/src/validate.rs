@@ -86,7 +86,9 @@ pub fn plan(args: TokenStream, item: TokenStream) -> syn::Result<(Plan, ItemFn)>
                 if key::uses(&segments, ident) {
                     return Err(syn::Error::new(
                         ident.span(),
-                        format!("`{ident}` is both skipped and named in the key template; remove it from one of them"),
+                        format!(
+                            "`{ident}` is both skipped and named in the key template; remove it from one of them"
+                        ),
                     ));
                 }
             }
@@ -111,7 +113,9 @@ pub fn plan(args: TokenStream, item: TokenStream) -> syn::Result<(Plan, ItemFn)>
             if let Some((tokens, what)) = &sig.generic {
                 return Err(syn::Error::new_spanned(
                     tokens,
-                    format!("{what} needs an explicit key (`key = \"...\"`): the automatic key cannot tell instantiations apart"),
+                    format!(
+                        "{what} needs an explicit key (`key = \"...\"`): the automatic key cannot tell instantiations apart"
+                    ),
                 ));
             }
             None

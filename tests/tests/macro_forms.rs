@@ -12,6 +12,8 @@ struct Tenant {
 }
 
 impl Tenant {
+    // Written as users coming from `self: &Arc<Self>` write it.
+    #[allow(clippy::needless_arbitrary_self_type)]
     #[cacheable(ttl = 60, key = "forms:ref:{self.db}:{id}")]
     async fn typed_ref(self: &Self, id: u64) -> String {
         self.runs.fetch_add(1, Ordering::SeqCst);

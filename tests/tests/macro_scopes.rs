@@ -216,7 +216,11 @@ async fn function_stats_are_kept_per_type() {
             .map(|f| (f.stats.misses, f.stats.hits))
     };
     assert_eq!(of("macro_scopes::Users::counted"), Some((1, 1)), "{all:#?}");
-    assert_eq!(of("macro_scopes::Orders::counted"), Some((1, 0)), "{all:#?}");
+    assert_eq!(
+        of("macro_scopes::Orders::counted"),
+        Some((1, 0)),
+        "{all:#?}"
+    );
 }
 
 #[tokio::test]
