@@ -87,11 +87,14 @@ pub use registry::{BackendHealth, CacheModule, Caches, HealthReport, installed};
 /// # }
 /// ```
 ///
-/// Works on `async fn` free functions, inherent methods taking `&self`, trait impl methods
-/// (native `async fn` in traits, and methods of an `#[async_trait]` impl: put `#[async_trait]`
-/// on the impl block and `#[cacheable]` on the method), and generic functions that give `key`.
-/// The wrapper keeps the signature, visibility, docs and attributes, and its future is `Send`
-/// whenever the body's is.
+/// Works on `async fn` free functions, inherent methods taking `&self` (or `self: &Self`,
+/// `self: &Arc<Self>`, `self: Arc<Self>`, `self: Rc<Self>`, `self: Pin<&Self>`), trait impl
+/// methods (native `async fn` in traits, and methods of an `#[async_trait]` impl: put
+/// `#[async_trait]` on the impl block and `#[cacheable]` on the method), trait default
+/// methods, and generic functions that give `key`. The wrapper keeps the signature,
+/// visibility, docs and attributes, and its future is `Send` whenever the body's future and
+/// the return type are (a `Result<T, Box<dyn Error>>` return is not `Send`: use
+/// `Box<dyn Error + Send + Sync>`).
 ///
 /// # What is cached
 ///
@@ -109,15 +112,16 @@ pub use registry::{BackendHealth, CacheModule, Caches, HealthReport, installed};
 /// | `prefix = "app:"` | put before the key |
 /// | `cache = expr` | the `Cache` (or `&Cache`) to use, e.g. `cache = self.cache` |
 /// | `backend = "name"` | a named backend of the installed registry |
-/// | `skip(a, b)` | parameters left out of the automatic key |
+/// | `skip(a, b)` | parameters left out of the automatic key; with `key`, parameters the template leaves out on purpose (any other left-out parameter is a compile error). `skip(self)` is accepted: `self` is never in an automatic key |
 /// | `cache_err` | also store `Err` values (`E` must be cacheable) |
 /// | `cache_none` | also store `None` |
 /// | `version = 2` | bumps the key space (automatic keys contain `:v2:`; every key's type fingerprint changes) |
 /// | `skip_on_error = false` | return cache *read* errors to the caller, converted with `From<CacheError>` into the fn's error type (Result returns only). Default `true`: a backend error is a miss |
 /// | `companions = false` | do not generate `<fn>_cache_key` / `<fn>_invalidate`; needed in trait impls, where extra methods are not allowed |
 /// | `protect = false` | no distributed fill lock for this function (in-process single flight stays on). Default: `service.enable_protection` |
-/// | `early_refresh = false` / `beta = 2.0` | XFetch early refresh on remote backends, and its beta. Default: `service.early_refresh`, `service.beta` |
+/// | `early_refresh = false` / `beta = 2.0` | XFetch early refresh on remote backends, and its beta (0.001 or more, used as written). Default: `service.early_refresh`, `service.beta` |
 /// | `stale_if_error = "10m"` | keep values that long past expiry and return them when the body fails |
+/// | `crate = "my_cache"` | the path of this crate, for a crate that renamed the dependency |
 ///
 /// Without `cache` or `backend`, the installed registry's default cache is used
 /// ([`Caches::install`]); with nothing installed, a process-wide in-memory cache is created on
