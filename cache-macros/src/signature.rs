@@ -104,12 +104,7 @@ pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
             (quote::quote!(#g), "a generic function")
         })
         .or(impl_trait_param.map(|t| (quote::quote!(#t), "an `impl Trait` parameter")));
-    if let Some(r) = reference_in(&output) {
-        return Err(syn::Error::new_spanned(
-            r,
-            "#[cacheable] stores the return value and hands out copies of it, so it cannot return a borrow; return an owned type instead (`String` for `&str`, `Vec<T>` for `&[T]`, `T` or `Arc<T>` for `&T`)",
-        ));
-    }
+
     let sig = &f.sig;
     let in_impl = has_self || mentions_self(quote::quote!(#sig));
     Ok(Signature {
@@ -177,9 +172,42 @@ fn impl_trait_in(ty: &Type) -> Option<Type> {
     find_type(ty, &|t| matches!(t, Type::ImplTrait(_)))
 }
 
-/// The first reference in a type.
-fn reference_in(ty: &Type) -> Option<Type> {
-    find_type(ty, &|t| matches!(t, Type::Reference(_)))
+/// The first reference in the part of a return type that is stored: a `Result`'s error
+/// type is stored only with `cache_err`, so `Result<T, &'static str>` is fine without it.
+pub fn borrowed_in_stored(output: &Type, cache_err: bool) -> Option<Type> {
+    struct Finder {
+        cache_err: bool,
+        found: Option<Type>,
+    }
+    impl<'ast> syn::visit::Visit<'ast> for Finder {
+        fn visit_type(&mut self, t: &'ast Type) {
+            if self.found.is_some() {
+                return;
+            }
+            if let Type::Reference(_) = t {
+                self.found = Some(t.clone());
+                return;
+            }
+            if !self.cache_err
+                && let Type::Path(tp) = t
+                && let Some(last) = tp.path.segments.last()
+                && last.ident == "Result"
+                && let syn::PathArguments::AngleBracketed(args) = &last.arguments
+            {
+                if let Some(syn::GenericArgument::Type(ok)) = args.args.first() {
+                    self.visit_type(ok);
+                }
+                return;
+            }
+            syn::visit::visit_type(self, t);
+        }
+    }
+    let mut finder = Finder {
+        cache_err,
+        found: None,
+    };
+    syn::visit::Visit::visit_type(&mut finder, output);
+    finder.found
 }
 
 fn find_type(ty: &Type, pred: &dyn Fn(&Type) -> bool) -> Option<Type> {

@@ -13,6 +13,12 @@ pub fn plan(args: TokenStream, item: TokenStream) -> syn::Result<(Plan, ItemFn)>
     let mut f: ItemFn = parse_fn(item)?;
     let args = Args::parse(args)?;
     let sig = signature::analyse(&mut f)?;
+    if let Some(r) = signature::borrowed_in_stored(&sig.output, *args.cache_err) {
+        return Err(syn::Error::new_spanned(
+            r,
+            "#[cacheable] stores the return value and hands out copies of it, so it cannot return a borrow; return an owned type instead (`String` for `&str`, `Vec<T>` for `&[T]`, `T` or `Arc<T>` for `&T`)",
+        ));
+    }
 
     if let Some(ttl) = &args.ttl
         && **ttl == TtlArg::Millis(0)

@@ -30,6 +30,10 @@ async fn one_line_generic<T: std::fmt::Display + Send + Sync>(value: T) -> Strin
 #[cacheable(ttl = 60, key = "e:{id}", cache_err)]
 async fn one_line_err(id: u64) -> Result<u64, String> { Err(id.to_string()) }
 
+/// A borrowed error type is fine: only `Ok` is stored.
+#[cacheable(ttl = 60, key = "b:{id}")]
+async fn borrowed_error(id: u64) -> Result<u64, &'static str> { if id > 0 { Ok(id) } else { Err("zero") } }
+
 /// Parameters named like the expansion's internal bindings keep their own values.
 #[cacheable(ttl = 60)]
 async fn internal_names(
@@ -180,6 +184,7 @@ async fn main() {
     assert_eq!(one_line_skip(3, "x".into()).await, Ok(4));
     assert_eq!(one_line_generic(4).await, "4");
     assert_eq!(one_line_err(5).await, Err("5".to_string()));
+    assert_eq!(borrowed_error(0).await, Err("zero"));
     assert_eq!(internal_names(1, 2, 3, 4, 5, 6, 7, 8).await, 36);
     assert_eq!(internal_names(1, 2, 3, 4, 5, 6, 7, 8).await, 36);
     assert_eq!(internal_names_in_template(4, 2).await, 42);
