@@ -258,7 +258,6 @@ fn assertions(plan: &Plan, ret: &syn::Type) -> TokenStream {
 fn shared_attrs(f: &ItemFn) -> impl Iterator<Item = &syn::Attribute> {
     const SHARED: &[&str] = &[
         "cfg",
-        "cfg_attr",
         "allow",
         "expect",
         "warn",
