@@ -93,3 +93,30 @@ async fn raw_identifiers_in_templates_and_skipped_template_params() {
     assert_eq!(by_kind(4, 1).await, 40);
     assert_eq!(RAW_RUNS.load(Ordering::SeqCst), 2);
 }
+
+#[async_trait::async_trait]
+trait Named {
+    async fn name(&self, id: u64) -> String;
+}
+
+static AT_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[async_trait::async_trait]
+impl Named for Tenant {
+    /// `self` in the template, and a parameter named like the expansion's own key binding.
+    #[cacheable(ttl = 60, key = "forms:at:{self.db}:{__lex_key}")]
+    async fn name(&self, __lex_key: u64) -> String {
+        AT_RUNS.fetch_add(1, Ordering::SeqCst);
+        format!("{}:{__lex_key}", self.db)
+    }
+}
+
+#[tokio::test]
+async fn async_trait_methods_with_self_in_the_template() {
+    let (a, b) = (tenant("x"), tenant("y"));
+    for _ in 0..2 {
+        assert_eq!(a.name(1).await, "x:1");
+        assert_eq!(b.name(1).await, "y:1");
+    }
+    assert_eq!(AT_RUNS.load(Ordering::SeqCst), 2);
+}
