@@ -266,7 +266,7 @@ impl FnStats {
                 // methods of two traits on one type.
                 tracing::warn!(
                     function = scope,
-                    "two #[cacheable] functions have this name, so they share automatic keys, statistics and `cache.functions` overrides; give each its own `key = \"...\"` template, or rename one"
+                    "two #[cacheable] functions have this name, so they share automatic keys, statistics and `cache.functions` overrides; add `where Self: Sized` to an associated function's signature to give it its type's name, or rename one (a `key = \"...\"` template at least keeps their values apart)"
                 );
             }
             all.push((scope, self));
