@@ -311,7 +311,11 @@ pub fn given<C: AsCache + ?Sized>(c: &C) -> Source {
 
 /// Splits a function's output into the part that is cached and the part that is passed
 /// through, and rebuilds the output from a cached value.
-pub trait Adapter: Copy + Send + Sync + 'static {
+///
+/// No `'static` bound on the trait or on a passed-through error type: with one, rustc cannot
+/// show the wrapper's future `Send` for an error such as `Box<dyn Error + Send + Sync>`
+/// ("implementation of `Send` is not general enough").
+pub trait Adapter: Copy + Send + Sync {
     /// The function's return type.
     type Output;
     /// What is stored.
@@ -364,7 +368,7 @@ adapter!(
     Whole<T>
 );
 
-impl<T: CacheValue, E: 'static> Adapter for OkOnly<T, E> {
+impl<T: CacheValue, E> Adapter for OkOnly<T, E> {
     type Output = Result<T, E>;
     type Value = T;
     fn split(self, out: Result<T, E>) -> Result<T, Result<T, E>> {
@@ -375,7 +379,7 @@ impl<T: CacheValue, E: 'static> Adapter for OkOnly<T, E> {
     }
 }
 
-impl<T: CacheValue, E: From<CacheError> + 'static> Adapter for OkOrFail<T, E> {
+impl<T: CacheValue, E: From<CacheError>> Adapter for OkOrFail<T, E> {
     type Output = Result<T, E>;
     type Value = T;
     fn split(self, out: Result<T, E>) -> Result<T, Result<T, E>> {
@@ -667,19 +671,20 @@ where
         );
         return adapter.join(v);
     }
-    let (cache, ttl) = match source.resolve(site, scope) {
-        Ok(Some(route)) => route,
-        Ok(None) => return body.await,
+    let route = match source.resolve(site, scope) {
+        Ok(route) => route,
         Err(e) => {
             tracing::warn!(function = scope.name, error = %e, "running without the cache");
-            // Not a `match` around `body.await`: its scrutinee, an `Option` of the output,
-            // would live across the await and make the future `!Send` for outputs such as
-            // `Result<T, Box<dyn Error>>`.
             if let Some(out) = adapter.fail(e) {
                 return out;
             }
-            return body.await;
+            None
         }
+    };
+    // `body.await` outside any `match`: a scrutinee alive across it would be part of the
+    // future, and an output such as `Result<T, Box<dyn Error>>` would make it `!Send`.
+    let Some((cache, ttl)) = route else {
+        return body.await;
     };
     if adapter.strict() {
         match cache.get_versioned::<A::Value>(&key, site.version).await {
