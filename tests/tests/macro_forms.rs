@@ -120,3 +120,21 @@ async fn async_trait_methods_with_self_in_the_template() {
     }
     assert_eq!(AT_RUNS.load(Ordering::SeqCst), 2);
 }
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[cacheable(ttl = 60)]
+async fn boxed_error(id: u64) -> Result<u64, BoxError> {
+    if id == 0 {
+        return Err("no zero".into());
+    }
+    Ok(id * 3)
+}
+
+#[tokio::test]
+async fn a_boxed_error_return_can_be_spawned() {
+    let ok = tokio::spawn(boxed_error(2)).await.expect("task");
+    assert_eq!(ok.ok(), Some(6));
+    let err = tokio::spawn(boxed_error(0)).await.expect("task");
+    assert_eq!(err.err().map(|e| e.to_string()).as_deref(), Some("no zero"));
+}
