@@ -28,9 +28,6 @@ pub struct Signature {
     /// Where the function is generic (type parameters or `impl Trait` parameters), if it is,
     /// and what to call it.
     pub generic: Option<(proc_macro2::TokenStream, &'static str)>,
-    /// A receiver or `Self` in the signature: the function is known to be in an impl (or a
-    /// trait), so `Self` can name its type.
-    pub in_impl: bool,
 }
 
 pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
@@ -105,10 +102,7 @@ pub fn analyse(f: &mut ItemFn) -> syn::Result<Signature> {
         })
         .or(impl_trait_param.map(|t| (quote::quote!(#t), "an `impl Trait` parameter")));
 
-    let sig = &f.sig;
-    let in_impl = has_self || mentions_self(quote::quote!(#sig));
     Ok(Signature {
-        in_impl,
         has_self,
         self_ident,
         params,
@@ -226,14 +220,6 @@ fn find_type(ty: &Type, pred: &dyn Fn(&Type) -> bool) -> Option<Type> {
     let mut finder = Finder { pred, found: None };
     syn::visit::Visit::visit_type(&mut finder, ty);
     finder.found
-}
-
-fn mentions_self(tokens: proc_macro2::TokenStream) -> bool {
-    tokens.into_iter().any(|tt| match tt {
-        proc_macro2::TokenTree::Ident(i) => i == "Self",
-        proc_macro2::TokenTree::Group(g) => mentions_self(g.stream()),
-        _ => false,
-    })
 }
 
 /// Recognises the body `#[async_trait]` writes and returns `R` of its `let __ret: R = ...;`.

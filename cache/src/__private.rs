@@ -22,18 +22,17 @@ pub use crate::registry::installed;
 
 /// What the macro knows about one cached function, as a `static`.
 ///
-/// A `static` inside a generic function or a generic impl is one for all instantiations, so a
-/// method's identity is resolved at run time from `type_name::<Self>()` ([`Site::scope_of`]).
+/// A `static` inside a generic function or a generic impl is one for all instantiations, and
+/// the macro cannot see whether it is in an impl, so a function's identity is resolved at run
+/// time from where it is ([`Site::scope_at`]).
 #[derive(Debug)]
 pub struct Site {
     /// `module_path!()` of the function.
     pub module: &'static str,
     /// The function's name.
     pub name: &'static str,
-    /// The scope of a free function: `module_path::fn_name`.
-    pub scope: Scope,
-    /// The scopes of a method, one per Self type.
-    pub methods: MethodScopes,
+    /// The scopes resolved so far.
+    pub scopes: Scopes,
     /// The `prefix` option.
     pub prefix: &'static str,
     /// The `version` option.
@@ -53,58 +52,49 @@ pub struct Site {
 }
 
 impl Site {
-    /// The scope of a free function (or of an associated function the macro cannot tell
-    /// from one: no receiver and no `Self` in its signature).
+    /// The scope of this function as instantiated at `at`: the `type_name` of a closure
+    /// written in the function's body, which the compiler prints as the path of the function
+    /// with its Self type and trait (`app::Repo<app::Apples>::count::{{closure}}`,
+    /// `<app::Page as app::Title>::text::{{closure}}`). The first few are found without a
+    /// lock; each scope is built once and lives for the rest of the process.
     #[inline]
-    pub fn free_scope(&'static self) -> &'static Scope {
-        &self.scope
-    }
-
-    /// The scope of this method for the Self type named `self_type`
-    /// (`core::any::type_name::<Self>()`). The first few types are found without a lock; each
-    /// scope is built once and lives for the rest of the process.
-    #[inline]
-    pub fn scope_of(&'static self, self_type: &'static str) -> &'static Scope {
-        for slot in &self.methods.slots {
+    pub fn scope_at(&'static self, at: &'static str) -> &'static Scope {
+        for slot in &self.scopes.slots {
             match slot.get() {
-                Some(s) if same_str(s.self_type, self_type) => return s,
+                Some(r) if same_str(r.at, at) => return r.scope,
                 Some(_) => {}
                 None => break,
             }
         }
-        self.resolve_scope(self_type)
+        self.resolve_scope(at)
     }
 
     #[cold]
-    fn resolve_scope(&'static self, self_type: &'static str) -> &'static Scope {
+    fn resolve_scope(&'static self, at: &'static str) -> &'static Scope {
         // Slots are only filled under this lock, so the search and the fill cannot race.
-        let mut more = self.methods.more.lock();
-        for slot in &self.methods.slots {
-            match slot.get() {
-                Some(s) if same_str(s.self_type, self_type) => return s,
-                Some(_) => {}
-                None => {
-                    let s = self.leak_scope(self_type);
-                    let _ = slot.set(s);
-                    return s;
-                }
+        let mut more = self.scopes.more.lock();
+        let filled = self.scopes.slots.iter().filter_map(|s| s.get());
+        let known: Vec<Resolved> = filled.copied().chain(more.iter().copied()).collect();
+        if let Some(r) = known.iter().find(|r| same_str(r.at, at)) {
+            return r.scope;
+        }
+        // Instantiations of a generic free function share one scope.
+        let name = scope_name(self.module, at, self.name);
+        let scope = match known.iter().find(|r| r.scope.name == name) {
+            Some(r) => r.scope,
+            None => Box::leak(Box::new(Scope {
+                name: Box::leak(name.into_boxed_str()),
+                stats: FnStats::new(),
+            })),
+        };
+        let resolved = Resolved { at, scope };
+        match self.scopes.slots.iter().find(|s| s.get().is_none()) {
+            Some(slot) => {
+                let _ = slot.set(resolved);
             }
+            None => more.push(resolved),
         }
-        if let Some(s) = more.iter().find(|s| same_str(s.self_type, self_type)) {
-            return s;
-        }
-        let s = self.leak_scope(self_type);
-        more.push(s);
-        s
-    }
-
-    fn leak_scope(&self, self_type: &'static str) -> &'static Scope {
-        let name = method_scope(self.module, self_type, self.name);
-        Box::leak(Box::new(Scope {
-            name: Box::leak(name.into_boxed_str()),
-            self_type,
-            stats: FnStats::new(),
-        }))
+        scope
     }
 }
 
@@ -113,15 +103,60 @@ fn same_str(a: &'static str, b: &'static str) -> bool {
     std::ptr::eq(a, b) || a == b
 }
 
-/// `{module}::{SelfType}::{name}`, with `{module}::` removed from the type's paths where it
-/// starts one (so a type of the same module reads `Repo<Apples>`, not
-/// `my_app::repo::Repo<my_app::repo::Apples>`).
-fn method_scope(module: &str, self_type: &str, name: &str) -> String {
-    let mut out = String::with_capacity(module.len() + self_type.len() + name.len() + 4);
-    out.push_str(module);
-    out.push_str("::");
+/// The scope name for the function `name` of module `module` found at `at` (see
+/// [`Site::scope_at`]): `{module}::{name}` for a free function, `{module}::{owner}::{name}`
+/// for a function of an impl, the owner being the Self type or `<Type as Trait>` with
+/// `{module}::` left out of it (`app::repo::Repo<Apples>::count`), or the owner's own path when
+/// it is a type of another module (`app::models::User::name`).
+fn scope_name(module: &str, at: &str, name: &str) -> String {
+    let mut path = at;
+    while let Some(p) = path.strip_suffix("::{{closure}}") {
+        path = p;
+    }
+    // `path` ends with the enclosing function (the cached function or one of its companions).
+    let owner = top_level_parent(path).unwrap_or("");
+    if owner.is_empty() || owner == module {
+        return format!("{module}::{name}");
+    }
+    let owner_in_module = owner
+        .strip_prefix(module)
+        .and_then(|rest| rest.strip_prefix("::"));
+    match owner_in_module {
+        Some(rest) => format!("{module}::{}::{name}", strip_module(rest, module)),
+        None if owner.starts_with('<') => {
+            format!("{module}::{}::{name}", strip_module(owner, module))
+        }
+        None => format!("{}::{name}", strip_module(owner, module)),
+    }
+}
+
+/// `path` without its last `::` segment, looking only at `::` outside `<...>`.
+fn top_level_parent(path: &str) -> Option<&str> {
+    let bytes = path.as_bytes();
+    let mut depth = 0usize;
+    let mut last = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'<' => depth += 1,
+            // `->` of a fn pointer type is not a closing bracket.
+            b'>' if i == 0 || bytes[i - 1] != b'-' => depth = depth.saturating_sub(1),
+            b':' if depth == 0 && bytes.get(i + 1) == Some(&b':') => {
+                last = Some(i);
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    last.map(|i| &path[..i])
+}
+
+/// `ty` with `{module}::` removed wherever it starts a path.
+fn strip_module(ty: &str, module: &str) -> String {
     let strip = format!("{module}::");
-    let mut rest = self_type;
+    let mut out = String::with_capacity(ty.len());
+    let mut rest = ty;
     let mut at_boundary = true;
     while !rest.is_empty() {
         if at_boundary && let Some(after) = rest.strip_prefix(strip.as_str()) {
@@ -133,8 +168,6 @@ fn method_scope(module: &str, self_type: &str, name: &str) -> String {
         at_boundary = !(c.is_alphanumeric() || c == '_' || c == ':');
         rest = &rest[c.len_utf8()..];
     }
-    out.push_str("::");
-    out.push_str(name);
     out
 }
 
@@ -145,42 +178,37 @@ fn method_scope(module: &str, self_type: &str, name: &str) -> String {
 pub struct Scope {
     /// `module_path::fn_name`, or `module_path::SelfType::method` for a method.
     pub name: &'static str,
-    /// `type_name::<Self>()` for a method, empty for a free function.
-    self_type: &'static str,
     /// The counters.
     stats: FnStats,
 }
 
 impl Scope {
-    /// The scope of a free function named `name` (`module_path::fn_name`).
-    pub const fn free(name: &'static str) -> Scope {
-        Scope {
-            name,
-            self_type: "",
-            stats: FnStats::new(),
-        }
-    }
-
     #[inline]
     fn function(&'static self) -> Option<(&'static str, &'static FnStats)> {
         Some((self.name, &self.stats))
     }
 }
 
-/// The scopes a method has resolved so far, one per Self type.
-#[derive(Debug)]
-pub struct MethodScopes {
-    /// Read without a lock; almost every method has one Self type.
-    slots: [std::sync::OnceLock<&'static Scope>; 4],
-    /// Instantiations past the slots.
-    more: parking_lot::Mutex<Vec<&'static Scope>>,
+#[derive(Debug, Clone, Copy)]
+struct Resolved {
+    at: &'static str,
+    scope: &'static Scope,
 }
 
-impl MethodScopes {
+/// The scopes a function has resolved so far, one per place it is instantiated at.
+#[derive(Debug)]
+pub struct Scopes {
+    /// Read without a lock; almost every function has one.
+    slots: [std::sync::OnceLock<Resolved>; 4],
+    /// Instantiations past the slots.
+    more: parking_lot::Mutex<Vec<Resolved>>,
+}
+
+impl Scopes {
     /// None resolved yet.
     #[allow(clippy::new_without_default)]
-    pub const fn new() -> MethodScopes {
-        MethodScopes {
+    pub const fn new() -> Scopes {
+        Scopes {
             slots: [const { std::sync::OnceLock::new() }; 4],
             more: parking_lot::Mutex::new(Vec::new()),
         }
@@ -756,31 +784,54 @@ pub async fn invalidate(
 
 #[cfg(test)]
 mod tests {
-    use super::method_scope;
+    use super::scope_name;
 
     #[test]
-    fn method_scopes_leave_out_their_own_module() {
+    fn scope_names_from_where_the_function_is() {
         let m = "app::repo";
+        let name = |at: &str| scope_name(m, at, "f");
+        // Free functions, also generic ones and companions: the format of automatic keys.
         assert_eq!(
-            method_scope(m, "app::repo::Orders", "name"),
-            "app::repo::Orders::name"
+            name("app::repo::f::{{closure}}::{{closure}}"),
+            "app::repo::f"
+        );
+        assert_eq!(name("app::repo::f<u32>::{{closure}}"), "app::repo::f");
+        assert_eq!(name("app::repo::f_cache_key::{{closure}}"), "app::repo::f");
+        // Methods and associated functions.
+        assert_eq!(
+            name("app::repo::Orders::f::{{closure}}"),
+            "app::repo::Orders::f"
         );
         assert_eq!(
-            method_scope(m, "app::repo::Repo<app::repo::Apples, u64>", "count"),
-            "app::repo::Repo<Apples, u64>::count"
-        );
-        // Other modules keep their path, also one whose path ends like this module's.
-        assert_eq!(
-            method_scope(m, "app::models::User", "name"),
-            "app::repo::app::models::User::name"
+            name("app::repo::Repo<app::repo::Apples, u64>::f::{{closure}}"),
+            "app::repo::Repo<Apples, u64>::f"
         );
         assert_eq!(
-            method_scope(m, "x::app::repo::T", "f"),
-            "app::repo::x::app::repo::T::f"
+            name("app::repo::Repo<fn(u8) -> app::repo::A>::f<T>::{{closure}}"),
+            "app::repo::Repo<fn(u8) -> A>::f"
         );
         assert_eq!(
-            method_scope(m, "alloc::sync::Arc<app::repo::T>", "f"),
-            "app::repo::alloc::sync::Arc<T>::f"
+            name("<app::repo::Page as app::repo::Title>::f::{{closure}}::{{closure}}"),
+            "app::repo::<Page as Title>::f"
+        );
+        assert_eq!(
+            name("<alloc::string::String as app::Named>::f::{{closure}}"),
+            "app::repo::<alloc::string::String as app::Named>::f"
+        );
+        // A type of another module keeps its own path; one whose path ends like this
+        // module's is not cut.
+        assert_eq!(
+            name("app::models::User::f::{{closure}}"),
+            "app::models::User::f"
+        );
+        assert_eq!(
+            name("x::app::repo::T::f::{{closure}}"),
+            "x::app::repo::T::f"
+        );
+        // A function inside a function.
+        assert_eq!(
+            name("app::repo::outer::f::{{closure}}"),
+            "app::repo::outer::f"
         );
     }
 }

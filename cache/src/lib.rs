@@ -142,24 +142,21 @@ pub use registry::{BackendHealth, CacheModule, Caches, HealthReport, installed};
 /// `cache.functions` overrides:
 ///
 /// - a free function: `{module_path}::{fn_name}`, e.g. `my_app::users::load_user`;
-/// - a method (a receiver in any form, or `Self` in the signature):
-///   `{module_path}::{SelfType}::{method}`, where `SelfType` is
-///   [`type_name::<Self>()`](core::any::type_name) with the module's own path left out, e.g.
-///   `my_app::repo::Orders::name`, and one scope per instantiation of a generic impl:
-///   `my_app::repo::Repo<Apples>::count`, `my_app::repo::Repo<u64>::count`.
+/// - a method or associated function of an inherent impl: `{module_path}::{SelfType}::{fn}`,
+///   e.g. `my_app::repo::Orders::name`, and one scope per instantiation of a generic impl:
+///   `my_app::repo::Repo<Apples>::count`, `my_app::repo::Repo<u64>::count`;
+/// - a function of a trait impl (or a trait's default body): `{module_path}::<SelfType as
+///   Trait>::{fn}`, e.g. `my_app::pages::<Page as Title>::text`.
 ///
-/// Same-named methods of different types, and the instantiations of a generic impl, therefore
-/// never share keys, statistics or overrides. The Rust compiler does not promise that
-/// `type_name` stays the same between compiler versions: a new compiler may move methods'
-/// automatic keys (one miss each, never a wrong value).
-///
-/// The macro sees only the function, so it knows it is in an impl only from a receiver or a
-/// `Self` in the signature. An associated function with neither gets the free-function scope
-/// `{module_path}::{fn_name}`: two such functions of one name in two impls of one module share
-/// it (a warning is logged when both are called), and so do all instantiations of a generic
-/// impl (no warning: it is one function). Add `where Self: Sized` to such a function's
-/// signature to give it a method scope. Same-named methods of two traits implemented by one
-/// type also share a scope (with the warning): give them a `key = "..."` template.
+/// Types are written as [`type_name`](core::any::type_name) prints them, with the module's
+/// own path left out (a type of another module keeps its full path, and then starts the
+/// scope: `my_app::models::User::name`). The scope is read at run time from the compiler's
+/// name for a closure in the function's body, which is why it knows the impl around the
+/// function although the macro does not. So same-named functions of different types or
+/// traits, and the instantiations of a generic impl, never share keys, statistics or
+/// overrides. The compiler does not promise that `type_name` stays the same between compiler
+/// versions: a new compiler may move the automatic keys of functions in impls (one miss each,
+/// never a wrong value); free functions' keys do not depend on it.
 ///
 /// # Companions
 ///

@@ -259,17 +259,7 @@ impl FnStats {
     pub(crate) fn incr(&'static self, scope: &'static str, cache: &str, c: Counter) {
         self.counts[c as usize].fetch_add(1, Ordering::Relaxed);
         if !self.seen.load(Ordering::Relaxed) && !self.seen.swap(true, Ordering::AcqRel) {
-            let mut all = FUNCTIONS.lock();
-            if all.iter().any(|(name, _)| *name == scope) {
-                // Cases the macro cannot tell apart: an associated function with neither
-                // `self` nor `Self` in its signature in two impls of one module, or same-named
-                // methods of two traits on one type.
-                tracing::warn!(
-                    function = scope,
-                    "two #[cacheable] functions have this name, so they share automatic keys, statistics and `cache.functions` overrides; add `where Self: Sized` to an associated function's signature to give it its type's name, or rename one (a `key = \"...\"` template at least keeps their values apart)"
-                );
-            }
-            all.push((scope, self));
+            FUNCTIONS.lock().push((scope, self));
         }
         self.metrics
             .get_or_init(|| MetricHandles::new(cache, scope))
@@ -301,8 +291,9 @@ static FUNCTIONS: parking_lot::Mutex<Vec<(&'static str, &'static FnStats)>> =
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct FunctionStats {
-    /// `module_path::fn_name` for a free function, `module_path::SelfType::method` for a
-    /// method (see [`cacheable`](crate::cacheable#scopes)).
+    /// `module_path::fn_name` for a free function, `module_path::SelfType::method` or
+    /// `module_path::<SelfType as Trait>::method` for a method (see
+    /// [`cacheable`](crate::cacheable#scopes)).
     pub function: &'static str,
     /// Its counters since the process started (breaker and eviction fields stay zero: they
     /// belong to caches, see [`Cache::stats`](crate::Cache::stats)).

@@ -167,13 +167,9 @@ impl<T: Fruit> Table<T> {
         format!("{} {t}", T::NAME)
     }
 
-    /// No receiver and no `Self` in the types: `where Self: Sized` tells the macro it is in
-    /// an impl, so each instantiation gets its own scope.
+    /// No receiver and no `Self` in the signature: still one scope per instantiation.
     #[cacheable(ttl = 60)]
-    async fn kind(t: u64) -> String
-    where
-        Self: Sized,
-    {
+    async fn kind(t: u64) -> String {
         format!("{} kind {t}", T::NAME)
     }
 }
@@ -199,6 +195,80 @@ async fn every_instantiation_of_a_generic_impl_has_its_own_keys() {
         pears
             .count_cache_key(5)
             .starts_with("macro_scopes::Table<Pears>::count:v0:")
+    );
+}
+
+/// Associated functions with neither `self` nor `Self` in their signatures.
+struct Left;
+struct Right;
+
+impl Left {
+    #[cacheable(ttl = 60)]
+    async fn make(id: u64) -> u64 {
+        id
+    }
+}
+
+impl Right {
+    #[cacheable(ttl = 60)]
+    async fn make(id: u64) -> u64 {
+        id + 1
+    }
+}
+
+#[tokio::test]
+async fn associated_functions_without_self_keep_their_own_values() {
+    setup().await;
+    for _ in 0..2 {
+        assert_eq!(Left::make(1).await, 1);
+        assert_eq!(Right::make(1).await, 2);
+    }
+    assert!(Left::make_cache_key(1).starts_with("macro_scopes::Left::make:v0:"));
+    assert!(Right::make_cache_key(1).starts_with("macro_scopes::Right::make:v0:"));
+}
+
+/// Two traits with a method of one name, on one type.
+trait Title {
+    async fn text(&self, id: u64) -> String;
+}
+trait Subtitle {
+    async fn text(&self, id: u64) -> String;
+}
+
+struct Page;
+
+impl Title for Page {
+    #[cacheable(ttl = 60, companions = false)]
+    async fn text(&self, id: u64) -> String {
+        format!("title {id}")
+    }
+}
+
+impl Subtitle for Page {
+    #[cacheable(ttl = 60, companions = false)]
+    async fn text(&self, id: u64) -> String {
+        format!("subtitle {id}")
+    }
+}
+
+#[tokio::test]
+async fn same_named_methods_of_two_traits_on_one_type() {
+    setup().await;
+    for _ in 0..2 {
+        assert_eq!(Title::text(&Page, 1).await, "title 1");
+        assert_eq!(Subtitle::text(&Page, 1).await, "subtitle 1");
+    }
+    let names: Vec<_> = function_stats()
+        .into_iter()
+        .map(|f| f.function)
+        .filter(|f| f.ends_with("::text"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "macro_scopes::<Page as Subtitle>::text",
+            "macro_scopes::<Page as Title>::text"
+        ]
     );
 }
 

@@ -65,7 +65,7 @@ impl Repo {
     async fn auto(&self, id: u64) -> u64 { id + 7 }
 
     #[cacheable(ttl = 60)]
-    async fn make(id: u64) -> Option<u64> where Self: Sized { Some(id) }
+    async fn make(id: u64) -> Option<u64> { Some(id) }
 }
 
 /// Every receiver that shares the value.

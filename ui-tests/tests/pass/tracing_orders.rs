@@ -1,6 +1,5 @@
-//! `#[cacheable]` through tracing: `#[tracing::instrument]` in either order, on a plain
-//! `async fn` and inside an `#[async_trait]` impl, and what each order traces; and the warning
-//! for two functions the macro cannot tell apart.
+//! `#[tracing::instrument]` and `#[cacheable]` in either order, on a plain `async fn` and
+//! inside an `#[async_trait]` impl, and what each order traces.
 #![deny(warnings)]
 
 use std::collections::BTreeMap;
@@ -11,18 +10,6 @@ use async_trait::async_trait;
 use lexigram_cache::cacheable;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-static SHARED_SCOPE_WARNINGS: AtomicU64 = AtomicU64::new(0);
-
-/// Finds the shared-scope warning's message.
-struct Message(bool);
-
-impl tracing::field::Visit for Message {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" && format!("{value:?}").contains("two #[cacheable] functions have this name") {
-            self.0 = true;
-        }
-    }
-}
 static BY_NAME: Mutex<BTreeMap<&'static str, usize>> = Mutex::new(BTreeMap::new());
 
 /// Counts spans by name.
@@ -40,13 +27,7 @@ impl tracing::Subscriber for Spans {
     }
     fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut m = Message(false);
-        event.record(&mut m);
-        if m.0 {
-            SHARED_SCOPE_WARNINGS.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    fn event(&self, _: &tracing::Event<'_>) {}
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
 }
@@ -84,20 +65,6 @@ impl Lookup for Repo {
     async fn below(&self, id: u64) -> u64 { id + 2 }
 }
 
-/// Neither `self` nor `Self` in the signature: both get the scope `{crate}::make`.
-struct Left;
-struct Right;
-
-impl Left {
-    #[cacheable(ttl = 60, key = "left:{id}")]
-    async fn make(id: u64) -> u64 { id }
-}
-
-impl Right {
-    #[cacheable(ttl = 60, key = "right:{id}")]
-    async fn make(id: u64) -> u64 { id + 1 }
-}
-
 #[tokio::main]
 async fn main() {
     let _ = tracing::subscriber::set_global_default(Spans);
@@ -113,14 +80,4 @@ async fn main() {
     // `#[async_trait]` impl both orders trace every call.
     assert_eq!(spans("above"), 2);
     assert_eq!(spans("below"), 2);
-
-    assert_eq!(SHARED_SCOPE_WARNINGS.load(Ordering::Relaxed), 0);
-    assert_eq!(Left::make(1).await, 1);
-    assert_eq!(Right::make(1).await, 2);
-    assert_eq!(SHARED_SCOPE_WARNINGS.load(Ordering::Relaxed), 1);
-    let names: Vec<_> = lexigram_cache::function_stats()
-        .into_iter()
-        .filter(|f| f.function.ends_with("::make"))
-        .collect();
-    assert_eq!(names.len(), 2);
 }
