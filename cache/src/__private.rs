@@ -73,15 +73,19 @@ impl Site {
     fn resolve_scope(&'static self, at: &'static str) -> &'static Scope {
         // Slots are only filled under this lock, so the search and the fill cannot race.
         let mut more = self.scopes.more.lock();
-        let filled = self.scopes.slots.iter().filter_map(|s| s.get());
-        let known: Vec<Resolved> = filled.copied().chain(more.iter().copied()).collect();
-        if let Some(r) = known.iter().find(|r| same_str(r.at, at)) {
+        let slots = || self.scopes.slots.iter().filter_map(|s| s.get());
+        // Past the slots this runs on every call: no allocation before the first resolution.
+        if let Some(r) = slots().chain(more.iter()).find(|r| same_str(r.at, at)) {
             return r.scope;
         }
         // Instantiations of a generic free function share one scope.
         let name = scope_name(self.module, at, self.name);
-        let scope = match known.iter().find(|r| r.scope.name == name) {
-            Some(r) => r.scope,
+        let existing = slots()
+            .chain(more.iter())
+            .find(|r| r.scope.name == name)
+            .map(|r| r.scope);
+        let scope = match existing {
+            Some(scope) => scope,
             None => Box::leak(Box::new(Scope {
                 name: Box::leak(name.into_boxed_str()),
                 stats: FnStats::new(),
@@ -199,7 +203,7 @@ struct Resolved {
 #[derive(Debug)]
 pub struct Scopes {
     /// Read without a lock; almost every function has one.
-    slots: [std::sync::OnceLock<Resolved>; 4],
+    slots: [std::sync::OnceLock<Resolved>; 8],
     /// Instantiations past the slots.
     more: parking_lot::Mutex<Vec<Resolved>>,
 }
@@ -209,7 +213,7 @@ impl Scopes {
     #[allow(clippy::new_without_default)]
     pub const fn new() -> Scopes {
         Scopes {
-            slots: [const { std::sync::OnceLock::new() }; 4],
+            slots: [const { std::sync::OnceLock::new() }; 8],
             more: parking_lot::Mutex::new(Vec::new()),
         }
     }

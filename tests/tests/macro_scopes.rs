@@ -309,3 +309,41 @@ async fn an_override_targets_one_types_method_only() {
     assert_eq!(USERS_LABEL_RUNS.load(Ordering::SeqCst) - u0, 1);
     assert_eq!(ORDERS_LABEL_RUNS.load(Ordering::SeqCst) - o0, 3);
 }
+
+/// More instantiations than the lock-free slots hold.
+struct Nth<const K: usize>;
+
+impl<const K: usize> Nth<K> {
+    #[cacheable(ttl = 60)]
+    async fn k(&self) -> usize {
+        K
+    }
+}
+
+#[tokio::test]
+async fn many_instantiations_keep_their_own_values() {
+    setup().await;
+    async fn all() -> Vec<usize> {
+        vec![
+            Nth::<0>.k().await,
+            Nth::<1>.k().await,
+            Nth::<2>.k().await,
+            Nth::<3>.k().await,
+            Nth::<4>.k().await,
+            Nth::<5>.k().await,
+            Nth::<6>.k().await,
+            Nth::<7>.k().await,
+            Nth::<8>.k().await,
+            Nth::<9>.k().await,
+            Nth::<10>.k().await,
+        ]
+    }
+    let expected: Vec<usize> = (0..=10).collect();
+    assert_eq!(all().await, expected);
+    assert_eq!(all().await, expected);
+    assert!(
+        Nth::<10>
+            .k_cache_key()
+            .starts_with("macro_scopes::Nth<10>::k:v0:")
+    );
+}
