@@ -113,11 +113,15 @@ fn same_str(a: &'static str, b: &'static str) -> bool {
 /// `{module}::` left out of it (`app::repo::Repo<Apples>::count`), or the owner's own path when
 /// it is a type of another module (`app::models::User::name`).
 fn scope_name(module: &str, at: &str, name: &str) -> String {
+    // Closures and async blocks print as `{{closure}}` (other compilers may write
+    // `{closure#0}`): drop them, so that `path` ends with the enclosing function, the cached
+    // function or one of its companions.
     let mut path = at;
-    while let Some(p) = path.strip_suffix("::{{closure}}") {
-        path = p;
+    while let Some(parent) = top_level_parent(path)
+        && path[parent.len()..].starts_with("::{")
+    {
+        path = parent;
     }
-    // `path` ends with the enclosing function (the cached function or one of its companions).
     let owner = top_level_parent(path).unwrap_or("");
     if owner.is_empty() || owner == module {
         return format!("{module}::{name}");
@@ -801,6 +805,10 @@ mod tests {
         );
         assert_eq!(name("app::repo::f<u32>::{{closure}}"), "app::repo::f");
         assert_eq!(name("app::repo::f_cache_key::{{closure}}"), "app::repo::f");
+        assert_eq!(
+            name("app::repo::f::{closure#0}::{async_block#1}"),
+            "app::repo::f"
+        );
         // Methods and associated functions.
         assert_eq!(
             name("app::repo::Orders::f::{{closure}}"),

@@ -156,7 +156,7 @@ pub use registry::{BackendHealth, CacheModule, Caches, HealthReport, installed};
 /// traits, and the instantiations of a generic impl, never share keys, statistics or
 /// overrides. The compiler does not promise that `type_name` stays the same between compiler
 /// versions: a new compiler may move the automatic keys of functions in impls (one miss each,
-/// never a wrong value); free functions' keys do not depend on it.
+/// never a wrong value).
 ///
 /// # Companions
 ///
