@@ -23,6 +23,9 @@ pub struct Args {
     pub version: u32,
     pub skip_on_error: Option<bool>,
     pub companions: Option<bool>,
+    /// `crate = "path"`: where lexigram-cache is, for a crate that renamed the dependency.
+    #[darling(rename = "crate")]
+    pub krate: Option<syn::Path>,
 }
 
 /// A duration option: integer seconds, a humantime string, or `"never"`.
@@ -101,6 +104,7 @@ const OPTIONS: &[&str] = &[
     "version",
     "skip_on_error",
     "companions",
+    "crate",
 ];
 
 /// The known option nearest to `word` by edit distance, if it is near enough to be a typo.

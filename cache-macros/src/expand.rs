@@ -1,6 +1,6 @@
 //! The generated tokens.
 
-use proc_macro2::{TokenStream, TokenTree};
+use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
 use syn::ItemFn;
 use syn::spanned::Spanned;
@@ -15,25 +15,40 @@ pub struct Plan {
     pub sig: Signature,
     pub template: Option<Vec<Segment>>,
     pub skip: Vec<syn::Ident>,
+    /// The path of the runtime crate: `::lexigram_cache`, or the `crate = "..."` option.
+    pub krate: TokenStream,
+}
+
+/// The expansion's own bindings: `Span::mixed_site()` keeps them out of the user's namespace,
+/// so a parameter named `__lex_key` is never shadowed by them, and they by it.
+pub fn internal(name: &str) -> syn::Ident {
+    syn::Ident::new(name, Span::mixed_site())
 }
 
 pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
+    let k = &plan.krate;
+    let ms = Span::mixed_site();
     let site = site(&plan, &f);
     let key = key_expr(&plan);
     let source = source_expr(&plan);
+    let scope = scope_expr();
     let ret = &plan.sig.output;
     let adapter = adapter_method(&plan.args);
-    let assertions = assertions(&plan.args, ret);
+    let assertions = assertions(&plan, ret);
 
-    let wrap = |body: TokenStream| {
-        quote! {{
+    // The body's statements are spliced into the async block rather than its braces kept
+    // around them: `{ id * 2 }` as a block's tail would warn `unused_braces` at the user's
+    // braces.
+    let wrap = |stmts: TokenStream| {
+        quote_spanned! {ms=>
             #site
+            let __lex_scope: &'static #k::__private::Scope = #scope;
             let __lex_key: ::core::option::Option<::std::string::String> = #key;
             let __lex_source = #source;
             #[allow(unused_imports)]
-            use ::lexigram_cache::__private::{ProbeOption as _, ProbePlain as _, ProbeResult as _};
+            use #k::__private::{ProbeOption as _, ProbePlain as _, ProbeResult as _};
             #assertions
-            let __lex_adapter = (&&&::lexigram_cache::__private::Probe::<#ret>::new()).#adapter();
+            let __lex_adapter = (&&&#k::__private::Probe::<#ret>::new()).#adapter();
             let __lex_body = async move {
                 // Tells inference the block's output type, so `?` in the body converts errors
                 // into the function's error type as it would without the attribute.
@@ -41,10 +56,10 @@ pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
                     #[allow(unreachable_code)]
                     return __lex_ret;
                 }
-                #body
+                #stmts
             };
-            ::lexigram_cache::__private::run(&__LEX_SITE, __lex_source, __lex_key, __lex_adapter, __lex_body).await
-        }}
+            #k::__private::run(&__LEX_SITE, __lex_scope, __lex_source, __lex_key, __lex_adapter, __lex_body).await
+        }
     };
 
     let companions = match plan.sig.shape {
@@ -54,18 +69,44 @@ pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
 
     match plan.sig.shape {
         Shape::Async => {
-            let body = &f.block;
-            let wrapped = wrap(quote!(#body));
+            let stmts = &f.block.stmts;
+            let wrapped = wrap(quote!(#(#stmts)*));
             *f.block = syn::parse_quote!({ #wrapped });
         }
-        Shape::AsyncTrait { let_index } => {
-            if let Some(inner) = signature::async_block_of_mut(&mut f.block)
-                && let Some(syn::Stmt::Local(local)) = inner.stmts.get_mut(let_index)
-                && let Some(init) = local.init.as_mut()
-            {
-                let body = &init.expr;
-                let wrapped = wrap(quote!(#body));
-                *init.expr = syn::parse_quote!(#wrapped);
+        Shape::AsyncTrait => {
+            struct Replace<'a> {
+                wrap: &'a dyn Fn(TokenStream) -> TokenStream,
+                done: bool,
+            }
+            impl syn::visit_mut::VisitMut for Replace<'_> {
+                fn visit_local_mut(&mut self, local: &mut syn::Local) {
+                    if self.done {
+                        return;
+                    }
+                    if signature::ret_type(local).is_some()
+                        && let Some(init) = local.init.as_mut()
+                    {
+                        let body = match &*init.expr {
+                            syn::Expr::Block(b) if b.attrs.is_empty() && b.label.is_none() => {
+                                let stmts = &b.block.stmts;
+                                quote!(#(#stmts)*)
+                            }
+                            other => quote!(#other),
+                        };
+                        let wrapped = (self.wrap)(body);
+                        *init.expr = syn::parse_quote!({ #wrapped });
+                        self.done = true;
+                        return;
+                    }
+                    syn::visit_mut::visit_local_mut(self, local);
+                }
+            }
+            if let Some(inner) = signature::async_block_of_mut(&mut f.block) {
+                let mut replace = Replace {
+                    wrap: &wrap,
+                    done: false,
+                };
+                syn::visit_mut::VisitMut::visit_block_mut(&mut replace, inner);
             }
         }
     }
@@ -73,37 +114,47 @@ pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
 }
 
 fn site(plan: &Plan, f: &ItemFn) -> TokenStream {
+    let k = &plan.krate;
     let a = &plan.args;
     let name = f.sig.ident.to_string();
     let prefix = a.prefix.clone().unwrap_or_default();
     let version = a.version;
     let ttl = match a.ttl.as_ref().map(|t| **t) {
-        None => quote!(::lexigram_cache::__private::SiteTtl::Default),
-        Some(TtlArg::Never) => quote!(::lexigram_cache::__private::SiteTtl::Never),
-        Some(TtlArg::Millis(ms)) => quote!(::lexigram_cache::__private::SiteTtl::Millis(#ms)),
+        None => quote!(#k::__private::SiteTtl::Default),
+        Some(TtlArg::Never) => quote!(#k::__private::SiteTtl::Never),
+        Some(TtlArg::Millis(ms)) => quote!(#k::__private::SiteTtl::Millis(#ms)),
     };
     let backend = opt(a.backend.as_ref().map(|b| (**b).clone()));
     let protect = opt(a.protect);
     let early = opt(a.early_refresh);
-    let beta = opt(a.beta.as_ref().map(|b| (**b * 1000.0).round() as u32));
+    let beta = opt(a.beta.as_ref().map(|b| **b));
     let stale = opt(a.stale_if_error.as_ref().map(|s| match **s {
         TtlArg::Millis(ms) => ms,
         TtlArg::Never => u64::MAX,
     }));
-    quote! {
-        static __LEX_SITE: ::lexigram_cache::__private::Site = ::lexigram_cache::__private::Site {
-            scope: ::core::concat!(::core::module_path!(), "::", #name),
+    quote_spanned! {Span::mixed_site()=>
+        static __LEX_SITE: #k::__private::Site = #k::__private::Site {
+            module: ::core::module_path!(),
+            name: #name,
+            scopes: #k::__private::Scopes::new(),
             prefix: #prefix,
             version: #version,
             ttl: #ttl,
             backend: #backend,
             protect: #protect,
             early_refresh: #early,
-            beta_milli: #beta,
+            beta: #beta,
             stale_if_error_ms: #stale,
-            stats: ::lexigram_cache::__private::FnStats::new(),
         };
     }
+}
+
+/// The function's scope, from the `type_name` of a closure in its body, which names the
+/// function with its Self type (per instantiation of a generic impl) and trait: the macro sees
+/// only the function, not the impl around it, and a `static` in a generic impl is shared by
+/// every instantiation.
+fn scope_expr() -> TokenStream {
+    quote_spanned!(Span::mixed_site()=> __LEX_SITE.scope_at(::core::any::type_name_of_val(&|| ())))
 }
 
 fn opt<T: quote::ToTokens>(v: Option<T>) -> TokenStream {
@@ -114,9 +165,11 @@ fn opt<T: quote::ToTokens>(v: Option<T>) -> TokenStream {
 }
 
 fn key_expr(plan: &Plan) -> TokenStream {
+    let k = &plan.krate;
     if let Some(segments) = &plan.template {
-        return key::expand(segments, &plan.sig);
+        return key::expand(segments, &plan.sig, k);
     }
+    let (h, ok) = (internal("__lex_h"), internal("__lex_ok"));
     let feeds = plan
         .sig
         .params
@@ -125,24 +178,26 @@ fn key_expr(plan: &Plan) -> TokenStream {
         .map(|p| {
             let ident = &p.ident;
             // Spanned at the parameter, so "not Serialize" points at it.
-            quote_spanned!(p.ty.span()=> ::lexigram_cache::__private::feed(&mut __lex_h, &mut __lex_ok, &#ident);)
+            let k = respan(k.clone(), p.ty.span());
+            quote_spanned!(p.ty.span()=> #k::__private::feed(&mut #h, &mut #ok, &#ident);)
         });
-    quote! {{
-        let mut __lex_h = ::lexigram_cache::__private::hasher();
+    quote_spanned! {Span::mixed_site()=> {
+        let mut __lex_h = #k::__private::hasher();
         #[allow(unused_mut)]
         let mut __lex_ok = true;
         #(#feeds)*
-        ::lexigram_cache::__private::auto_key(&__LEX_SITE, &__lex_h, __lex_ok)
+        #k::__private::auto_key(&__LEX_SITE, __lex_scope, &__lex_h, __lex_ok)
     }}
 }
 
 fn source_expr(plan: &Plan) -> TokenStream {
+    let k = &plan.krate;
     match &plan.args.cache {
         Some(expr) => {
             let expr = rename_self(quote!(#expr), &plan.sig.self_ident);
-            quote!(::lexigram_cache::__private::given(&(#expr)))
+            quote!(#k::__private::given(&(#expr)))
         }
-        None => quote!(::lexigram_cache::__private::Source::Registry),
+        None => quote!(#k::__private::Source::Registry),
     }
 }
 
@@ -178,25 +233,43 @@ fn adapter_method(a: &Args) -> syn::Ident {
     }
 }
 
-fn assertions(a: &Args, ret: &syn::Type) -> TokenStream {
+fn assertions(plan: &Plan, ret: &syn::Type) -> TokenStream {
+    let (a, k) = (&plan.args, &plan.krate);
     let mut out = TokenStream::new();
     if *a.cache_none {
         let span = a.cache_none.span();
-        out.extend(quote_spanned!(span=> ::lexigram_cache::__private::assert_option::<#ret>();));
+        out.extend(quote_spanned!(span=> #k::__private::assert_option::<#ret>();));
     }
     if *a.cache_err {
         let span = a.cache_err.span();
-        out.extend(quote_spanned!(span=> ::lexigram_cache::__private::assert_result::<#ret>();));
+        out.extend(quote_spanned!(span=> #k::__private::assert_result::<#ret>();));
     }
     if a.skip_on_error == Some(false) {
-        out.extend(
-            quote_spanned!(ret.span()=> ::lexigram_cache::__private::assert_result::<#ret>();),
-        );
+        out.extend(quote_spanned!(ret.span()=> #k::__private::assert_result::<#ret>();));
     }
     out
 }
 
+/// Attributes of the function that its companions need too: `cfg` (two `cfg` alternatives of
+/// one function would otherwise give two clashing companions), lint levels and `deprecated`.
+fn shared_attrs(f: &ItemFn) -> impl Iterator<Item = &syn::Attribute> {
+    const SHARED: &[&str] = &[
+        "cfg",
+        "allow",
+        "expect",
+        "warn",
+        "deny",
+        "forbid",
+        "deprecated",
+    ];
+    f.attrs.iter().filter(|a| {
+        matches!(a.style, syn::AttrStyle::Outer)
+            && SHARED.iter().any(|name| a.path().is_ident(name))
+    })
+}
+
 fn companions(plan: &Plan, f: &ItemFn) -> TokenStream {
+    let k = &plan.krate;
     let vis = &f.vis;
     let name = &f.sig.ident;
     let key_fn = format_ident!("{}_cache_key", name);
@@ -209,9 +282,11 @@ fn companions(plan: &Plan, f: &ItemFn) -> TokenStream {
         quote!(#i: #t)
     });
     let params2 = params.clone();
+    let attrs: Vec<_> = shared_attrs(f).collect();
     let site = site(plan, f);
     let key = key_expr(plan);
     let source = source_expr(plan);
+    let scope = scope_expr();
     let key_doc = format!(
         "The cache key [`{name}`](Self::{name}) uses for these arguments (empty if an argument fails to serialize). Generated by `#[cacheable]`."
     );
@@ -223,22 +298,49 @@ fn companions(plan: &Plan, f: &ItemFn) -> TokenStream {
     let inv_doc = format!(
         "Removes the value `{name}` cached for these arguments; `Ok(true)` if one was there. Generated by `#[cacheable]`."
     );
+    let key_body = quote_spanned! {Span::mixed_site()=>
+        #site
+        let __lex_scope: &'static #k::__private::Scope = #scope;
+        let __lex_key: ::core::option::Option<::std::string::String> = #key;
+        __lex_key.unwrap_or_default()
+    };
+    let inv_body = quote_spanned! {Span::mixed_site()=>
+        #site
+        let __lex_scope: &'static #k::__private::Scope = #scope;
+        let __lex_key: ::core::option::Option<::std::string::String> = #key;
+        let __lex_source = #source;
+        #k::__private::invalidate(&__LEX_SITE, __lex_scope, __lex_source, __lex_key).await
+    };
     quote! {
+        #(#attrs)*
         #[doc = #key_doc]
         #[allow(unused_variables, clippy::needless_pass_by_value)]
         #vis fn #key_fn #generics (#receiver #(#params),*) -> ::std::string::String #where_clause {
-            #site
-            let __lex_key: ::core::option::Option<::std::string::String> = #key;
-            __lex_key.unwrap_or_default()
+            #key_body
         }
 
+        #(#attrs)*
         #[doc = #inv_doc]
         #[allow(unused_variables, clippy::needless_pass_by_value)]
-        #vis async fn #inv_fn #generics (#receiver #(#params2),*) -> ::core::result::Result<bool, ::lexigram_cache::CacheError> #where_clause {
-            #site
-            let __lex_key: ::core::option::Option<::std::string::String> = #key;
-            let __lex_source = #source;
-            ::lexigram_cache::__private::invalidate(&__LEX_SITE, __lex_source, __lex_key).await
+        #vis async fn #inv_fn #generics (#receiver #(#params2),*) -> ::core::result::Result<bool, #k::CacheError> #where_clause {
+            #inv_body
         }
     }
+}
+
+/// `tokens` with every span set to `span`.
+pub fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let TokenTree::Group(g) = &tt {
+                let mut ng = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                ng.set_span(span);
+                tt = TokenTree::Group(ng);
+            } else {
+                tt.set_span(span);
+            }
+            tt
+        })
+        .collect()
 }

@@ -1,14 +1,14 @@
 //! Key templates: `"user:{id}"`, `"t:{self.tenant}:{query.page}"`, `{{`/`}}` for braces.
 
 use proc_macro2::{Span, TokenStream};
-use quote::quote;
+use quote::{quote, quote_spanned};
 
 use crate::signature::Signature;
 
 pub enum Segment {
     Text(String),
-    /// `name` or `name.field.field`.
-    Value(Vec<String>),
+    /// `name` or `name.field.field`; the head may be `self`.
+    Value(Vec<syn::Ident>),
 }
 
 pub fn parse(template: &syn::LitStr) -> syn::Result<Vec<Segment>> {
@@ -42,15 +42,7 @@ pub fn parse(template: &syn::LitStr) -> syn::Result<Vec<Segment>> {
                         "unclosed `{{` in key template: `{{{name}` has no `}}`; write `{{{{` for a literal brace"
                     )));
                 }
-                let path: Vec<String> = name.trim().split('.').map(str::to_owned).collect();
-                if path
-                    .iter()
-                    .any(|p| syn::parse_str::<syn::Ident>(p).is_err() && p != "self")
-                {
-                    return Err(err(format!(
-                        "`{{{name}}}` in key template is not a parameter name or a field path such as `{{user.id}}`"
-                    )));
-                }
+                let path = value_path(&name, template.span()).map_err(err)?;
                 if !literal.is_empty() {
                     out.push(Segment::Text(std::mem::take(&mut literal)));
                 }
@@ -70,6 +62,44 @@ pub fn parse(template: &syn::LitStr) -> syn::Result<Vec<Segment>> {
     Ok(out)
 }
 
+/// `{name}`'s contents as identifiers spanned at the template, or why they are not a path.
+fn value_path(name: &str, span: Span) -> Result<Vec<syn::Ident>, String> {
+    if let Some((value, spec)) = name.split_once(':') {
+        return Err(format!(
+            "`{{{name}}}`: format specs (`:{spec}`) are not supported in key templates; values are written with Display, as `{{{value}}}`"
+        ));
+    }
+    let not_a_path = || {
+        format!(
+            "`{{{name}}}` in key template is not a parameter name or a field path such as `{{user.id}}`"
+        )
+    };
+    let mut path = Vec::new();
+    for (i, part) in name.split('.').enumerate() {
+        if part.is_empty() || part.trim() != part {
+            return Err(not_a_path());
+        }
+        let ident = if i == 0 && part == "self" {
+            syn::Ident::new("self", span)
+        } else if let Some(raw) = part.strip_prefix("r#") {
+            match syn::parse_str::<syn::Ident>(part) {
+                Ok(_) => syn::Ident::new_raw(raw, span),
+                Err(_) => return Err(not_a_path()),
+            }
+        } else {
+            match syn::parse_str::<syn::Ident>(part) {
+                Ok(mut ident) => {
+                    ident.set_span(span);
+                    ident
+                }
+                Err(_) => return Err(not_a_path()),
+            }
+        };
+        path.push(ident);
+    }
+    Ok(path)
+}
+
 /// Checks every name against the parameters.
 pub fn validate(segments: &[Segment], sig: &Signature, span: Span) -> syn::Result<()> {
     for seg in segments {
@@ -78,7 +108,7 @@ pub fn validate(segments: &[Segment], sig: &Signature, span: Span) -> syn::Resul
         let known = if head == "self" {
             sig.has_self
         } else {
-            sig.params.iter().any(|p| p.ident == head)
+            sig.params.iter().any(|p| p.ident == *head)
         };
         if !known {
             let mut names: Vec<String> = sig.params.iter().map(|p| p.ident.to_string()).collect();
@@ -99,8 +129,15 @@ pub fn validate(segments: &[Segment], sig: &Signature, span: Span) -> syn::Resul
     Ok(())
 }
 
+/// Whether the template names the parameter `param`.
+pub fn uses(segments: &[Segment], param: &syn::Ident) -> bool {
+    segments
+        .iter()
+        .any(|s| matches!(s, Segment::Value(path) if path[0] == *param))
+}
+
 /// An expression of type `Option<String>` building the key.
-pub fn expand(segments: &[Segment], sig: &Signature) -> TokenStream {
+pub fn expand(segments: &[Segment], sig: &Signature, krate: &TokenStream) -> TokenStream {
     let capacity: usize = segments
         .iter()
         .map(|s| match s {
@@ -108,21 +145,25 @@ pub fn expand(segments: &[Segment], sig: &Signature) -> TokenStream {
             Segment::Value(_) => 16,
         })
         .sum();
+    let k = crate::expand::internal("__lex_k");
     let pushes = segments.iter().map(|seg| match seg {
-        Segment::Text(t) => quote!(__lex_k.push_str(#t);),
+        Segment::Text(t) => quote!(#k.push_str(#t);),
         Segment::Value(path) => {
+            let span = path[0].span();
             let idents = path.iter().enumerate().map(|(i, p)| {
                 if i == 0 && p == "self" {
-                    sig.self_ident.clone()
+                    syn::Ident::new(&sig.self_ident.to_string(), span)
                 } else {
-                    syn::Ident::new(p, Span::call_site())
+                    p.clone()
                 }
             });
-            quote!(::lexigram_cache::__private::push_display(&mut __lex_k, &(#(#idents).*));)
+            // Spanned at the template, so "not Display" points at it.
+            let krate = crate::expand::respan(krate.clone(), span);
+            quote_spanned!(span=> #krate::__private::push_display(&mut #k, &(#(#idents).*));)
         }
     });
-    quote! {{
-        let mut __lex_k = ::lexigram_cache::__private::template_key(&__LEX_SITE, #capacity);
+    quote_spanned! {Span::mixed_site()=> {
+        let mut __lex_k = #krate::__private::template_key(&__LEX_SITE, #capacity);
         #(#pushes)*
         ::core::option::Option::Some(__lex_k)
     }}

@@ -1,9 +1,9 @@
 //! The `#[cacheable]` attribute of lexigram-cache. Use it through `lexigram_cache::cacheable`,
 //! where it is documented.
-//!
-//! The work is split as serde_derive and thiserror split theirs: [`args`] parses the options,
-//! [`signature`] reads the function, [`validate`] checks the two against each other (every
-//! error a `syn::Error` with a span), and [`expand`] writes the tokens.
+
+// The work is split as serde_derive and thiserror split theirs: `args` parses the options,
+// `signature` reads the function, `key` reads key templates, `validate` checks them against
+// each other (every error a `syn::Error` with a span), and `expand` writes the tokens.
 
 use proc_macro::TokenStream;
 

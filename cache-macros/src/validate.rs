@@ -10,9 +10,15 @@ use crate::key;
 use crate::signature;
 
 pub fn plan(args: TokenStream, item: TokenStream) -> syn::Result<(Plan, ItemFn)> {
-    let mut f: ItemFn = syn::parse2(item)?;
+    let mut f: ItemFn = parse_fn(item)?;
     let args = Args::parse(args)?;
     let sig = signature::analyse(&mut f)?;
+    if let Some(r) = signature::borrowed_in_stored(&sig.output, *args.cache_err) {
+        return Err(syn::Error::new_spanned(
+            r,
+            "#[cacheable] stores the return value and hands out copies of it, so it cannot return a borrow; return an owned type instead (`String` for `&str`, `Vec<T>` for `&[T]`, `T` or `Arc<T>` for `&T`)",
+        ));
+    }
 
     if let Some(ttl) = &args.ttl
         && **ttl == TtlArg::Millis(0)
@@ -39,11 +45,13 @@ pub fn plan(args: TokenStream, item: TokenStream) -> syn::Result<(Plan, ItemFn)>
         return Err(e);
     }
     if let Some(beta) = &args.beta
-        && !(**beta > 0.0 && beta.is_finite())
+        && !(**beta >= MIN_BETA && beta.is_finite())
     {
         return Err(syn::Error::new(
             beta.span(),
-            "beta must be a positive number (1.0 is the usual choice; larger refreshes earlier)",
+            format!(
+                "beta must be a number from {MIN_BETA} up (1.0 is the usual choice; larger refreshes earlier, smaller later); to turn early refresh off write `early_refresh = false`"
+            ),
         ));
     }
 
@@ -53,6 +61,11 @@ pub fn plan(args: TokenStream, item: TokenStream) -> syn::Result<(Plan, ItemFn)>
             let Some(ident) = path.get_ident() else {
                 return Err(syn::Error::new(path.span(), "skip takes parameter names"));
             };
+            // `self` is never in an automatic key; `skip(self)` (a habit from
+            // `#[tracing::instrument]`) says so and changes nothing.
+            if ident == "self" && sig.has_self {
+                continue;
+            }
             if !sig.params.iter().any(|p| &p.ident == ident) {
                 let names: Vec<String> = sig.params.iter().map(|p| p.ident.to_string()).collect();
                 return Err(syn::Error::new(
@@ -75,25 +88,48 @@ pub fn plan(args: TokenStream, item: TokenStream) -> syn::Result<(Plan, ItemFn)>
         Some(lit) => {
             let segments = key::parse(lit)?;
             key::validate(&segments, &sig, lit.span())?;
-            if let Some(list) = &args.skip
-                && let Some(first) = list.first()
+            for ident in &skip {
+                if key::uses(&segments, ident) {
+                    return Err(syn::Error::new(
+                        ident.span(),
+                        format!(
+                            "`{ident}` is both skipped and named in the key template; remove it from one of them"
+                        ),
+                    ));
+                }
+            }
+            // A parameter left out of the template would share one value between all of its
+            // values: say so, unless `skip` marks it as meant.
+            if let Some(unused) = sig
+                .params
+                .iter()
+                .find(|p| !key::uses(&segments, &p.ident) && !skip.contains(&p.ident))
             {
+                let name = &unused.ident;
                 return Err(syn::Error::new(
-                    first.span(),
-                    "skip only applies to automatic keys; with `key = \"...\"` the template decides what is in the key",
+                    lit.span(),
+                    format!(
+                        "the key template leaves out the parameter `{name}`, so every `{name}` would share one cached value; name it in the template (`{{{name}}}`), or add `skip({name})` if it does not change the result"
+                    ),
                 ));
             }
             Some(segments)
         }
         None => {
-            if sig.is_generic {
-                return Err(syn::Error::new(
-                    f.sig.generics.span(),
-                    "a generic function needs an explicit key (`key = \"...\"`): the automatic key cannot tell instantiations apart",
+            if let Some((tokens, what)) = &sig.generic {
+                return Err(syn::Error::new_spanned(
+                    tokens,
+                    format!(
+                        "{what} needs an explicit key (`key = \"...\"`): the automatic key cannot tell instantiations apart"
+                    ),
                 ));
             }
             None
         }
+    };
+    let krate = match &args.krate {
+        Some(path) => quote::quote!(#path),
+        None => quote::quote!(::lexigram_cache),
     };
 
     Ok((
@@ -102,7 +138,27 @@ pub fn plan(args: TokenStream, item: TokenStream) -> syn::Result<(Plan, ItemFn)>
             sig,
             template,
             skip,
+            krate,
         },
         f,
     ))
+}
+
+/// The smallest `beta`: the value is used as given, and below this early refresh would in
+/// practice never start.
+const MIN_BETA: f64 = 0.001;
+
+/// The function, or a spanned error for a trait method declaration (syn alone would say
+/// "expected curly braces").
+fn parse_fn(item: TokenStream) -> syn::Result<ItemFn> {
+    match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(f) => Ok(f),
+        Err(e) => match syn::parse2::<syn::TraitItemFn>(item) {
+            Ok(decl) if decl.default.is_none() => Err(syn::Error::new_spanned(
+                &decl.sig,
+                "#[cacheable] cannot go on a trait method declaration, which has no body to cache; put it on the method in each `impl` of the trait (with `companions = false`), or on a default body here",
+            )),
+            _ => Err(e),
+        },
+    }
 }

@@ -21,10 +21,18 @@ use crate::observe::short_key;
 pub use crate::registry::installed;
 
 /// What the macro knows about one cached function, as a `static`.
+///
+/// A `static` inside a generic function or a generic impl is one for all instantiations, and
+/// the macro cannot see whether it is in an impl, so a function's identity is resolved at run
+/// time from where it is ([`Site::scope_at`]).
 #[derive(Debug)]
 pub struct Site {
-    /// `module_path::fn_name`.
-    pub scope: &'static str,
+    /// `module_path!()` of the function.
+    pub module: &'static str,
+    /// The function's name.
+    pub name: &'static str,
+    /// The scopes resolved so far.
+    pub scopes: Scopes,
     /// The `prefix` option.
     pub prefix: &'static str,
     /// The `version` option.
@@ -37,18 +45,181 @@ pub struct Site {
     pub protect: Option<bool>,
     /// The `early_refresh` option.
     pub early_refresh: Option<bool>,
-    /// The `beta` option, times 1000.
-    pub beta_milli: Option<u32>,
+    /// The `beta` option.
+    pub beta: Option<f64>,
     /// The `stale_if_error` option, in ms.
     pub stale_if_error_ms: Option<u64>,
-    /// This function's counters.
-    pub stats: FnStats,
 }
 
 impl Site {
+    /// The scope of this function as instantiated at `at`: the `type_name` of a closure
+    /// written in the function's body, which the compiler prints as the path of the function
+    /// with its Self type and trait (`app::Repo<app::Apples>::count::{{closure}}`,
+    /// `<app::Page as app::Title>::text::{{closure}}`). The first few are found without a
+    /// lock; each scope is built once and lives for the rest of the process.
+    #[inline]
+    pub fn scope_at(&'static self, at: &'static str) -> &'static Scope {
+        for slot in &self.scopes.slots {
+            match slot.get() {
+                Some(r) if same_str(r.at, at) => return r.scope,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        self.resolve_scope(at)
+    }
+
+    #[cold]
+    fn resolve_scope(&'static self, at: &'static str) -> &'static Scope {
+        // Slots are only filled under this lock, so the search and the fill cannot race.
+        let mut more = self.scopes.more.lock();
+        let slots = || self.scopes.slots.iter().filter_map(|s| s.get());
+        // Past the slots this runs on every call: no allocation before the first resolution.
+        if let Some(r) = slots().chain(more.iter()).find(|r| same_str(r.at, at)) {
+            return r.scope;
+        }
+        // Instantiations of a generic free function share one scope.
+        let name = scope_name(self.module, at, self.name);
+        let existing = slots()
+            .chain(more.iter())
+            .find(|r| r.scope.name == name)
+            .map(|r| r.scope);
+        let scope = match existing {
+            Some(scope) => scope,
+            None => Box::leak(Box::new(Scope {
+                name: Box::leak(name.into_boxed_str()),
+                stats: FnStats::new(),
+            })),
+        };
+        let resolved = Resolved { at, scope };
+        match self.scopes.slots.iter().find(|s| s.get().is_none()) {
+            Some(slot) => {
+                let _ = slot.set(resolved);
+            }
+            None => more.push(resolved),
+        }
+        scope
+    }
+}
+
+#[inline]
+fn same_str(a: &'static str, b: &'static str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
+/// The scope name for the function `name` of module `module` found at `at` (see
+/// [`Site::scope_at`]): `{module}::{name}` for a free function, `{module}::{owner}::{name}`
+/// for a function of an impl, the owner being the Self type or `<Type as Trait>` with
+/// `{module}::` left out of it (`app::repo::Repo<Apples>::count`), or the owner's own path when
+/// it is a type of another module (`app::models::User::name`).
+fn scope_name(module: &str, at: &str, name: &str) -> String {
+    // Closures and async blocks print as `{{closure}}` (other compilers may write
+    // `{closure#0}`): drop them, so that `path` ends with the enclosing function, the cached
+    // function or one of its companions.
+    let mut path = at;
+    while let Some(parent) = top_level_parent(path)
+        && path[parent.len()..].starts_with("::{")
+    {
+        path = parent;
+    }
+    let owner = top_level_parent(path).unwrap_or("");
+    if owner.is_empty() || owner == module {
+        return format!("{module}::{name}");
+    }
+    let owner_in_module = owner
+        .strip_prefix(module)
+        .and_then(|rest| rest.strip_prefix("::"));
+    match owner_in_module {
+        Some(rest) => format!("{module}::{}::{name}", strip_module(rest, module)),
+        None if owner.starts_with('<') => {
+            format!("{module}::{}::{name}", strip_module(owner, module))
+        }
+        None => format!("{}::{name}", strip_module(owner, module)),
+    }
+}
+
+/// `path` without its last `::` segment, looking only at `::` outside `<...>`.
+fn top_level_parent(path: &str) -> Option<&str> {
+    let bytes = path.as_bytes();
+    let mut depth = 0usize;
+    let mut last = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'<' => depth += 1,
+            // `->` of a fn pointer type is not a closing bracket.
+            b'>' if i == 0 || bytes[i - 1] != b'-' => depth = depth.saturating_sub(1),
+            b':' if depth == 0 && bytes.get(i + 1) == Some(&b':') => {
+                last = Some(i);
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    last.map(|i| &path[..i])
+}
+
+/// `ty` with `{module}::` removed wherever it starts a path.
+fn strip_module(ty: &str, module: &str) -> String {
+    let strip = format!("{module}::");
+    let mut out = String::with_capacity(ty.len());
+    let mut rest = ty;
+    let mut at_boundary = true;
+    while !rest.is_empty() {
+        if at_boundary && let Some(after) = rest.strip_prefix(strip.as_str()) {
+            rest = after;
+            continue;
+        }
+        let Some(c) = rest.chars().next() else { break };
+        out.push(c);
+        at_boundary = !(c.is_alphanumeric() || c == '_' || c == ':');
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// One cached function's identity: the name its automatic keys, its
+/// [`function_stats`](crate::function_stats) entry and its `cache.functions` override use, and
+/// its counters.
+#[derive(Debug)]
+pub struct Scope {
+    /// `module_path::fn_name`, or `module_path::SelfType::method` for a method.
+    pub name: &'static str,
+    /// The counters.
+    stats: FnStats,
+}
+
+impl Scope {
     #[inline]
     fn function(&'static self) -> Option<(&'static str, &'static FnStats)> {
-        Some((self.scope, &self.stats))
+        Some((self.name, &self.stats))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Resolved {
+    at: &'static str,
+    scope: &'static Scope,
+}
+
+/// The scopes a function has resolved so far, one per place it is instantiated at.
+#[derive(Debug)]
+pub struct Scopes {
+    /// Read without a lock; almost every function has one.
+    slots: [std::sync::OnceLock<Resolved>; 8],
+    /// Instantiations past the slots.
+    more: parking_lot::Mutex<Vec<Resolved>>,
+}
+
+impl Scopes {
+    /// None resolved yet.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Scopes {
+        Scopes {
+            slots: [const { std::sync::OnceLock::new() }; 8],
+            more: parking_lot::Mutex::new(Vec::new()),
+        }
     }
 }
 
@@ -83,22 +254,27 @@ pub enum Source {
 
 impl Source {
     #[inline]
-    fn memory_hit<T: CacheValue>(&self, site: &'static Site, key: &str) -> Option<T> {
+    fn memory_hit<T: CacheValue>(
+        &self,
+        site: &'static Site,
+        scope: &'static Scope,
+        key: &str,
+    ) -> Option<T> {
         match self {
-            Source::Given(c) => c.memory_hit(key, site.function()),
-            Source::Registry => with_installed(|caches| match route(caches, site) {
-                Ok(Some((cache, _))) => cache.memory_hit(key, site.function()),
+            Source::Given(c) => c.memory_hit(key, scope.function()),
+            Source::Registry => with_installed(|caches| match route(caches, site, scope) {
+                Ok(Some((cache, _))) => cache.memory_hit(key, scope.function()),
                 _ => None,
             }),
         }
     }
 
     /// The cache and ttl to use; `Ok(None)` when configuration switched this function off.
-    fn resolve(self, site: &Site) -> Result<Option<(Cache, Ttl)>, CacheError> {
+    fn resolve(self, site: &Site, scope: &Scope) -> Result<Option<(Cache, Ttl)>, CacheError> {
         match self {
             Source::Given(c) => Ok(Some((c, site.ttl.ttl()))),
             Source::Registry => with_installed(|caches| {
-                route(caches, site).map(|r| r.map(|(c, ttl)| (c.clone(), ttl)))
+                route(caches, site, scope).map(|r| r.map(|(c, ttl)| (c.clone(), ttl)))
             }),
         }
     }
@@ -110,12 +286,13 @@ impl Source {
 fn route<'a>(
     caches: &'a crate::Caches,
     site: &Site,
+    scope: &Scope,
 ) -> Result<Option<(&'a Cache, Ttl)>, CacheError> {
     let functions = &caches.config().functions;
     let over = if functions.is_empty() {
         None
     } else {
-        functions.get(site.scope)
+        functions.get(scope.name)
     };
     if over.and_then(|o| o.enabled) == Some(false) {
         return Ok(None);
@@ -170,7 +347,11 @@ pub fn given<C: AsCache + ?Sized>(c: &C) -> Source {
 
 /// Splits a function's output into the part that is cached and the part that is passed
 /// through, and rebuilds the output from a cached value.
-pub trait Adapter: Copy + Send + Sync + 'static {
+///
+/// No `'static` bound on the trait or on a passed-through error type: with one, rustc cannot
+/// show the wrapper's future `Send` for an error such as `Box<dyn Error + Send + Sync>`
+/// ("implementation of `Send` is not general enough").
+pub trait Adapter: Copy + Send + Sync {
     /// The function's return type.
     type Output;
     /// What is stored.
@@ -223,7 +404,7 @@ adapter!(
     Whole<T>
 );
 
-impl<T: CacheValue, E: 'static> Adapter for OkOnly<T, E> {
+impl<T: CacheValue, E> Adapter for OkOnly<T, E> {
     type Output = Result<T, E>;
     type Value = T;
     fn split(self, out: Result<T, E>) -> Result<T, Result<T, E>> {
@@ -234,7 +415,7 @@ impl<T: CacheValue, E: 'static> Adapter for OkOnly<T, E> {
     }
 }
 
-impl<T: CacheValue, E: From<CacheError> + 'static> Adapter for OkOrFail<T, E> {
+impl<T: CacheValue, E: From<CacheError>> Adapter for OkOrFail<T, E> {
     type Output = Result<T, E>;
     type Value = T;
     fn split(self, out: Result<T, E>) -> Result<T, Result<T, E>> {
@@ -434,19 +615,19 @@ pub fn feed<T: KeyArg + ?Sized>(h: &mut ArgsHasher, ok: &mut bool, value: &T) {
 /// Formats an automatic key: `{prefix}{scope}:v{version}:{hash}`. Without a hash (an argument
 /// failed to serialize) the key is `None` and the call runs uncached.
 #[inline]
-pub fn auto_key(site: &Site, h: &ArgsHasher, ok: bool) -> Option<String> {
+pub fn auto_key(site: &Site, scope: &Scope, h: &ArgsHasher, ok: bool) -> Option<String> {
     if !ok {
         tracing::warn!(
-            function = site.scope,
+            function = scope.name,
             "an argument failed to serialize; running without the cache"
         );
         return None;
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let hash = h.finish();
-    let mut key = String::with_capacity(site.prefix.len() + site.scope.len() + 48);
+    let mut key = String::with_capacity(site.prefix.len() + scope.name.len() + 48);
     key.push_str(site.prefix);
-    key.push_str(site.scope);
+    key.push_str(scope.name);
     key.push_str(":v");
     key.push_str(itoa_u32(site.version, &mut [0u8; 10]));
     key.push(':');
@@ -477,16 +658,35 @@ pub fn template_key(site: &Site, capacity: usize) -> String {
     key
 }
 
+/// A value named in a key template.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be written into a key template: it does not implement Display",
+    label = "not Display",
+    note = "name a field that is Display (`{{user.id}}`), or leave `key` out for an automatic key, which hashes any Serialize argument"
+)]
+pub trait KeyPart {
+    /// Appends the value.
+    fn push_to(&self, key: &mut String);
+}
+
+impl<T: std::fmt::Display + ?Sized> KeyPart for T {
+    #[inline]
+    fn push_to(&self, key: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(key, "{self}");
+    }
+}
+
 /// Appends a template value with `Display`.
 #[inline]
-pub fn push_display<T: std::fmt::Display + ?Sized>(key: &mut String, value: &T) {
-    use std::fmt::Write as _;
-    let _ = write!(key, "{value}");
+pub fn push_display<T: KeyPart + ?Sized>(key: &mut String, value: &T) {
+    value.push_to(key);
 }
 
 /// The wrapper of a cached function.
 pub async fn run<A, F>(
     site: &'static Site,
+    scope: &'static Scope,
     source: Source,
     key: Option<String>,
     adapter: A,
@@ -499,24 +699,28 @@ where
     let Some(key) = key else {
         return body.await;
     };
-    if let Some(v) = source.memory_hit::<A::Value>(site, &key) {
+    if let Some(v) = source.memory_hit::<A::Value>(site, scope, &key) {
         tracing::trace!(
-            function = site.scope,
+            function = scope.name,
             key = short_key(&key),
             outcome = "hit"
         );
         return adapter.join(v);
     }
-    let (cache, ttl) = match source.resolve(site) {
-        Ok(Some(route)) => route,
-        Ok(None) => return body.await,
+    let route = match source.resolve(site, scope) {
+        Ok(route) => route,
         Err(e) => {
-            tracing::warn!(function = site.scope, error = %e, "running without the cache");
-            return match adapter.fail(e) {
-                Some(out) => out,
-                None => body.await,
-            };
+            tracing::warn!(function = scope.name, error = %e, "running without the cache");
+            if let Some(out) = adapter.fail(e) {
+                return out;
+            }
+            None
         }
+    };
+    // `body.await` outside any `match`: a scrutinee alive across it would be part of the
+    // future, and an output such as `Result<T, Box<dyn Error>>` would make it `!Send`.
+    let Some((cache, ttl)) = route else {
+        return body.await;
     };
     if adapter.strict() {
         match cache.get_versioned::<A::Value>(&key, site.version).await {
@@ -530,15 +734,15 @@ where
         }
     }
     let mut policy = cache.default_policy();
-    policy.function = site.function();
+    policy.function = scope.function();
     if let Some(protect) = site.protect {
         policy.lock = protect;
     }
     if let Some(early) = site.early_refresh {
         policy.early_refresh = early;
     }
-    if let Some(beta) = site.beta_milli {
-        policy.beta = f64::from(beta) / 1000.0;
+    if let Some(beta) = site.beta {
+        policy.beta = beta;
     }
     if let Some(ms) = site.stale_if_error_ms {
         policy.stale_if_error = Some(Duration::from_millis(ms));
@@ -551,7 +755,7 @@ where
     match filled {
         Ok(v) => {
             tracing::debug!(
-                function = site.scope,
+                function = scope.name,
                 cache = cache.name(),
                 key = short_key(&key),
                 outcome = "value"
@@ -560,7 +764,7 @@ where
         }
         Err(out) => {
             tracing::debug!(
-                function = site.scope,
+                function = scope.name,
                 cache = cache.name(),
                 key = short_key(&key),
                 outcome = "error, not stored"
@@ -573,14 +777,73 @@ where
 /// The `_invalidate` companion.
 pub async fn invalidate(
     site: &'static Site,
+    scope: &'static Scope,
     source: Source,
     key: Option<String>,
 ) -> Result<bool, CacheError> {
     let Some(key) = key else {
         return Ok(false);
     };
-    match source.resolve(site)? {
+    match source.resolve(site, scope)? {
         Some((cache, _)) => cache.delete(&key).await,
         None => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scope_name;
+
+    #[test]
+    fn scope_names_from_where_the_function_is() {
+        let m = "app::repo";
+        let name = |at: &str| scope_name(m, at, "f");
+        // Free functions, also generic ones and companions: the format of automatic keys.
+        assert_eq!(
+            name("app::repo::f::{{closure}}::{{closure}}"),
+            "app::repo::f"
+        );
+        assert_eq!(name("app::repo::f<u32>::{{closure}}"), "app::repo::f");
+        assert_eq!(name("app::repo::f_cache_key::{{closure}}"), "app::repo::f");
+        assert_eq!(
+            name("app::repo::f::{closure#0}::{async_block#1}"),
+            "app::repo::f"
+        );
+        // Methods and associated functions.
+        assert_eq!(
+            name("app::repo::Orders::f::{{closure}}"),
+            "app::repo::Orders::f"
+        );
+        assert_eq!(
+            name("app::repo::Repo<app::repo::Apples, u64>::f::{{closure}}"),
+            "app::repo::Repo<Apples, u64>::f"
+        );
+        assert_eq!(
+            name("app::repo::Repo<fn(u8) -> app::repo::A>::f<T>::{{closure}}"),
+            "app::repo::Repo<fn(u8) -> A>::f"
+        );
+        assert_eq!(
+            name("<app::repo::Page as app::repo::Title>::f::{{closure}}::{{closure}}"),
+            "app::repo::<Page as Title>::f"
+        );
+        assert_eq!(
+            name("<alloc::string::String as app::Named>::f::{{closure}}"),
+            "app::repo::<alloc::string::String as app::Named>::f"
+        );
+        // A type of another module keeps its own path; one whose path ends like this
+        // module's is not cut.
+        assert_eq!(
+            name("app::models::User::f::{{closure}}"),
+            "app::models::User::f"
+        );
+        assert_eq!(
+            name("x::app::repo::T::f::{{closure}}"),
+            "x::app::repo::T::f"
+        );
+        // A function inside a function.
+        assert_eq!(
+            name("app::repo::outer::f::{{closure}}"),
+            "app::repo::outer::f"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Cache keys: the stable argument hash behind automatic keys.
 //!
 //! An automatic key is `{prefix}{scope}:v{version}:{hash}` where `scope` is
-//! `module_path::fn_name` and `hash` is the XXH3-128 of a canonical encoding of the arguments,
+//! `module_path::fn_name` (`module_path::SelfType::method` for a method) and `hash` is the XXH3-128 of a canonical encoding of the arguments,
 //! printed as 32 hex digits. The encoding is defined here, not by any serde format crate, so it
 //! cannot change under us with a dependency update, and it streams into the hasher without
 //! allocating. It is the same in every process, machine and build of the same source:

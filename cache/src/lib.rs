@@ -89,11 +89,14 @@ pub use warm::{WarmOptions, WarmOutcome, WarmReport};
 /// # }
 /// ```
 ///
-/// Works on `async fn` free functions, inherent methods taking `&self`, trait impl methods
-/// (native `async fn` in traits, and methods of an `#[async_trait]` impl: put `#[async_trait]`
-/// on the impl block and `#[cacheable]` on the method), and generic functions that give `key`.
-/// The wrapper keeps the signature, visibility, docs and attributes, and its future is `Send`
-/// whenever the body's is.
+/// Works on `async fn` free functions, inherent methods taking `&self` (or `self: &Self`,
+/// `self: &Arc<Self>`, `self: Arc<Self>`, `self: Rc<Self>`, `self: Pin<&Self>`), trait impl
+/// methods (native `async fn` in traits, and methods of an `#[async_trait]` impl: put
+/// `#[async_trait]` on the impl block and `#[cacheable]` on the method), trait default
+/// methods, and generic functions that give `key`. The wrapper keeps the signature,
+/// visibility, docs and attributes, and its future is `Send` whenever the body's future and
+/// the return type are (a `Result<T, Box<dyn Error>>` return is not `Send`: use
+/// `Box<dyn Error + Send + Sync>`).
 ///
 /// # What is cached
 ///
@@ -111,15 +114,16 @@ pub use warm::{WarmOptions, WarmOutcome, WarmReport};
 /// | `prefix = "app:"` | put before the key |
 /// | `cache = expr` | the `Cache` (or `&Cache`) to use, e.g. `cache = self.cache` |
 /// | `backend = "name"` | a named backend of the installed registry |
-/// | `skip(a, b)` | parameters left out of the automatic key |
+/// | `skip(a, b)` | parameters left out of the automatic key; with `key`, parameters the template leaves out on purpose (any other left-out parameter is a compile error). `skip(self)` is accepted: `self` is never in an automatic key |
 /// | `cache_err` | also store `Err` values (`E` must be cacheable) |
 /// | `cache_none` | also store `None` |
 /// | `version = 2` | bumps the key space (automatic keys contain `:v2:`; every key's type fingerprint changes) |
 /// | `skip_on_error = false` | return cache *read* errors to the caller, converted with `From<CacheError>` into the fn's error type (Result returns only). Default `true`: a backend error is a miss |
 /// | `companions = false` | do not generate `<fn>_cache_key` / `<fn>_invalidate`; needed in trait impls, where extra methods are not allowed |
 /// | `protect = false` | no distributed fill lock for this function (in-process single flight stays on). Default: `service.enable_protection` |
-/// | `early_refresh = false` / `beta = 2.0` | XFetch early refresh on remote backends, and its beta. Default: `service.early_refresh`, `service.beta` |
+/// | `early_refresh = false` / `beta = 2.0` | XFetch early refresh on remote backends, and its beta (0.001 or more, used as written). Default: `service.early_refresh`, `service.beta` |
 /// | `stale_if_error = "10m"` | keep values that long past expiry and return them when the body fails |
+/// | `crate = "my_cache"` | the path of this crate, for a crate that renamed the dependency |
 ///
 /// Without `cache` or `backend`, the installed registry's default cache is used
 /// ([`Caches::install`]); with nothing installed, a process-wide in-memory cache is created on
@@ -127,11 +131,34 @@ pub use warm::{WarmOptions, WarmOutcome, WarmReport};
 ///
 /// # Keys
 ///
-/// The automatic key is `{prefix}{module_path}::{fn_name}:v{version}:{hash}`, the hash being
-/// XXH3-128 of the non-skipped arguments' canonical serde encoding ([`key`]): stable across
-/// processes, machines and builds. `self` is not part of an automatic key: methods whose result
-/// depends on `self` name its fields in a template. An argument that is not `Serialize` is a
-/// compile error suggesting `skip(...)` or `key`.
+/// The automatic key is `{prefix}{scope}:v{version}:{hash}`, the hash being XXH3-128 of the
+/// non-skipped arguments' canonical serde encoding ([`key`]): stable across processes, machines
+/// and builds. `self` is not part of an automatic key: two instances of one type share values,
+/// so methods whose result depends on `self` name its fields in a template (`skip(self)` is
+/// accepted and changes nothing). An argument that is not `Serialize` is a compile error
+/// suggesting `skip(...)` or `key`.
+///
+/// # Scopes
+///
+/// A function's scope names it in automatic keys, in [`function_stats`] and in
+/// `cache.functions` overrides:
+///
+/// - a free function: `{module_path}::{fn_name}`, e.g. `my_app::users::load_user`;
+/// - a method or associated function of an inherent impl: `{module_path}::{SelfType}::{fn}`,
+///   e.g. `my_app::repo::Orders::name`, and one scope per instantiation of a generic impl:
+///   `my_app::repo::Repo<Apples>::count`, `my_app::repo::Repo<u64>::count`;
+/// - a function of a trait impl (or a trait's default body): `{module_path}::<SelfType as
+///   Trait>::{fn}`, e.g. `my_app::pages::<Page as Title>::text`.
+///
+/// Types are written as [`type_name`](core::any::type_name) prints them, with the module's
+/// own path left out (a type of another module keeps its full path, and then starts the
+/// scope: `my_app::models::User::name`). The scope is read at run time from the compiler's
+/// name for a closure in the function's body, which is why it knows the impl around the
+/// function although the macro does not. So same-named functions of different types or
+/// traits, and the instantiations of a generic impl, never share keys, statistics or
+/// overrides. The compiler does not promise that `type_name` stays the same between compiler
+/// versions: a new compiler may move the automatic keys of functions in impls (one miss each,
+/// never a wrong value).
 ///
 /// # Companions
 ///

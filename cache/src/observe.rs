@@ -291,7 +291,9 @@ static FUNCTIONS: parking_lot::Mutex<Vec<(&'static str, &'static FnStats)>> =
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct FunctionStats {
-    /// `module_path::fn_name`.
+    /// `module_path::fn_name` for a free function, `module_path::SelfType::method` or
+    /// `module_path::<SelfType as Trait>::method` for a method (see
+    /// [`cacheable`](crate::cacheable#scopes)).
     pub function: &'static str,
     /// Its counters since the process started (breaker and eviction fields stay zero: they
     /// belong to caches, see [`Cache::stats`](crate::Cache::stats)).
