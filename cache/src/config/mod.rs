@@ -15,7 +15,8 @@ mod validate;
 pub(crate) use load::env_var;
 pub use load::{ConfigSources, ENV_PREFIX};
 pub use model::{
-    BackendConfig, BackendKind, CacheConfig, FunctionConfig, MemoryConfig, ServiceConfig,
+    BackendConfig, BackendKind, CacheConfig, FunctionConfig, MemoryConfig, NearConfig,
+    ServiceConfig,
 };
 pub(crate) use secret::scrub;
 pub use secret::{Secret, ServerUrl};
