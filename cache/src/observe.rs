@@ -86,9 +86,10 @@ pub(crate) enum Counter {
     Coalesced,
     Fills,
     EarlyRefreshes,
+    NearHits,
 }
 
-const COUNTERS: usize = 10;
+const COUNTERS: usize = 11;
 const STRIPES: usize = 8;
 
 #[repr(align(128))]
@@ -149,6 +150,7 @@ impl Counters {
             coalesced: self.sum(Counter::Coalesced),
             fills: self.sum(Counter::Fills),
             early_refreshes: self.sum(Counter::EarlyRefreshes),
+            near_hits: self.sum(Counter::NearHits),
             evictions,
             ..CacheStats::default()
         }
@@ -206,6 +208,7 @@ impl MetricHandles {
                 Counter::Coalesced,
                 Counter::Fills,
                 Counter::EarlyRefreshes,
+                Counter::NearHits,
             ];
             MetricHandles {
                 counters: all.map(|c| {

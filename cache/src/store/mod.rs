@@ -186,7 +186,11 @@ impl Store {
     pub(crate) fn memory_hit<T: CacheValue>(&self, key: &str) -> Option<T> {
         match &self.tier {
             Tier::Memory(m) => self.memory_find(m, key),
-            Tier::Remote { near: Some(n), .. } => n.get::<T>(key).map(|(v, _)| v),
+            Tier::Remote { near: Some(n), .. } => {
+                let (v, _) = n.get::<T>(key)?;
+                self.counters.incr(Counter::NearHits);
+                Some(v)
+            }
             Tier::Remote { near: None, .. } => None,
         }
     }
@@ -249,6 +253,7 @@ impl Store {
                 let ticket = match near {
                     Some(n) => {
                         if let Some((v, timing)) = n.get::<T>(key) {
+                            self.counters.incr(Counter::NearHits);
                             return Ok(Found::Fresh(v, Some(timing)));
                         }
                         n.ticket(key)
@@ -333,7 +338,10 @@ impl Store {
                 let mut tickets: Vec<Option<Ticket>> = Vec::new();
                 for k in keys {
                     match near.as_ref().and_then(|n| n.get::<T>(k)) {
-                        Some((v, _)) => out.push(Some(v)),
+                        Some((v, _)) => {
+                            self.counters.incr(Counter::NearHits);
+                            out.push(Some(v));
+                        }
                         None => {
                             out.push(None);
                             missing.push(k);

@@ -107,7 +107,6 @@ struct Shared {
     /// an invalidation stream).
     live: AtomicBool,
     origin: u128,
-    hits: AtomicU64,
     received: AtomicU64,
     resets: AtomicU64,
 }
@@ -172,7 +171,6 @@ impl Near {
         }
         // Another type under this key is a miss here; the server read decides what it is.
         let v = entry.value.downcast_ref::<T>()?.clone();
-        s.hits.fetch_add(1, Ordering::Relaxed);
         Some((v, entry.timing))
     }
 
@@ -251,7 +249,6 @@ impl Near {
 
     pub(crate) fn fill_stats(&self, stats: &mut CacheStats) {
         let s = &*self.shared;
-        stats.near_hits = s.hits.load(Ordering::Relaxed);
         stats.near_invalidations = s.received.load(Ordering::Relaxed);
         stats.near_resets = s.resets.load(Ordering::Relaxed);
         stats.near_live = s.live.load(Ordering::Relaxed);
@@ -269,7 +266,6 @@ impl Shared {
             slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             live: AtomicBool::new(false),
             origin: rand::random(),
-            hits: AtomicU64::new(0),
             received: AtomicU64::new(0),
             resets: AtomicU64::new(0),
         })
