@@ -40,6 +40,8 @@ fn setup() -> &'static Setup {
             let mut config = CacheConfig::default();
             let mut b = BackendConfig::redis("default", server.url());
             b.prefix = "bench:".into();
+            // This bench measures server hits; the near cache has its own bench (near_hit).
+            b.near.enabled = Some(false);
             config.backends = vec![b];
             let caches = CacheModule::configure(config).await.expect("boot");
             caches.install();

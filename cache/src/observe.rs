@@ -51,6 +51,15 @@ pub struct CacheStats {
     pub breaker_short_circuits: u64,
     /// Whether the breaker is open now.
     pub breaker_open: bool,
+    /// Reads served by the near tier (included in `hits`).
+    pub near_hits: u64,
+    /// Invalidations received from other processes by the near tier.
+    pub near_invalidations: u64,
+    /// Times the near tier's invalidation connection was lost (each empties the tier).
+    pub near_resets: u64,
+    /// Whether the near tier serves now: subscribed to invalidations (always, for a tier that
+    /// relies on its ttl alone). `false` without a near tier.
+    pub near_live: bool,
 }
 
 impl CacheStats {
@@ -77,9 +86,10 @@ pub(crate) enum Counter {
     Coalesced,
     Fills,
     EarlyRefreshes,
+    NearHits,
 }
 
-const COUNTERS: usize = 10;
+const COUNTERS: usize = 11;
 const STRIPES: usize = 8;
 
 #[repr(align(128))]
@@ -140,6 +150,7 @@ impl Counters {
             coalesced: self.sum(Counter::Coalesced),
             fills: self.sum(Counter::Fills),
             early_refreshes: self.sum(Counter::EarlyRefreshes),
+            near_hits: self.sum(Counter::NearHits),
             evictions,
             ..CacheStats::default()
         }
@@ -197,6 +208,7 @@ impl MetricHandles {
                 Counter::Coalesced,
                 Counter::Fills,
                 Counter::EarlyRefreshes,
+                Counter::NearHits,
             ];
             MetricHandles {
                 counters: all.map(|c| {
@@ -215,12 +227,17 @@ impl MetricHandles {
 
     #[inline]
     pub(crate) fn incr(&self, c: Counter) {
+        self.add(c, 1);
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, c: Counter, n: u64) {
         #[cfg(feature = "metrics")]
         if let Some(counter) = &self.counters[c as usize] {
-            counter.increment(1);
+            counter.increment(n);
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = c;
+        let _ = (c, n);
     }
 }
 

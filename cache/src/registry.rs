@@ -116,6 +116,7 @@ async fn build(
             0
         },
         breaker_open_for: service.breaker_open_for,
+        near: near_options(b),
     };
     match b.kind {
         BackendKind::Memory => {
@@ -180,6 +181,24 @@ async fn build(
             Ok(Cache::with_options(b.name.clone(), backend, options))
         }
     }
+}
+
+/// The near tier a backend's configuration asks for: on by default for Redis, which keeps it
+/// coherent; on Memcached (and a Redis Cluster) only when enabled, relying on its ttl alone.
+fn near_options(b: &BackendConfig) -> Option<crate::NearOptions> {
+    let coherent = b.kind == BackendKind::Redis && !b.cluster && b.redis_urls().len() <= 1;
+    let on = match b.kind {
+        BackendKind::Memory => false,
+        BackendKind::Redis => b.near.enabled.unwrap_or(coherent),
+        BackendKind::Memcached => b.near.enabled.unwrap_or(false),
+    };
+    on.then(|| {
+        let mut near = crate::NearOptions::default();
+        near.max_entries = b.near.max_entries;
+        near.ttl = b.near.ttl;
+        near.ttl_only = !coherent;
+        near
+    })
 }
 
 /// A service cannot run without its default cache server; a secondary one may come up later,

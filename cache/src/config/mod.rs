@@ -16,7 +16,8 @@ mod validate;
 pub use load::{ConfigSources, ENV_PREFIX};
 pub(crate) use load::{env_hint, env_var};
 pub use model::{
-    BackendConfig, BackendKind, CacheConfig, FunctionConfig, MemoryConfig, ServiceConfig,
+    BackendConfig, BackendKind, CacheConfig, FunctionConfig, MemoryConfig, NearConfig,
+    ServiceConfig,
 };
 pub(crate) use secret::scrub;
 pub use secret::{Secret, ServerUrl};

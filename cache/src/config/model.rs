@@ -191,6 +191,11 @@ pub struct BackendConfig {
     pub format: Format,
     /// Options of the in-memory store (type `memory`).
     pub memory: MemoryConfig,
+    /// Redis and Memcached: the near cache, an in-process tier in front of the server
+    /// (`LEX_CACHE__BACKENDS__<i>__NEAR__ENABLED`, `..__NEAR__MAX_ENTRIES`, `..__NEAR__TTL`).
+    /// On by default for Redis, kept coherent across processes over pub/sub; off by default
+    /// for Memcached, which has no way to tell other processes of a change.
+    pub near: NearConfig,
     /// Redis: `redis://[user:password@]host:port[/db]`, or `rediss://...` for TLS. The password
     /// is never printed (see [`ServerUrl`]).
     pub redis_url: Option<ServerUrl>,
@@ -248,6 +253,7 @@ impl Default for BackendConfig {
             default_ttl: Some(Duration::from_secs(300)),
             format: Format::MsgPack,
             memory: MemoryConfig::default(),
+            near: NearConfig::default(),
             redis_url: None,
             host: None,
             port: None,
@@ -396,6 +402,34 @@ impl Default for MemoryConfig {
             max_entries: 10_000,
             max_weight: None,
             time_to_idle: None,
+        }
+    }
+}
+
+/// The near cache of a remote backend: values kept in this process as their Rust type, so a
+/// hit neither decodes nor touches the network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NearConfig {
+    /// On or off. Unset: on for Redis (single node), off for Memcached and Redis Cluster,
+    /// which cannot tell other processes of a change; turned on there, a value changed by
+    /// another process may be served until `ttl` runs out.
+    pub enabled: Option<bool>,
+    /// Values held, at most. Default 10 000.
+    pub max_entries: u64,
+    /// The longest a value stays in the near cache, whatever its own ttl: the longest a
+    /// process may serve a value changed elsewhere if the invalidation is lost. Default `5s`.
+    #[serde(with = "duration::wait")]
+    pub ttl: Duration,
+}
+
+impl Default for NearConfig {
+    fn default() -> Self {
+        NearConfig {
+            enabled: None,
+            max_entries: 10_000,
+            ttl: Duration::from_secs(5),
         }
     }
 }

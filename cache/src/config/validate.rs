@@ -50,6 +50,7 @@ fn misplaced(i: usize, b: &BackendConfig) -> Result<(), CacheError> {
         ("tls", b.tls, "redis or memcached"),
         ("ca_file", b.ca_file.is_some(), "redis or memcached"),
         ("memory", b.memory != defaults.memory, "memory"),
+        ("near", b.near != defaults.near, "redis or memcached"),
     ];
     let kind = b.kind.as_str();
     for (field, is_set, applies_to) in set {
@@ -149,6 +150,7 @@ pub(crate) fn validate(config: &CacheConfig) -> Result<usize, CacheError> {
                 &TTL,
                 b.memory.time_to_idle,
             ),
+            (format!("backends[{i}].near.ttl"), &WAIT, Some(b.near.ttl)),
             (
                 format!("backends[{i}].connect_timeout"),
                 &WAIT,
@@ -162,6 +164,12 @@ pub(crate) fn validate(config: &CacheConfig) -> Result<usize, CacheError> {
         ])?;
     }
     for (i, b) in config.backends.iter().enumerate() {
+        if b.near.max_entries == 0 {
+            return Err(invalid(
+                format!("backends[{i}].near.max_entries"),
+                "must be at least 1; to switch the near cache off, set `near.enabled: false`",
+            ));
+        }
         if let Some(host) = &b.host {
             check_host(i, host)?;
         }

@@ -4,6 +4,7 @@
 //! reconnects by itself) or one Cluster connection. Every operation runs under the backend's
 //! operation timeout, so a stalled server costs a caller at most that long.
 
+pub(crate) mod invalidation;
 mod slot;
 
 use std::fmt;

@@ -1,0 +1,148 @@
+//! A hit served by the near cache (L1) of a Redis backend beside the same hit on the memory
+//! backend and on Redis without L1: through `Cache::get` and through `#[cacheable]`, one task
+//! and 64 tasks, in one run against one spawned redis-server.
+//!
+//! `cargo bench -p lexigram-cache-benches --bench near_hit`
+
+use std::hint::black_box;
+use std::sync::OnceLock;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use lexigram_cache::{Cache, CacheModule, CacheOptions, NearOptions, RedisBackend, cacheable};
+use lexigram_cache_benches::{runtime, spread_over_tasks};
+use lexigram_cache_tests::servers::RedisServer;
+
+fn payload() -> String {
+    "x".repeat(100)
+}
+
+struct Setup {
+    _server: RedisServer,
+    memory: Cache,
+    near: Cache,
+    remote: Cache,
+}
+
+static SETUP: OnceLock<Setup> = OnceLock::new();
+
+fn setup() -> &'static Setup {
+    SETUP.get_or_init(|| {
+        let server = RedisServer::start();
+        runtime().block_on(async {
+            let redis = |prefix: &str| {
+                RedisBackend::builder(server.url())
+                    .prefix(prefix)
+                    .build()
+                    .expect("backend")
+            };
+            let mut near = CacheOptions::default();
+            near.near = Some(NearOptions::default());
+            let near = Cache::with_options("near", redis("near:"), near);
+            let remote = Cache::with_options("remote", redis("remote:"), CacheOptions::default());
+            let memory = CacheModule::stub().cache();
+            while !near.stats().near_live {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            for c in [&memory, &near, &remote] {
+                // An hour: the near tier caps its copy at its own ttl (5 s) and refills it
+                // from the server, as a service would see it.
+                c.set("typed:42", &payload(), std::time::Duration::from_secs(3600))
+                    .await
+                    .expect("seed");
+            }
+            Setup {
+                _server: server,
+                memory,
+                near,
+                remote,
+            }
+        })
+    })
+}
+
+fn memory() -> &'static Cache {
+    &setup().memory
+}
+fn near() -> &'static Cache {
+    &setup().near
+}
+fn remote() -> &'static Cache {
+    &setup().remote
+}
+
+#[cacheable(ttl = 3600, key = "m:{id}", cache = memory())]
+async fn macro_memory(id: u64) -> String {
+    let _ = id;
+    payload()
+}
+
+#[cacheable(ttl = 3600, key = "m:{id}", cache = near())]
+async fn macro_near(id: u64) -> String {
+    let _ = id;
+    payload()
+}
+
+#[cacheable(ttl = 3600, key = "m:{id}", cache = remote())]
+async fn macro_remote(id: u64) -> String {
+    let _ = id;
+    payload()
+}
+
+async fn get(cache: &Cache) -> Option<String> {
+    cache.get::<String>("typed:42").await.expect("get")
+}
+
+macro_rules! contenders {
+    ($m:ident) => {
+        $m!("memory_get", get(memory()));
+        $m!("near_get", get(near()));
+        $m!("redis_get_no_near", get(remote()));
+        $m!("memory_macro", macro_memory(42));
+        $m!("near_macro", macro_near(42));
+        $m!("redis_macro_no_near", macro_remote(42));
+    };
+}
+
+fn warm() {
+    setup();
+    runtime().block_on(async {
+        macro_memory(42).await;
+        macro_near(42).await;
+        macro_remote(42).await;
+    });
+}
+
+fn single_task(c: &mut Criterion) {
+    warm();
+    let rt = runtime();
+    let mut group = c.benchmark_group("near_hit_1_task");
+    macro_rules! bench {
+        ($name:expr, $call:expr) => {
+            group.bench_function($name, |b| {
+                b.to_async(rt).iter(|| async { black_box($call.await) })
+            });
+        };
+    }
+    contenders!(bench);
+    group.finish();
+}
+
+const TASKS: u64 = 64;
+
+fn many_tasks(c: &mut Criterion) {
+    warm();
+    let rt = runtime();
+    let mut group = c.benchmark_group("near_hit_64_tasks");
+    macro_rules! bench {
+        ($name:expr, $call:expr) => {
+            group.bench_function($name, |b| {
+                b.iter_custom(|iters| spread_over_tasks(rt, iters, TASKS, move |_| $call))
+            });
+        };
+    }
+    contenders!(bench);
+    group.finish();
+}
+
+criterion_group!(benches, single_task, many_tasks);
+criterion_main!(benches);

@@ -1,0 +1,511 @@
+//! The fill protocol: a read, then on a miss the body under single flight, the backend's fill
+//! lock, XFetch early refresh and stale-if-error, and the store of its `Ok` value.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Cache, CacheValue, FillPolicy, Ttl};
+use crate::clock::wall_ms;
+use crate::observe::{Counter, short_key};
+use crate::protect::early;
+use crate::protect::single_flight::{self, Join};
+use crate::store::{Found, Timing};
+
+impl Cache {
+    /// The protection of fills that did not choose their own: the cache's options.
+    pub(crate) fn default_policy(&self) -> FillPolicy {
+        let o = &self.inner.options;
+        FillPolicy {
+            function: None,
+            lock: o.lock,
+            early_refresh: o.early_refresh,
+            beta: o.beta,
+            stale_if_error: o.stale_if_error,
+        }
+    }
+
+    /// Reads; on a miss, runs `init` under single flight and stores an `Ok` value.
+    pub(crate) async fn fill<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        version: u32,
+        init: F,
+    ) -> Result<T, E>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let policy = self.default_policy();
+        self.fill_with(key, ttl, version, &policy, init).await
+    }
+
+    /// [`fill`](Self::fill) with an explicit protection policy.
+    pub(crate) async fn fill_with<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        version: u32,
+        policy: &FillPolicy,
+        init: F,
+    ) -> Result<T, E>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        if !self.inner.options.enabled {
+            return init().await;
+        }
+        // The ttl is resolved only when a value is about to be stored: a hit needs none, and a
+        // bad ttl is reported once per store, not once per read.
+        let stale = match self.read_quietly::<T>(key, version).await {
+            Found::Fresh(v, timing) => {
+                self.inner.store.count_in(policy.function, Counter::Hits);
+                if policy.early_refresh && self.refresh_due(timing, policy.beta) {
+                    let ttl = self.fill_ttl(key, ttl, policy);
+                    return Ok(self.refresh_early(key, ttl, version, policy, v, init).await);
+                }
+                return Ok(v);
+            }
+            Found::Stale(v) => {
+                self.inner.store.count_in(policy.function, Counter::Misses);
+                Some(v)
+            }
+            Found::Miss => {
+                self.inner.store.count_in(policy.function, Counter::Misses);
+                None
+            }
+        };
+        let ttl = self.fill_ttl(key, ttl, policy);
+        if single_flight::is_reentrant(self.id(), key) {
+            // The outer call holds this key's fill lock; waiting for it would wait for itself.
+            let inner_policy = FillPolicy {
+                lock: false,
+                ..*policy
+            };
+            return self
+                .produce(key, ttl, version, &inner_policy, stale, init)
+                .await
+                .map(|p| p.value);
+        }
+        // One deadline for the whole wait: a flight handed from one failing leader to the next
+        // must not restart the clock of the callers still waiting.
+        let deadline = tokio::time::Instant::now().checked_add(self.inner.options.fill_wait);
+        let mut waited = false;
+        loop {
+            let rx = match self.inner.flights.join(key) {
+                Join::Leader(leader) => {
+                    // A previous leader may have stored the value after our read. The fill
+                    // lock's attempt reads the value again in its own round trip; without the
+                    // lock, read here.
+                    if !self.locks(policy)
+                        && let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await
+                    {
+                        leader.publish(Arc::new(v.clone()), false);
+                        return Ok(v);
+                    }
+                    let produced = self.produce(key, ttl, version, policy, stale, init).await?;
+                    // A stale value served after a failed body goes to the waiters too, so
+                    // they do not each run the failing body again.
+                    leader.publish(Arc::new(produced.value.clone()), produced.stale);
+                    return Ok(produced.value);
+                }
+                Join::Waiter(rx) => rx,
+            };
+            if !waited {
+                waited = true;
+                self.inner
+                    .store
+                    .count_in(policy.function, Counter::Coalesced);
+            }
+            let shared = match deadline {
+                Some(at) => tokio::time::timeout_at(at, single_flight::wait(rx)).await,
+                None => Ok(single_flight::wait(rx).await),
+            };
+            match shared {
+                Ok(Some(shared)) => match shared.value.downcast_ref::<T>() {
+                    Some(v) => {
+                        if shared.stale {
+                            self.inner
+                                .store
+                                .count_in(policy.function, Counter::StaleServed);
+                        }
+                        return Ok(v.clone());
+                    }
+                    // Another call site cached a different type under this key.
+                    None => break,
+                },
+                Ok(None) => {
+                    // The leader is gone without a value: take over unless it stored one.
+                    if let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await {
+                        return Ok(v);
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        cache = %self.name(),
+                        key = short_key(key),
+                        waited = ?self.inner.options.fill_wait,
+                        "gave up waiting for another caller's fill; running the body here"
+                    );
+                    break;
+                }
+            }
+        }
+        self.produce(key, ttl, version, policy, stale, init)
+            .await
+            .map(|p| p.value)
+    }
+
+    /// The ttl a fill stores with; `None` (do not store, error logged and counted) for a zero
+    /// ttl.
+    fn fill_ttl(&self, key: &str, ttl: Ttl, policy: &FillPolicy) -> Option<Option<Duration>> {
+        match ttl.resolve(self.inner.options.default_ttl) {
+            Ok(ttl) => Some(ttl),
+            Err(e) => {
+                self.inner.store.count_in(policy.function, Counter::Errors);
+                tracing::error!(cache = %self.name(), key = short_key(key), error = %e, "value will not be stored");
+                None
+            }
+        }
+    }
+
+    /// XFetch: whether this hit should recompute the value now.
+    fn refresh_due(&self, timing: Option<Timing>, beta: f64) -> bool {
+        let Some(t) = timing else { return false };
+        if t.expires_ms == 0 || t.compute_us == 0 {
+            return false;
+        }
+        let u: f64 = rand::random();
+        early::should_refresh(
+            wall_ms(),
+            t.expires_ms,
+            f64::from(t.compute_us) / 1000.0,
+            beta,
+            u,
+        )
+    }
+
+    /// One caller recomputes a hot value shortly before it expires; callers meanwhile keep
+    /// getting `current`. The refresh runs in this caller, not in a spawned task, because the
+    /// body of a cached function may borrow its arguments; only this caller pays for it.
+    async fn refresh_early<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Option<Duration>>,
+        version: u32,
+        policy: &FillPolicy,
+        current: T,
+        init: F,
+    ) -> T
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let Join::Leader(leader) = self.inner.flights.join(key) else {
+            // Someone is already refreshing (or filling) this key.
+            return current;
+        };
+        self.inner
+            .store
+            .count_in(policy.function, Counter::EarlyRefreshes);
+        tracing::debug!(cache = %self.name(), key = short_key(key), "early refresh");
+        let started = Instant::now();
+        let result = single_flight::scoped(self.id(), key, init()).await;
+        self.inner.store.count_in(policy.function, Counter::Fills);
+        match result {
+            Ok(v) => {
+                leader.publish(Arc::new(v.clone()), false);
+                self.store_quietly(key, &v, ttl, version, started.elapsed(), policy)
+                    .await;
+                v
+            }
+            // The current value is still valid: keep serving it.
+            Err(_) => current,
+        }
+    }
+
+    /// Runs `init` and stores its `Ok` value: behind the backend's fill lock when the policy
+    /// asks for it, serving `stale` if `init` fails inside the stale-if-error window.
+    async fn produce<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Option<Duration>>,
+        version: u32,
+        policy: &FillPolicy,
+        stale: Option<T>,
+        init: F,
+    ) -> Result<Produced<T>, E>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut lock = None;
+        if self.locks(policy) {
+            match self.acquire_lock(key, version, policy).await {
+                Acquired::Value(value) => {
+                    return Ok(Produced {
+                        value,
+                        stale: false,
+                    });
+                }
+                Acquired::Lock(guard) => lock = Some(guard),
+                Acquired::Nothing => {}
+            }
+        }
+        let started = Instant::now();
+        let result = single_flight::scoped(self.id(), key, init()).await;
+        self.inner.store.count_in(policy.function, Counter::Fills);
+        match result {
+            Ok(v) => {
+                let compute = started.elapsed();
+                match lock {
+                    Some(guard) => {
+                        self.store_and_release(guard, key, &v, ttl, version, compute, policy)
+                            .await;
+                    }
+                    None => {
+                        self.store_quietly(key, &v, ttl, version, compute, policy)
+                            .await;
+                    }
+                }
+                Ok(Produced {
+                    value: v,
+                    stale: false,
+                })
+            }
+            Err(e) => {
+                if let Some(guard) = lock {
+                    guard.release().await;
+                }
+                match stale {
+                    Some(v) if policy.stale_if_error.is_some() => {
+                        self.inner
+                            .store
+                            .count_in(policy.function, Counter::StaleServed);
+                        tracing::warn!(
+                            cache = %self.name(),
+                            key = short_key(key),
+                            "the body failed; serving the expired value (stale_if_error)"
+                        );
+                        Ok(Produced {
+                            value: v,
+                            stale: true,
+                        })
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Whether a fill under `policy` takes the backend's fill lock.
+    fn locks(&self, policy: &FillPolicy) -> bool {
+        policy.lock && self.inner.store.is_shared()
+    }
+
+    /// Takes the backend's fill lock, or waits for the holder's value. Gives up after
+    /// `lock_wait` (or when the backend cannot lock) and lets the caller run the body.
+    async fn acquire_lock<T: CacheValue>(
+        &self,
+        key: &str,
+        version: u32,
+        policy: &FillPolicy,
+    ) -> Acquired<T> {
+        // `None`: a wait too long to represent, that is no deadline.
+        let deadline = Instant::now().checked_add(self.inner.options.lock_wait);
+        let mut backoff = Duration::from_millis(2);
+        let mut waited = false;
+        loop {
+            let (token, value) = match self
+                .inner
+                .store
+                .try_lock::<T>(key, version, self.inner.options.lock_ttl)
+                .await
+            {
+                Ok(attempt) => attempt,
+                Err(e) => {
+                    tracing::debug!(cache = %self.name(), error = %e, "no fill lock; running the body");
+                    return Acquired::Nothing;
+                }
+            };
+            let guard = token.map(|token| LockGuard {
+                cache: self.clone(),
+                key: key.to_owned(),
+                token,
+                released: false,
+            });
+            // The value read with the attempt: the holder before us (another process, or a
+            // leader of this one) stored it meanwhile.
+            if let Some(v) = value {
+                if let Some(guard) = guard {
+                    guard.release().await;
+                }
+                return Acquired::Value(v);
+            }
+            if let Some(guard) = guard {
+                return Acquired::Lock(guard);
+            }
+            if !waited {
+                waited = true;
+                self.inner
+                    .store
+                    .count_in(policy.function, Counter::Coalesced);
+            }
+            if deadline.is_some_and(|at| Instant::now() >= at) {
+                tracing::warn!(
+                    cache = %self.name(),
+                    key = short_key(key),
+                    waited = ?self.inner.options.lock_wait,
+                    "another process holds the fill lock for too long; running the body here"
+                );
+                return Acquired::Nothing;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Stores a filled value and releases the fill lock in one backend call. A value that is
+    /// not to be stored (a zero ttl) or cannot be encoded only releases the lock.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_and_release<T: CacheValue>(
+        &self,
+        guard: LockGuard,
+        key: &str,
+        value: &T,
+        ttl: Option<Option<Duration>>,
+        version: u32,
+        compute: Duration,
+        policy: &FillPolicy,
+    ) {
+        let Some(ttl) = ttl else {
+            guard.release().await;
+            return;
+        };
+        let ttl = ttl.map(|t| early::jittered(t, self.inner.options.ttl_jitter, rand::random()));
+        guard
+            .store_and_release(key, value, ttl, version, compute, policy.stale_if_error)
+            .await;
+    }
+
+    /// A read whose backend errors are a miss (already logged and counted).
+    async fn read_quietly<T: CacheValue>(&self, key: &str, version: u32) -> Found<T> {
+        self.inner
+            .store
+            .find::<T>(key, version)
+            .await
+            .unwrap_or(Found::Miss)
+    }
+
+    /// A write whose errors are logged and counted, never returned. `ttl: None` = do not store.
+    async fn store_quietly<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Option<Duration>>,
+        version: u32,
+        compute: Duration,
+        policy: &FillPolicy,
+    ) {
+        let Some(ttl) = ttl else { return };
+        let jitter = self.inner.options.ttl_jitter;
+        let ttl = ttl.map(|t| early::jittered(t, jitter, rand::random()));
+        // Errors were logged and counted where they happened.
+        let _ = self
+            .store_value(key, value, ttl, version, compute, policy.stale_if_error)
+            .await;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn flights_in_progress(&self) -> usize {
+        self.inner.flights.in_flight()
+    }
+}
+
+/// The value a fill ends with.
+struct Produced<T> {
+    value: T,
+    /// An expired value served because the body failed.
+    stale: bool,
+}
+
+/// What waiting for a fill lock ended with.
+enum Acquired<T> {
+    /// Another process stored the value meanwhile.
+    Value(T),
+    /// We hold the lock.
+    Lock(LockGuard),
+    /// No lock (waited too long, or the backend cannot lock): run the body anyway.
+    Nothing,
+}
+
+/// A held fill lock. Released explicitly after the fill; if the fill's future is dropped
+/// first (while the body runs, or before the release got its answer), the release is spawned,
+/// so a cancelled caller does not make others wait for the lock's ttl.
+struct LockGuard {
+    cache: Cache,
+    key: String,
+    token: String,
+    released: bool,
+}
+
+impl LockGuard {
+    async fn release(mut self) {
+        self.cache.unlock_quietly(&self.key, &self.token).await;
+        self.released = true;
+    }
+
+    /// Stores the value and releases the lock in one backend call; a failed call is logged and
+    /// counted as a failed store, and the release is tried again on its own (by `Drop`). A
+    /// value that cannot be encoded only releases the lock.
+    async fn store_and_release<T: CacheValue>(
+        mut self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+        version: u32,
+        compute: Duration,
+        keep: Option<Duration>,
+    ) {
+        let cache = self.cache.clone();
+        match cache
+            .inner
+            .store
+            .put_and_unlock(key, value, ttl, version, compute, keep, &self.token)
+            .await
+        {
+            Ok(true) => self.released = true,
+            Ok(false) => self.release().await,
+            Err(_) => {}
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let (cache, key, token) = (
+                self.cache.clone(),
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.token),
+            );
+            handle.spawn(async move { cache.unlock_quietly(&key, &token).await });
+        }
+    }
+}
+
+impl Cache {
+    async fn unlock_quietly(&self, key: &str, token: &str) {
+        if let Err(e) = self.inner.store.unlock(key, token).await {
+            tracing::debug!(cache = %self.name(), key = short_key(key), error = %e, "fill lock not released; it expires by itself");
+        }
+    }
+}

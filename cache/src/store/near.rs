@@ -1,0 +1,486 @@
+//! The near tier (L1): values of a remote cache kept in this process as their Rust type, and
+//! the rules that keep it coherent with the server and with other processes.
+//!
+//! Coherence, on Redis: every write, delete, pattern delete and clear publishes an
+//! invalidation (origin id, and the key, the pattern or "clear"; never the value) on a channel
+//! named for the backend's prefix; every process subscribes on a dedicated connection and drops
+//! what a message names, ignoring its own. Three rules make a lost message harmless:
+//!
+//! - the tier serves nothing and stores nothing until the subscription is confirmed, and
+//!   whenever the subscriber connection is lost it is emptied and bypassed again (an epoch
+//!   bump), so a message missed while away can not leave an old value behind;
+//! - a read of the server takes a ticket first (the epoch and a per-key sequence); a value
+//!   read is stored only if no invalidation of that key, and no epoch bump, came in meanwhile,
+//!   so an invalidation that races an in-flight read wins;
+//! - no entry lives longer than [`NearOptions::ttl`], so a message that never arrives (a writer
+//!   that could not publish, a network partition, a write by another tool) costs at most that.
+//!
+//! Without an invalidation stream (Memcached, a custom backend) the tier is used only when
+//! [`NearOptions::ttl_only`] says so, and then the last rule is the only one.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::backend::memory::AnyValue;
+use crate::backend::redis::RedisBackend;
+use crate::backend::redis::invalidation::Listener;
+use crate::cache::CacheValue;
+use crate::clock::{Clock, duration_ms};
+use crate::error::BackendError;
+use crate::observe::CacheStats;
+
+use super::Timing;
+
+/// The near tier of a remote cache: how many values, and how long at most.
+///
+/// ```
+/// use lexigram_cache::NearOptions;
+/// use std::time::Duration;
+///
+/// let near = NearOptions::default();
+/// assert_eq!(near.ttl, Duration::from_secs(5));
+/// assert!(!near.ttl_only);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NearOptions {
+    /// Values held, at most. Default 10 000.
+    pub max_entries: u64,
+    /// How long a value stays in the tier at most, whatever its own ttl: the longest a
+    /// process can serve a value another process changed, if the invalidation is lost.
+    /// Default 5 s.
+    pub ttl: Duration,
+    /// Use the tier on a backend that cannot tell other processes of changes (Memcached, a
+    /// custom backend, a Redis Cluster): the tier then relies on [`ttl`](Self::ttl) alone, and
+    /// a value changed elsewhere may be served up to that long. Default `false`: such
+    /// backends get no near tier.
+    pub ttl_only: bool,
+}
+
+impl Default for NearOptions {
+    fn default() -> Self {
+        NearOptions {
+            max_entries: 10_000,
+            ttl: Duration::from_secs(5),
+            ttl_only: false,
+        }
+    }
+}
+
+/// Sequences per cache, indexed by a hash of the key: an invalidation bumps its key's slot,
+/// and a read only stores what it read if the slot did not move. Keys that share a slot only
+/// cost each other an insert.
+const SLOTS: usize = 1024;
+
+/// What changed on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change<'a> {
+    Key(&'a str),
+    Pattern(&'a str),
+    Clear,
+}
+
+/// Permission to store what a read is about to fetch; void once the key is invalidated.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket {
+    epoch: u64,
+    slot: usize,
+    seq: u64,
+}
+
+#[derive(Clone)]
+struct Entry {
+    value: AnyValue,
+    /// Coarse clock ms after which the entry is not served.
+    until: u64,
+    timing: Timing,
+}
+
+struct Shared {
+    entries: quick_cache::sync::Cache<String, Entry>,
+    cap_ms: u64,
+    clock: Clock,
+    epoch: AtomicU64,
+    slots: Box<[AtomicU64]>,
+    /// Whether the tier may serve and store: the subscription is confirmed (always, without
+    /// an invalidation stream).
+    live: AtomicBool,
+    origin: u128,
+    received: AtomicU64,
+    resets: AtomicU64,
+}
+
+/// Where invalidations go to other processes.
+struct Bus {
+    backend: RedisBackend,
+    channel: String,
+    /// Dropped with the tier, which stops the subscriber.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The near tier of one cache.
+pub(crate) struct Near {
+    shared: Arc<Shared>,
+    bus: Option<Bus>,
+}
+
+impl Near {
+    /// A tier that relies on its ttl cap alone: live from the start.
+    pub(crate) fn ttl_only(options: &NearOptions) -> Near {
+        let shared = Shared::new(options);
+        shared.live.store(true, Ordering::SeqCst);
+        Near { shared, bus: None }
+    }
+
+    /// A tier kept coherent over Redis pub/sub; `None` when the backend cannot subscribe
+    /// (a Cluster, or no tokio runtime to run the subscriber on).
+    pub(crate) fn redis(options: &NearOptions, backend: &RedisBackend) -> Option<Near> {
+        let shared = Shared::new(options);
+        let channel = format!("lexigram-cache:invalidate:{}", backend.prefix());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let weak: Weak<dyn Listener> = Arc::downgrade(&shared) as Weak<dyn Listener>;
+        if let Err(why) = backend.listen(channel.clone(), weak, stopped) {
+            tracing::warn!(
+                servers = backend.servers(),
+                why,
+                "no near cache for this Redis backend"
+            );
+            return None;
+        }
+        Some(Near {
+            shared,
+            bus: Some(Bus {
+                backend: backend.clone(),
+                channel,
+                _stop: stop,
+            }),
+        })
+    }
+
+    /// A fresh value of type `T` under `key`, and its timing.
+    #[inline]
+    pub(crate) fn get<T: CacheValue>(&self, key: &str) -> Option<(T, Timing)> {
+        let s = &*self.shared;
+        if !s.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let entry = s.entries.get(key)?;
+        if entry.until <= s.clock.now_ms() {
+            return None;
+        }
+        // Another type under this key is a miss here; the server read decides what it is.
+        let v = entry.value.downcast_ref::<T>()?.clone();
+        Some((v, entry.timing))
+    }
+
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        let s = &*self.shared;
+        s.live.load(Ordering::Acquire)
+            && s.entries
+                .get(key)
+                .is_some_and(|e| e.until > s.clock.now_ms())
+    }
+
+    /// A ticket for a read of `key` about to start; `None` while the tier is not live.
+    pub(crate) fn ticket(&self, key: &str) -> Option<Ticket> {
+        let s = &*self.shared;
+        if !s.live.load(Ordering::SeqCst) {
+            return None;
+        }
+        let slot = slot_of(key);
+        Some(Ticket {
+            epoch: s.epoch.load(Ordering::SeqCst),
+            slot,
+            seq: s.slots[slot].load(Ordering::SeqCst),
+        })
+    }
+
+    /// Stores a value read from the server under `ticket`, unless the ticket is void.
+    pub(crate) fn insert<T: CacheValue>(
+        &self,
+        key: &str,
+        ticket: Ticket,
+        value: T,
+        timing: Timing,
+    ) {
+        self.shared.insert(key, ticket, Arc::new(value), timing);
+    }
+
+    /// After this process wrote `value` under `key` (`ticket` taken before the write): reads
+    /// in flight must not store what they read, and the tier holds the written value unless
+    /// another change of the key came in during the write.
+    pub(crate) fn written<T: CacheValue>(
+        &self,
+        key: &str,
+        ticket: Option<Ticket>,
+        value: T,
+        timing: Timing,
+    ) {
+        let s = &*self.shared;
+        let slot = slot_of(key);
+        let before = s.slots[slot].fetch_add(1, Ordering::SeqCst);
+        s.entries.remove(key);
+        if let Some(t) = ticket
+            && t.seq == before
+        {
+            let after = Ticket {
+                seq: before.wrapping_add(1),
+                ..t
+            };
+            s.insert(key, after, Arc::new(value), timing);
+        }
+    }
+
+    /// Drops what `change` touches in this process.
+    pub(crate) fn apply(&self, change: &Change<'_>) {
+        self.shared.apply(change);
+    }
+
+    /// Tells other processes of `change`. `Ok` without a bus.
+    pub(crate) async fn publish(&self, change: Change<'_>) -> Result<(), BackendError> {
+        let Some(bus) = &self.bus else {
+            return Ok(());
+        };
+        bus.backend
+            .publish(&bus.channel, encode(self.shared.origin, &change))
+            .await
+    }
+
+    pub(crate) fn fill_stats(&self, stats: &mut CacheStats) {
+        let s = &*self.shared;
+        stats.near_invalidations = s.received.load(Ordering::Relaxed);
+        stats.near_resets = s.resets.load(Ordering::Relaxed);
+        stats.near_live = s.live.load(Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    fn new(options: &NearOptions) -> Arc<Shared> {
+        let capacity = usize::try_from(options.max_entries.max(1)).unwrap_or(usize::MAX);
+        Arc::new(Shared {
+            entries: quick_cache::sync::Cache::new(capacity),
+            cap_ms: duration_ms(options.ttl),
+            clock: Clock::system(),
+            epoch: AtomicU64::new(0),
+            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            live: AtomicBool::new(false),
+            origin: rand::random(),
+            received: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+        })
+    }
+
+    fn valid(&self, t: &Ticket) -> bool {
+        self.live.load(Ordering::SeqCst)
+            && self.epoch.load(Ordering::SeqCst) == t.epoch
+            && self.slots[t.slot].load(Ordering::SeqCst) == t.seq
+    }
+
+    fn insert(&self, key: &str, ticket: Ticket, value: AnyValue, timing: Timing) {
+        if !self.valid(&ticket) {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let mut until = now.saturating_add(self.cap_ms);
+        if timing.expires_ms != 0 {
+            // Leave the last stretch before expiry to the server read, where XFetch decides
+            // on an early refresh: with beta 1 it fires earlier than three compute times
+            // before expiry only 5% of the time.
+            let margin = u64::from(timing.compute_us) * 3 / 1000;
+            until = until.min(timing.expires_ms.saturating_sub(margin));
+        }
+        if until <= now {
+            return;
+        }
+        self.entries.insert(
+            key.to_owned(),
+            Entry {
+                value,
+                until,
+                timing,
+            },
+        );
+        // An invalidation between the check above and the insert removed nothing yet, or
+        // removed the key before it was there: look again, and take the value back out.
+        if !self.valid(&ticket) {
+            self.entries.remove(key);
+        }
+    }
+
+    fn apply(&self, change: &Change<'_>) {
+        match change {
+            Change::Key(key) => {
+                self.slots[slot_of(key)].fetch_add(1, Ordering::SeqCst);
+                self.entries.remove(*key);
+            }
+            // A pattern empties the whole tier: cheaper than matching every entry, and as safe.
+            Change::Pattern(_) | Change::Clear => self.reset(),
+        }
+    }
+
+    fn reset(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.entries.clear();
+    }
+}
+
+impl Listener for Shared {
+    fn subscribed(&self) {
+        // Anything stored before was stored while not subscribed: there is nothing, but an
+        // epoch makes sure of it.
+        self.reset();
+        self.live.store(true, Ordering::SeqCst);
+        tracing::debug!("near cache: invalidations subscribed");
+    }
+
+    fn lost(&self) {
+        self.live.store(false, Ordering::SeqCst);
+        self.reset();
+        self.resets.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "near cache: invalidation connection lost; serving from the server until it is back"
+        );
+    }
+
+    fn message(&self, payload: &[u8]) {
+        match decode(payload) {
+            Some((origin, _)) if origin == self.origin => {}
+            Some((_, change)) => {
+                self.received.fetch_add(1, Ordering::Relaxed);
+                self.apply(&change);
+            }
+            None => {
+                // Not ours to understand: drop everything rather than keep what it may name.
+                tracing::warn!("near cache: unreadable invalidation message; emptying the tier");
+                self.reset();
+            }
+        }
+    }
+}
+
+fn slot_of(key: &str) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize) & (SLOTS - 1)
+}
+
+/// `<origin, 32 hex digits> <k|p|c> <key or pattern>`.
+fn encode(origin: u128, change: &Change<'_>) -> Vec<u8> {
+    let (op, arg) = match change {
+        Change::Key(k) => ('k', *k),
+        Change::Pattern(p) => ('p', *p),
+        Change::Clear => ('c', ""),
+    };
+    format!("{origin:032x} {op} {arg}").into_bytes()
+}
+
+fn decode(payload: &[u8]) -> Option<(u128, Change<'_>)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (origin, rest) = text.split_once(' ')?;
+    let origin = u128::from_str_radix(origin, 16).ok()?;
+    let (op, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+    let change = match op {
+        "k" => Change::Key(arg),
+        "p" => Change::Pattern(arg),
+        "c" => Change::Clear,
+        _ => return None,
+    };
+    Some((origin, change))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing() -> Timing {
+        Timing {
+            expires_ms: 0,
+            compute_us: 0,
+        }
+    }
+
+    fn live() -> Near {
+        Near::ttl_only(&NearOptions::default())
+    }
+
+    #[test]
+    fn messages_round_trip_and_keep_spaces_in_keys() {
+        for change in [
+            Change::Key("a key with spaces"),
+            Change::Pattern("user:*"),
+            Change::Clear,
+        ] {
+            let bytes = encode(7, &change);
+            assert_eq!(decode(&bytes), Some((7, change)));
+        }
+        assert_eq!(decode(b"garbage"), None);
+        assert_eq!(decode(&[0xff, 0xfe]), None);
+    }
+
+    /// The read started, then the key was invalidated, then the read came back: its value is
+    /// not stored.
+    #[test]
+    fn an_invalidation_during_a_read_wins() {
+        let near = live();
+        let ticket = near.ticket("k").expect("live");
+        near.apply(&Change::Key("k"));
+        near.insert("k", ticket, 1u32, timing());
+        assert!(near.get::<u32>("k").is_none());
+        // A read that starts after the invalidation stores as usual.
+        let ticket = near.ticket("k").expect("live");
+        near.insert("k", ticket, 2u32, timing());
+        assert_eq!(near.get::<u32>("k").map(|(v, _)| v), Some(2));
+    }
+
+    #[test]
+    fn a_reset_voids_every_ticket_and_empties_the_tier() {
+        let near = live();
+        let ticket = near.ticket("a").expect("live");
+        near.insert("b", near.ticket("b").expect("live"), 1u8, timing());
+        near.shared.lost();
+        assert!(near.get::<u8>("b").is_none(), "not served while lost");
+        assert!(near.ticket("a").is_none(), "no tickets while lost");
+        near.shared.subscribed();
+        near.insert("a", ticket, 1u8, timing());
+        assert!(
+            near.get::<u8>("a").is_none(),
+            "a ticket from before the loss is void"
+        );
+        assert!(near.get::<u8>("b").is_none(), "emptied");
+    }
+
+    /// A write in flight while a read of the old value is in flight: the read does not
+    /// overwrite the written value.
+    #[test]
+    fn a_write_voids_reads_in_flight_and_keeps_its_value() {
+        let near = live();
+        let read = near.ticket("k").expect("live");
+        let write = near.ticket("k").expect("live");
+        near.written("k", Some(write), 2u8, timing());
+        near.insert("k", read, 1u8, timing());
+        assert_eq!(near.get::<u8>("k").map(|(v, _)| v), Some(2));
+    }
+
+    #[test]
+    fn own_echoes_are_ignored_and_others_apply() {
+        let near = live();
+        near.insert("k", near.ticket("k").expect("live"), 1u8, timing());
+        near.shared
+            .message(&encode(near.shared.origin, &Change::Key("k")));
+        assert!(near.get::<u8>("k").is_some());
+        near.shared
+            .message(&encode(near.shared.origin ^ 1, &Change::Key("k")));
+        assert!(near.get::<u8>("k").is_none());
+    }
+
+    #[test]
+    fn entries_never_outlive_the_server_value() {
+        let near = live();
+        let now = near.shared.clock.now_ms();
+        let expired = Timing {
+            expires_ms: now.saturating_sub(1),
+            compute_us: 0,
+        };
+        near.insert("k", near.ticket("k").expect("live"), 1u8, expired);
+        assert!(near.get::<u8>("k").is_none());
+    }
+}
