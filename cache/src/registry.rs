@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use crate::backend::CacheBackend;
 use crate::backend::memcached::MemcachedBackend;
 use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
