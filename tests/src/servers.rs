@@ -181,6 +181,13 @@ impl RedisServer {
         Self::launch(Vec::new(), None, false, Some(port))
     }
 
+    /// A plain server with extra command-line arguments, such as
+    /// `["--enable-debug-command", "yes"]`.
+    pub fn start_with(args: &[&str]) -> RedisServer {
+        let extra = args.iter().map(|a| (*a).to_owned()).collect();
+        Self::launch(extra, None, false, None)
+    }
+
     /// A server that requires `password` (AUTH).
     pub fn start_with_password(password: &str) -> RedisServer {
         Self::launch(
