@@ -240,7 +240,10 @@ fn parse_addr(s: &str) -> Result<String, String> {
 /// A Memcached backend over one or several servers. Cheap to clone.
 ///
 /// Keys are spread over the servers by rendezvous hashing; a server that is down makes its own
-/// keys fail (cached functions then run their bodies) and leaves the others alone. Memcached
+/// keys fail (cached functions then run their bodies) and leaves the others alone: while
+/// another server answers, its failures are [`BackendError::ServerDown`], which the cache's
+/// circuit breaker does not count, and after a failed connect or a few failed calls in a row
+/// its keys fail fast for a second at a time. Memcached
 /// cannot list keys, so [`delete_pattern`](CacheBackend::delete_pattern) and
 /// [`clear`](CacheBackend::clear) return [`BackendError::Unsupported`] instead of pretending.
 ///
