@@ -49,9 +49,64 @@ pub enum BackendError {
         /// How long until a probe is let through.
         retry_in: Duration,
     },
+    /// One server of a backend that spreads keys over several (Memcached) failed while others
+    /// answer: only the keys it holds are affected, and the backend as a whole is healthy, so
+    /// this does not count toward the circuit breaker (see
+    /// [`counts_for_breaker`](Self::counts_for_breaker)). Calls for its keys fail fast until it
+    /// answers again.
+    #[error(
+        "server {server} failed ({reason}); the backend's other servers still answer, so only the keys this server holds miss until it is back"
+    )]
+    ServerDown {
+        /// The failed server, `host:port`.
+        server: String,
+        /// What went wrong with it.
+        reason: String,
+    },
+    /// Every pooled connection to a server stayed busy for the whole operation timeout: this
+    /// process sends more concurrent calls than the pool holds. The server did not fail, so
+    /// this does not count toward the circuit breaker.
+    #[error(
+        "all {size} pooled connections to {server} stayed busy for {waited:?}; raise `pool_size` or send fewer concurrent calls"
+    )]
+    PoolBusy {
+        /// The server, `host:port`.
+        server: String,
+        /// Connections its pool holds at most.
+        size: usize,
+        /// How long the call waited for one.
+        waited: Duration,
+    },
     /// Any other failure.
     #[error("{0}")]
     Other(String),
+}
+
+impl BackendError {
+    /// Whether this error says the backend is failing, so that the circuit breaker counts it.
+    ///
+    /// A request the backend refused ([`Rejected`](Self::Rejected),
+    /// [`Unsupported`](Self::Unsupported)) was answered; a [`ServerDown`](Self::ServerDown) is
+    /// one server of several while the others answer; a [`PoolBusy`](Self::PoolBusy) is a
+    /// caller-side queue; a [`CircuitOpen`](Self::CircuitOpen) made no call. None of them says
+    /// the backend as a whole is down. Every other error does.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lexigram_cache::BackendError;
+    /// assert!(BackendError::Timeout(Duration::from_millis(500)).counts_for_breaker());
+    /// assert!(!BackendError::Rejected("too large".into()).counts_for_breaker());
+    /// ```
+    pub fn counts_for_breaker(&self) -> bool {
+        !matches!(
+            self,
+            BackendError::Rejected(_)
+                | BackendError::Unsupported { .. }
+                | BackendError::ServerDown { .. }
+                | BackendError::PoolBusy { .. }
+                | BackendError::CircuitOpen { .. }
+        )
+    }
 }
 
 /// Every error the runtime returns.

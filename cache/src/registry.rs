@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use crate::backend::CacheBackend;
 use crate::backend::memcached::MemcachedBackend;
 use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
@@ -177,7 +176,7 @@ async fn build(
                 builder = builder.ca_file(ca.clone());
             }
             let backend = builder.build().map_err(at_backend(index))?;
-            reachable_at_boot(b, is_default, backend.ping().await.map(drop))?;
+            reachable_at_boot(b, is_default, backend.ensure_connected().await.map(drop))?;
             Ok(Cache::with_options(b.name.clone(), backend, options))
         }
     }

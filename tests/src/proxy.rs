@@ -7,7 +7,9 @@
 //!
 //! Besides forwarding, it can black-hole traffic (every socket stays open, nothing is forwarded
 //! either way: a server that stopped answering) and reset connections (every open connection,
-//! and every new one, is closed with a TCP reset: a server that went away abruptly).
+//! and every new one, is closed with a TCP reset: a server that went away abruptly). It can also
+//! send new connections to another server while the open ones keep what they have (a failover
+//! to a new address while the old one went silent).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,15 +41,26 @@ struct Counts {
 
 struct Shared {
     counts: std::sync::Mutex<Counts>,
+    /// Where new connections go, and the mode channel they follow.
+    route: std::sync::Mutex<Route>,
+    /// The mode channels of connections opened before a reroute; kept open so that those
+    /// connections keep their mode, and told to reset when the proxy stops.
+    retired: std::sync::Mutex<Vec<watch::Sender<Mode>>>,
+}
+
+struct Route {
+    upstream: String,
     mode: watch::Sender<Mode>,
+}
+
+/// A poisoned lock (a test thread panicked holding it) still holds usable data.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Shared {
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
-        // A test thread that panicked while holding the lock leaves usable counts.
-        self.counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.counts)
     }
 }
 
@@ -78,14 +91,17 @@ impl Proxy {
         let (mode, _) = watch::channel(Mode::Forward);
         let shared = Arc::new(Shared {
             counts: std::sync::Mutex::new(Counts::default()),
-            mode,
+            route: std::sync::Mutex::new(Route {
+                upstream: upstream.to_owned(),
+                mode,
+            }),
+            retired: std::sync::Mutex::new(Vec::new()),
         });
-        let upstream = upstream.to_owned();
         let accept = tokio::spawn({
             let shared = shared.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    tokio::spawn(connection(client, upstream.clone(), shared.clone()));
+                    tokio::spawn(connection(client, shared.clone()));
                 }
             }
         });
@@ -106,14 +122,25 @@ impl Proxy {
         self.addr.port()
     }
 
-    /// Switches what the proxy does, for open connections and new ones.
+    /// Switches what the proxy does, for open connections and new ones (connections opened
+    /// before a [`reroute`](Self::reroute) keep theirs).
     pub fn set_mode(&self, mode: Mode) {
-        self.shared.mode.send_replace(mode);
+        lock(&self.shared.route).mode.send_replace(mode);
     }
 
     /// What the proxy does now.
     pub fn mode(&self) -> Mode {
-        *self.shared.mode.borrow()
+        *lock(&self.shared.route).mode.borrow()
+    }
+
+    /// Sends new connections to `upstream` (`host:port`), forwarded; the connections open now
+    /// keep what the proxy does to them (black-holed ones stay silent).
+    pub fn reroute(&self, upstream: &str) {
+        let mut route = lock(&self.shared.route);
+        let (fresh, _) = watch::channel(Mode::Forward);
+        let old = std::mem::replace(&mut route.mode, fresh);
+        lock(&self.shared.retired).push(old);
+        route.upstream = upstream.to_owned();
     }
 
     /// Round trips since the start or the last [`reset_counts`](Self::reset_counts), over
@@ -151,8 +178,11 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.accept.abort();
-        // Connection tasks see the closed channel and end.
-        self.shared.mode.send_replace(Mode::Reset);
+        // Connection tasks see the reset and end.
+        lock(&self.shared.route).mode.send_replace(Mode::Reset);
+        for old in lock(&self.shared.retired).iter() {
+            old.send_replace(Mode::Reset);
+        }
     }
 }
 
@@ -162,8 +192,11 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-async fn connection(mut client: TcpStream, upstream: String, shared: Arc<Shared>) {
-    let mut mode = shared.mode.subscribe();
+async fn connection(mut client: TcpStream, shared: Arc<Shared>) {
+    let (upstream, mut mode) = {
+        let route = lock(&shared.route);
+        (route.upstream.clone(), route.mode.subscribe())
+    };
     if *mode.borrow_and_update() == Mode::Reset {
         reset(client);
         return;
@@ -186,12 +219,14 @@ async fn connection(mut client: TcpStream, upstream: String, shared: Arc<Shared>
             server_write,
             Direction::Request(&answered),
             &shared,
+            mode.clone(),
         );
         let down = pump(
             server_read,
             client_write,
             Direction::Reply(&answered),
             &shared,
+            mode.clone(),
         );
         let reset_asked = async {
             loop {
@@ -205,7 +240,7 @@ async fn connection(mut client: TcpStream, upstream: String, shared: Arc<Shared>
             () = reset_asked => {}
         }
     }
-    if *shared.mode.borrow() == Mode::Reset {
+    if *mode.borrow() == Mode::Reset {
         reset(client);
         reset(server);
     }
@@ -223,6 +258,7 @@ async fn pump(
     mut to: WriteHalf<'_>,
     direction: Direction<'_>,
     shared: &Shared,
+    mode: watch::Receiver<Mode>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -230,7 +266,7 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if *shared.mode.borrow() != Mode::Forward {
+        if *mode.borrow() != Mode::Forward {
             // Swallowed: the socket stays open and the other side hears nothing.
             continue;
         }

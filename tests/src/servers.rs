@@ -181,6 +181,13 @@ impl RedisServer {
         Self::launch(Vec::new(), None, false, Some(port))
     }
 
+    /// A plain server with extra command-line arguments, such as
+    /// `["--enable-debug-command", "yes"]`.
+    pub fn start_with(args: &[&str]) -> RedisServer {
+        let extra = args.iter().map(|a| (*a).to_owned()).collect();
+        Self::launch(extra, None, false, None)
+    }
+
     /// A server that requires `password` (AUTH).
     pub fn start_with_password(password: &str) -> RedisServer {
         Self::launch(
@@ -327,7 +334,7 @@ impl Drop for RedisServer {
     }
 }
 
-/// A 3-master Redis Cluster on loopback ports.
+/// A Redis Cluster on loopback ports: three masters, with or without a replica each.
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
@@ -337,14 +344,40 @@ impl RedisCluster {
     /// Starts three cluster-enabled servers, joins them with `redis-cli --cluster create`, and
     /// waits until every node reports `cluster_state:ok`.
     pub fn start() -> RedisCluster {
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| RedisServer::launch(Vec::new(), None, true, None))
+        Self::create(3, 0, Vec::new())
+    }
+
+    /// Three masters with one replica each, and a short `cluster-node-timeout` (1 s) so that a
+    /// killed master is failed over in seconds. Waits until every replica has synced.
+    pub fn start_with_replicas() -> RedisCluster {
+        let fast = vec!["--cluster-node-timeout".to_owned(), "1000".to_owned()];
+        let cluster = Self::create(6, 1, fast);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &cluster.nodes {
+            loop {
+                let info = node.raw("INFO replication");
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "a replica did not sync with its master: {info}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        cluster
+    }
+
+    fn create(count: usize, replicas: usize, extra: Vec<String>) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..count)
+            .map(|_| RedisServer::launch(extra.clone(), None, true, None))
             .collect();
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
         args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
         args.extend([
             "--cluster-replicas".into(),
-            "0".into(),
+            replicas.to_string(),
             "--cluster-yes".into(),
         ]);
         let out = match Command::new("redis-cli").args(&args).output() {
@@ -387,9 +420,53 @@ impl RedisCluster {
         &self.nodes
     }
 
-    /// Which node holds `key` (by asking each with `CLUSTER KEYSLOT` and `CLUSTER NODES`).
+    /// The port of the master that serves `slot` now (from `CLUSTER NODES` of a live node).
+    pub fn master_of(&self, slot: u16) -> Option<u16> {
+        let live = self
+            .nodes
+            .iter()
+            .find_map(|n| text_command(n.port, "CLUSTER NODES").ok())?;
+        // `<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slot>...`
+        live.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            if !flags.contains("master") || flags.contains("fail") {
+                return None;
+            }
+            let holds = fields.iter().skip(8).any(|range| {
+                let mut ends = range.splitn(2, '-');
+                let lo = ends.next().and_then(|x| x.parse::<u16>().ok());
+                let hi = ends.next().map_or(lo, |x| x.parse::<u16>().ok());
+                matches!((lo, hi), (Some(lo), Some(hi)) if (lo..=hi).contains(&slot))
+            });
+            if !holds {
+                return None;
+            }
+            fields
+                .get(1)?
+                .split(['@', ','])
+                .next()?
+                .rsplit_once(':')?
+                .1
+                .parse()
+                .ok()
+        })
+    }
+
+    /// Kills the node on `port` (SIGKILL), leaving the others running.
+    pub fn kill(&mut self, port: u16) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port == port) {
+            node.kill();
+        }
+    }
+
+    /// The hash slot of `key` (by asking a live node with `CLUSTER KEYSLOT`).
     pub fn keyslot(&self, key: &str) -> u16 {
-        let reply = self.nodes[0].raw(&format!("CLUSTER KEYSLOT {key}"));
+        let reply = self
+            .nodes
+            .iter()
+            .find_map(|n| text_command(n.port, &format!("CLUSTER KEYSLOT {key}")).ok())
+            .expect("a live cluster node");
         reply
             .trim()
             .trim_start_matches(':')

@@ -98,7 +98,7 @@ impl Breaker {
         let failed = match outcome {
             Ok(()) => false,
             // The backend answered; the request was wrong. That says nothing about its health.
-            Err(BackendError::Rejected(_) | BackendError::Unsupported { .. }) => false,
+            Err(e) if !e.counts_for_breaker() => false,
             Err(_) => true,
         };
         if !failed {

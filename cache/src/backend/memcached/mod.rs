@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use futures::future::join_all;
 
 use self::keys::WireKey;
-use self::pool::{Server, Tls};
+use self::pool::{Lease, Server, Tls};
 use self::protocol::Reply;
 use self::ring::Ring;
 use super::{CacheBackend, LockAttempt};
@@ -240,7 +240,10 @@ fn parse_addr(s: &str) -> Result<String, String> {
 /// A Memcached backend over one or several servers. Cheap to clone.
 ///
 /// Keys are spread over the servers by rendezvous hashing; a server that is down makes its own
-/// keys fail (cached functions then run their bodies) and leaves the others alone. Memcached
+/// keys fail (cached functions then run their bodies) and leaves the others alone: while
+/// another server answers, its failures are [`BackendError::ServerDown`], which the cache's
+/// circuit breaker does not count, and after a failed connect or a few failed calls in a row
+/// its keys fail fast for a second at a time. Memcached
 /// cannot list keys, so [`delete_pattern`](CacheBackend::delete_pattern) and
 /// [`clear`](CacheBackend::clear) return [`BackendError::Unsupported`] instead of pretending.
 ///
@@ -308,6 +311,49 @@ impl MemcachedBackend {
         self.inner.servers[self.inner.ring.pick(wk.encoded.as_bytes())].addr()
     }
 
+    /// Checks at boot that the backend can serve: `Ok` when at least one server answers,
+    /// with the addresses of those that do not (logged as a warning: their keys miss until
+    /// they come back). An error, naming every server, when none answers.
+    pub async fn ensure_connected(&self) -> Result<Vec<String>, BackendError> {
+        let inner = &*self.inner;
+        let results = join_all(inner.servers.iter().map(|server| async move {
+            match inner.exchange_within(server, b"mn\r\n", 1).await {
+                Ok(_) => {
+                    server.answered();
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }))
+        .await;
+        let mut down = Vec::new();
+        let mut errors = Vec::new();
+        for (server, result) in inner.servers.iter().zip(results) {
+            if let Err(e) = result {
+                down.push(server.addr().to_owned());
+                errors.push(e);
+            }
+        }
+        if down.len() == inner.servers.len() {
+            if let [only] = &mut errors[..] {
+                return Err(only.clone());
+            }
+            let details: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Err(BackendError::Connection(format!(
+                "no memcached server answers ({})",
+                details.join("; ")
+            )));
+        }
+        if !down.is_empty() {
+            tracing::warn!(
+                down = ?down,
+                answering = inner.servers.len() - down.len(),
+                "memcached servers do not answer; their keys miss until they come back"
+            );
+        }
+        Ok(down)
+    }
+
     /// Idle pooled connections per server, in configuration order (for diagnostics).
     pub fn idle_connections(&self) -> Vec<usize> {
         self.inner.servers.iter().map(Server::idle).collect()
@@ -328,38 +374,122 @@ impl Inner {
         (wk, lock, server)
     }
 
-    /// One exchange with `server` under the operation timeout.
+    /// One exchange with `server` under the operation timeout, recorded in the server's
+    /// health. While another server answers, a failure of this one is a
+    /// [`BackendError::ServerDown`]: it concerns only the keys this server holds.
     async fn exchange(
         &self,
         server: &Server,
         request: &[u8],
         expected: usize,
     ) -> Result<Vec<Reply>, BackendError> {
-        let work = async {
-            let mut lease = server.lease().await?;
-            let mut seen = 0;
-            let replies = lease
-                .exchange(request, |_| {
-                    seen += 1;
-                    seen == expected
-                })
-                .await?;
-            if replies.iter().any(|r| {
-                matches!(
-                    r,
-                    Reply::ServerError(_) | Reply::ClientError(_) | Reply::Error
-                )
-            }) {
-                // After an error the server may still be swallowing a value we sent; start
-                // the next request on a fresh connection.
-                lease.discard();
+        let result = self.exchange_within(server, request, expected).await;
+        match &result {
+            Ok(_) => server.answered(),
+            Err(e @ (BackendError::Connection(_) | BackendError::Timeout(_))) => {
+                if server.paused().is_none() {
+                    server.call_failed(e);
+                }
+                let others_answer = self
+                    .servers
+                    .iter()
+                    .any(|s| !std::ptr::eq(s, server) && s.is_healthy());
+                if others_answer {
+                    return Err(BackendError::ServerDown {
+                        server: server.addr().to_owned(),
+                        reason: e.to_string(),
+                    });
+                }
             }
-            Ok(replies)
-        };
-        match tokio::time::timeout(self.op_timeout, work).await {
-            Ok(r) => r,
-            Err(_) => Err(BackendError::Timeout(self.op_timeout)),
+            Err(_) => {}
         }
+        result
+    }
+
+    /// Every step (a place in the pool, a connection, the round trip) shares one deadline. A
+    /// pooled connection that turns out dead (the server restarted, or something on the way
+    /// dropped the idle connection) is replaced by a fresh one once before the call fails.
+    async fn exchange_within(
+        &self,
+        server: &Server,
+        request: &[u8],
+        expected: usize,
+    ) -> Result<Vec<Reply>, BackendError> {
+        if let Some(e) = server.paused() {
+            return Err(e);
+        }
+        let deadline = tokio::time::Instant::now() + self.op_timeout;
+        let Ok(permit) = tokio::time::timeout_at(deadline, server.permit()).await else {
+            return Err(BackendError::PoolBusy {
+                server: server.addr().to_owned(),
+                size: server.size(),
+                waited: self.op_timeout,
+            });
+        };
+        let (mut lease, pooled) = match server.lease_idle(permit?) {
+            Ok(lease) => (lease, true),
+            Err(permit) => (
+                Lease::new(server, self.connect(server, deadline).await?, permit),
+                false,
+            ),
+        };
+        let first = self
+            .round_trip(&mut lease, request, expected, deadline)
+            .await;
+        match first {
+            Err(BackendError::Connection(_)) if pooled => {
+                server.drop_idle();
+                lease.replace(self.connect(server, deadline).await?);
+                self.round_trip(&mut lease, request, expected, deadline)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// A new connection to `server` before `deadline`. A connect the deadline cuts short
+    /// pauses the server like a failed one.
+    async fn connect(
+        &self,
+        server: &Server,
+        deadline: tokio::time::Instant,
+    ) -> Result<pool::Conn, BackendError> {
+        match tokio::time::timeout_at(deadline, server.connect()).await {
+            Ok(conn) => conn,
+            Err(_) => {
+                server.connect_cut(self.op_timeout);
+                Err(BackendError::Timeout(self.op_timeout))
+            }
+        }
+    }
+
+    async fn round_trip(
+        &self,
+        lease: &mut Lease<'_>,
+        request: &[u8],
+        expected: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<Reply>, BackendError> {
+        let mut seen = 0;
+        let exchanged = lease.exchange(request, |_| {
+            seen += 1;
+            seen == expected
+        });
+        let replies = match tokio::time::timeout_at(deadline, exchanged).await {
+            Ok(replies) => replies?,
+            Err(_) => return Err(BackendError::Timeout(self.op_timeout)),
+        };
+        if replies.iter().any(|r| {
+            matches!(
+                r,
+                Reply::ServerError(_) | Reply::ClientError(_) | Reply::Error
+            )
+        }) {
+            // After an error the server may still be swallowing a value we sent; start the
+            // next request on a fresh connection.
+            lease.discard();
+        }
+        Ok(replies)
     }
 
     /// A reply that is not one of `allowed` is an error that says what came back.

@@ -5,9 +5,9 @@
 //! cancelled task), the lease is dropped unfinished and the connection is closed: its unread
 //! reply bytes would otherwise be read as the answer to the next request.
 
-use std::time::{Duration, Instant};
-
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -19,8 +19,12 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use super::protocol::{self, Reply};
 use crate::error::BackendError;
 
-/// After a failed connect, calls to this server fail fast for this long.
+/// After a failed connect, or after [`FAILURES_TO_PAUSE`] failed calls in a row, calls to this
+/// server fail fast for this long; the first call after it tries the server again.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// Failed calls in a row (timeouts, broken connections) after which a server that still accepts
+/// connections, but does not answer on them, is paused like one that refuses them.
+const FAILURES_TO_PAUSE: u32 = 3;
 /// Bytes read per socket read.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -29,7 +33,7 @@ trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// One open connection and the bytes read from it but not parsed yet.
-struct Conn {
+pub(crate) struct Conn {
     stream: Box<dyn Io>,
     buf: Vec<u8>,
     start: usize,
@@ -53,16 +57,20 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-/// A server address and its idle connections.
+/// A server address, its idle connections and its health.
 #[derive(Debug)]
 pub(crate) struct Server {
     addr: String,
     idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
+    size: usize,
     connect_timeout: Duration,
     tls: Option<Tls>,
     credentials: Option<(String, String)>,
+    /// The failure that started the current pause, and when.
     failed: Mutex<Option<(Instant, Failure)>>,
+    /// Failed calls in a row; 0 after any answer.
+    failures: AtomicU32,
 }
 
 /// Why the last connection attempt failed, kept to fail the next calls fast.
@@ -97,11 +105,70 @@ impl Server {
             addr,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size.max(1)),
+            size: size.max(1),
             connect_timeout,
             tls,
             credentials,
             failed: Mutex::new(None),
+            failures: AtomicU32::new(0),
         }
+    }
+
+    /// Connections the pool holds at most.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The error to fail fast with while the pause after a failure lasts.
+    pub(crate) fn paused(&self) -> Option<BackendError> {
+        match &*self.failed.lock() {
+            Some((at, why)) if at.elapsed() < RECONNECT_PAUSE => Some(why.error()),
+            _ => None,
+        }
+    }
+
+    /// Whether the last call answered and no pause is on.
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) == 0 && self.paused().is_none()
+    }
+
+    /// The server answered a call.
+    pub(crate) fn answered(&self) {
+        if self.failures.swap(0, Ordering::Relaxed) != 0 {
+            *self.failed.lock() = None;
+        }
+    }
+
+    /// A call found the server failing (`why`); enough of them in a row pause it.
+    pub(crate) fn call_failed(&self, why: &BackendError) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= FAILURES_TO_PAUSE {
+            self.pause(Failure::Unreachable(format!(
+                "memcached at {} failed {failures} calls in a row (last: {why}); calls for its \
+                 keys skip it for {RECONNECT_PAUSE:?} at a time until it answers",
+                self.addr
+            )));
+        }
+    }
+
+    /// A connect that the operation timeout (`after`) cut short: the server may be
+    /// unreachable, so the next calls do not each wait for it again.
+    pub(crate) fn connect_cut(&self, after: Duration) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.pause(Failure::Unreachable(format!(
+            "no connection to memcached at {} within the operation timeout of {after:?}",
+            self.addr
+        )));
+    }
+
+    fn pause(&self, why: Failure) {
+        *self.failed.lock() = Some((Instant::now(), why));
+    }
+
+    /// Closes every idle connection: one found dead means the others, opened before the same
+    /// restart or idle cut, are dead too.
+    pub(crate) fn drop_idle(&self) {
+        self.idle.lock().clear();
     }
 
     /// `host:port`.
@@ -114,32 +181,30 @@ impl Server {
         self.idle.lock().len()
     }
 
-    /// Leases a connection: an idle one, or a new one when none is idle. Waits while `size`
-    /// connections are leased.
-    pub(crate) async fn lease(&self) -> Result<Lease<'_>, BackendError> {
-        let permit = self
-            .permits
+    /// A place in the pool: waits while `size` connections are leased.
+    pub(crate) async fn permit(&self) -> Result<SemaphorePermit<'_>, BackendError> {
+        self.permits
             .acquire()
             .await
-            .map_err(|_| BackendError::Other("connection pool closed".into()))?;
-        let idle = self.idle.lock().pop();
-        let conn = match idle {
-            Some(conn) => conn,
-            None => self.connect().await?,
-        };
-        Ok(Lease {
-            server: self,
-            conn: Some(conn),
-            _permit: permit,
-            finished: false,
-        })
+            .map_err(|_| BackendError::Other("connection pool closed".into()))
     }
 
-    async fn connect(&self) -> Result<Conn, BackendError> {
-        if let Some((at, why)) = &*self.failed.lock()
-            && at.elapsed() < RECONNECT_PAUSE
-        {
-            return Err(why.error());
+    /// Leases an idle connection, if the pool holds one.
+    pub(crate) fn lease_idle<'a>(
+        &'a self,
+        permit: SemaphorePermit<'a>,
+    ) -> Result<Lease<'a>, SemaphorePermit<'a>> {
+        match self.idle.lock().pop() {
+            Some(conn) => Ok(Lease::new(self, conn, permit)),
+            None => Err(permit),
+        }
+    }
+
+    /// Opens a new connection (and logs in), within the connect timeout. A failure starts the
+    /// pause.
+    pub(crate) async fn connect(&self) -> Result<Conn, BackendError> {
+        if let Some(e) = self.paused() {
+            return Err(e);
         }
         let attempt = tokio::time::timeout(self.connect_timeout, async {
             let unreachable = |e| {
@@ -155,17 +220,15 @@ impl Server {
             Ok::<_, Failure>(conn)
         });
         let why = match attempt.await {
-            Ok(Ok(conn)) => {
-                *self.failed.lock() = None;
-                return Ok(conn);
-            }
+            Ok(Ok(conn)) => return Ok(conn),
             Ok(Err(why)) => why,
             Err(_) => Failure::Unreachable(format!(
                 "no connection to memcached at {} within {:?}",
                 self.addr, self.connect_timeout
             )),
         };
-        *self.failed.lock() = Some((Instant::now(), why.clone()));
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.pause(why.clone());
         Err(why.error())
     }
 }
@@ -272,7 +335,23 @@ pub(crate) struct Lease<'a> {
     finished: bool,
 }
 
-impl Lease<'_> {
+impl<'a> Lease<'a> {
+    /// A lease of `conn`, holding one place of `server`'s pool.
+    pub(crate) fn new(server: &'a Server, conn: Conn, permit: SemaphorePermit<'a>) -> Lease<'a> {
+        Lease {
+            server,
+            conn: Some(conn),
+            _permit: permit,
+            finished: false,
+        }
+    }
+
+    /// Swaps in a new connection for the one this lease holds (which is closed).
+    pub(crate) fn replace(&mut self, conn: Conn) {
+        self.conn = Some(conn);
+        self.finished = false;
+    }
+
     /// Writes `request` and reads replies until `done` says the last one arrived. A reply the
     /// protocol does not allow here, a broken stream or a closed connection is an error, and
     /// the connection is not reused.

@@ -2,19 +2,23 @@
 //!
 //! One [`RedisBackend`] holds one multiplexed connection (a `ConnectionManager`, which
 //! reconnects by itself) or one Cluster connection. Every operation runs under the backend's
-//! operation timeout, so a stalled server costs a caller at most that long.
+//! operation timeout, so a stalled server costs a caller at most that long. A peer that
+//! vanished without a reset (a dead host, a failover to another address) leaves the socket
+//! open and silent, which the client never notices: after a few timeouts in a row a new
+//! connection is opened to replace it, and TCP keepalive closes such sockets too.
 
 pub(crate) mod invalidation;
 mod slot;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -32,6 +36,15 @@ const SCAN_BATCH: usize = 500;
 /// After a failed connection attempt, calls fail fast for this long instead of each paying the
 /// connect timeout; the next call after it tries again.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// Timeouts in a row after which the connection is dropped and a new one opened.
+const TIMEOUTS_TO_RECONNECT: u32 = 3;
+/// TCP keepalive: the first probe after this much silence, then one per interval; a peer that
+/// misses them all is declared dead and the socket closed.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_PROBES: u32 = 3;
+/// Sent data left unacknowledged this long closes the socket (Linux `TCP_USER_TIMEOUT`).
+const UNACKED_LIMIT: Duration = Duration::from_secs(30);
 
 /// Builds a [`RedisBackend`].
 ///
@@ -155,6 +168,7 @@ impl RedisBackendBuilder {
                 infos.push(info);
             }
             let mut builder = ClusterClient::builder(infos)
+                .tcp_settings(tcp_settings())
                 .connection_timeout(self.connect_timeout)
                 .response_timeout(self.op_timeout)
                 .retries(1);
@@ -163,9 +177,12 @@ impl RedisBackendBuilder {
             }
             Client::Cluster(builder.build().map_err(|e| bad_url(first, e))?)
         } else {
+            let info = redis::IntoConnectionInfo::into_connection_info(first.expose())
+                .map_err(|e| bad_url(first, e))?
+                .set_tcp_settings(tcp_settings());
             let client = match certs {
-                Some(certs) => redis::Client::build_with_tls(first.expose(), certs),
-                None => redis::Client::open(first.expose()),
+                Some(certs) => redis::Client::build_with_tls(info, certs),
+                None => redis::Client::open(info),
             };
             Client::Single(client.map_err(|e| bad_url(first, e))?)
         };
@@ -190,9 +207,15 @@ impl RedisBackendBuilder {
             .collect::<Vec<_>>()
             .join(", ");
         Ok(RedisBackend {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
+                me: me.clone(),
                 client,
-                conn: OnceCell::new(),
+                slot: RwLock::new(Slot {
+                    generation: 0,
+                    cell: Arc::new(OnceCell::new()),
+                }),
+                timeouts: AtomicU32::new(0),
+                reconnecting: AtomicBool::new(false),
                 failed: Mutex::new(None),
                 shown,
                 secrets,
@@ -220,6 +243,21 @@ impl RedisBackendBuilder {
             .map_err(|e| CacheError::backend("redis", e))?;
         Ok(backend)
     }
+}
+
+/// Keepalive and a limit on unacknowledged data, so that the kernel closes a socket whose peer
+/// is gone even while no call is waiting on it.
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    let settings = redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive);
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    let settings = settings.set_user_timeout(UNACKED_LIMIT);
+    settings
 }
 
 fn config_error(path: &str, message: impl Into<String>) -> CacheError {
@@ -270,16 +308,48 @@ enum Client {
 }
 
 #[derive(Clone)]
-enum Conn {
+enum Link {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
 
+/// A connection, and which one of the backend's successive connections it is.
+#[derive(Clone)]
+struct Conn {
+    link: Link,
+    generation: u64,
+}
+
+/// The current connection, opened at most once: a new slot (next generation) replaces it.
+struct Slot {
+    generation: u64,
+    cell: Arc<OnceCell<Conn>>,
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, Value> {
+        self.link.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        self.link.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.link.get_db()
+    }
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, Value> {
         match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -290,22 +360,28 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
         }
     }
 }
 
 struct Inner {
+    /// This backend, for the connect task that outlives a caller who gave up waiting.
+    me: Weak<Inner>,
     client: Client,
-    conn: OnceCell<Conn>,
+    slot: RwLock<Slot>,
+    /// Timeouts in a row on the current connection.
+    timeouts: AtomicU32,
+    /// Whether a replacement connection is being opened.
+    reconnecting: AtomicBool,
     /// When the last connection attempt failed, and why.
     failed: Mutex<Option<(Instant, BackendError)>>,
     /// The URLs, redacted, for messages.
@@ -328,42 +404,111 @@ struct Inner {
 }
 
 impl Inner {
+    /// The current connection, or a new one. The attempt runs in a task of its own, so that a
+    /// caller who stops waiting (its operation timeout) does not cancel it: it gets the whole
+    /// connect timeout, and its failure starts the reconnect pause.
     async fn conn(&self) -> Result<Conn, BackendError> {
-        if let Some(c) = self.conn.get() {
-            return Ok(c.clone());
-        }
+        let (generation, cell) = {
+            let slot = self.slot.read();
+            if let Some(c) = slot.cell.get() {
+                return Ok(c.clone());
+            }
+            (slot.generation, slot.cell.clone())
+        };
         if let Some((at, why)) = &*self.failed.lock()
             && at.elapsed() < RECONNECT_PAUSE
         {
             return Err(why.clone());
         }
-        self.conn
-            .get_or_try_init(|| async {
-                let attempt = tokio::time::timeout(self.connect_timeout, self.open()).await;
-                let why = match attempt {
-                    Ok(Ok(conn)) => {
-                        *self.failed.lock() = None;
-                        return Ok(conn);
+        let Some(me) = self.me.upgrade() else {
+            return Err(BackendError::Other("the Redis backend was dropped".into()));
+        };
+        let attempt = tokio::spawn(async move {
+            cell.get_or_try_init(|| me.connect_now(generation))
+                .await
+                .cloned()
+        });
+        attempt.await.unwrap_or_else(|e| {
+            Err(BackendError::Other(format!(
+                "the Redis connect task failed: {e}"
+            )))
+        })
+    }
+
+    /// One connection attempt, within the connect timeout; a failure starts the pause.
+    async fn connect_now(&self, generation: u64) -> Result<Conn, BackendError> {
+        let attempt = tokio::time::timeout(self.connect_timeout, self.open()).await;
+        let why = match attempt {
+            Ok(Ok(link)) => {
+                *self.failed.lock() = None;
+                self.timeouts.store(0, Ordering::Relaxed);
+                return Ok(Conn { link, generation });
+            }
+            Ok(Err(e)) => self.connect_error(&e).await,
+            // A TLS handshake with a plain server waits for an answer that never comes.
+            Err(_) if self.tls => self.tls_failure(None).await,
+            Err(_) => BackendError::Connection(format!(
+                "no connection to Redis at {} within {:?}",
+                self.shown, self.connect_timeout
+            )),
+        };
+        *self.failed.lock() = Some((Instant::now(), why.clone()));
+        Err(why)
+    }
+
+    /// The connection, waited for at most the operation timeout.
+    async fn conn_within(&self) -> Result<Conn, BackendError> {
+        match tokio::time::timeout(self.op_timeout, self.conn()).await {
+            Ok(conn) => conn,
+            Err(_) => Err(BackendError::Timeout(self.op_timeout)),
+        }
+    }
+
+    /// A call on connection `generation` timed out. A server that answers nothing for a few
+    /// calls in a row may be gone without a reset, and the client would wait on that socket
+    /// for minutes: a new connection is opened beside it, and replaces it once it works. Until
+    /// then calls keep using the old one, which serves again at once if the server was only
+    /// stalled.
+    fn timed_out(&self, generation: u64) {
+        let timeouts = self.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+        if timeouts < TIMEOUTS_TO_RECONNECT
+            || self.slot.read().generation != generation
+            || self.reconnecting.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else {
+            self.reconnecting.store(false, Ordering::Release);
+            return;
+        };
+        tracing::warn!(
+            server = %self.shown,
+            timeouts,
+            "Redis did not answer {timeouts} calls in a row; opening a new connection to replace this one"
+        );
+        tokio::spawn(async move {
+            let next = generation + 1;
+            match me.connect_now(next).await {
+                Ok(conn) => {
+                    let mut slot = me.slot.write();
+                    if slot.generation == generation {
+                        slot.generation = next;
+                        slot.cell = Arc::new(OnceCell::new_with(Some(conn)));
                     }
-                    Ok(Err(e)) => self.connect_error(&e).await,
-                    // A TLS handshake with a plain server waits for an answer that never comes.
-                    Err(_) if self.tls => self.tls_failure(None).await,
-                    Err(_) => BackendError::Connection(format!(
-                        "no connection to Redis at {} within {:?}",
-                        self.shown, self.connect_timeout
-                    )),
-                };
-                *self.failed.lock() = Some((Instant::now(), why.clone()));
-                Err(why)
-            })
-            .await
-            .cloned()
+                    me.timeouts.store(0, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(server = %me.shown, error = %e, "no new connection to Redis yet; the next timeouts try again");
+                }
+            }
+            me.reconnecting.store(false, Ordering::Release);
+        });
     }
 
     /// Connects, then runs one real command under the configured user (a `GET` of a key under
     /// the prefix that nothing writes): a server that wants a password, or a user without
     /// rights on the prefix, fails here rather than at every later call.
-    async fn open(&self) -> Result<Conn, RedisError> {
+    async fn open(&self) -> Result<Link, RedisError> {
         let mut conn = match &self.client {
             Client::Single(client) => {
                 let config = ConnectionManagerConfig::new()
@@ -373,9 +518,9 @@ impl Inner {
                     .set_response_timeout(None)
                     .set_number_of_retries(2)
                     .set_max_delay(Duration::from_secs(1));
-                Conn::Single(ConnectionManager::new_with_config(client.clone(), config).await?)
+                Link::Single(ConnectionManager::new_with_config(client.clone(), config).await?)
             }
-            Client::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+            Client::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
         };
         redis::cmd("GET")
             .arg(self.key(PROBE_KEY))
@@ -503,10 +648,40 @@ impl Inner {
         }
     }
 
+    /// [`bounded`](Self::bounded), for a round trip on `conn`: timeouts in a row replace it.
+    async fn bounded_on<T>(
+        &self,
+        conn: &mut Conn,
+        round_trip: impl AsyncFnOnce(&mut Conn) -> Result<T, RedisError>,
+    ) -> Result<T, BackendError> {
+        let generation = conn.generation;
+        let result = self.bounded(round_trip(conn)).await;
+        match &result {
+            Err(BackendError::Timeout(_)) => self.timed_out(generation),
+            // Loaded first so that the answered case does not write a shared cache line.
+            _ if self.timeouts.load(Ordering::Relaxed) != 0 => {
+                self.timeouts.store(0, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        result
+    }
+
     /// Runs one command under the operation timeout.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BackendError> {
-        let mut conn = self.conn().await?;
-        self.bounded(cmd.query_async(&mut conn)).await
+        let mut conn = self.conn_within().await?;
+        self.bounded_on(&mut conn, async |c| cmd.query_async(c).await)
+            .await
+    }
+
+    /// Runs one pipeline under the operation timeout.
+    async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, BackendError> {
+        let mut conn = self.conn_within().await?;
+        self.bounded_on(&mut conn, async |c| pipe.query_async(c).await)
+            .await
     }
 
     /// Runs one command on one Cluster node, under the operation timeout.
@@ -638,9 +813,9 @@ struct Scan<'a> {
 impl<'a> Scan<'a> {
     async fn start(inner: &'a Inner, pattern: Option<&'a str>) -> Result<Scan<'a>, BackendError> {
         let head = pattern.map_or_else(String::new, literal_head);
-        let (cluster, mut masters) = match inner.conn().await? {
-            Conn::Single(_) => (None, Vec::new()),
-            Conn::Cluster(mut conn) => {
+        let (cluster, mut masters) = match inner.conn_within().await?.link {
+            Link::Single(_) => (None, Vec::new()),
+            Link::Cluster(mut conn) => {
                 let masters = inner.masters(&mut conn).await?;
                 (Some(conn), masters)
             }
@@ -903,10 +1078,7 @@ impl CacheBackend for RedisBackend {
                 }
                 cmd.ignore();
             }
-            async move {
-                let mut conn = self.inner.conn().await?;
-                self.inner.bounded(pipe.query_async::<()>(&mut conn)).await
-            }
+            async move { self.inner.query_pipe::<()>(&pipe).await }
         }))
         .await?;
         Ok(())
@@ -979,8 +1151,7 @@ impl CacheBackend for RedisBackend {
         } else {
             let mut pipe = redis::pipe();
             pipe.add_command(lock).add_command(read);
-            let mut conn = self.inner.conn().await?;
-            self.inner.bounded(pipe.query_async(&mut conn)).await?
+            self.inner.query_pipe(&pipe).await?
         };
         Ok(LockAttempt {
             token: taken.map(|_| token),
@@ -1018,8 +1189,7 @@ impl CacheBackend for RedisBackend {
             .ignore()
             .add_command(unlock)
             .ignore();
-        let mut conn = self.inner.conn().await?;
-        self.inner.bounded(pipe.query_async::<()>(&mut conn)).await
+        self.inner.query_pipe::<()>(&pipe).await
     }
 
     async fn ping(&self) -> Result<Duration, BackendError> {

@@ -1,0 +1,291 @@
+//! Memcached faults against real `memcached` processes: one dead server of several, a server
+//! restarted under a warm pool, a saturated pool, a connect that never completes, and boot with
+//! a server down.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use lexigram_cache::{
+    BackendConfig, BackendError, Cache, CacheBackend, CacheConfig, CacheModule, MemcachedBackend,
+};
+use lexigram_cache_tests::servers::MemcachedServer;
+
+fn backend(addrs: &[String]) -> MemcachedBackend {
+    MemcachedBackend::builder(addrs.iter().cloned())
+        .prefix("faults:")
+        .op_timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .expect("valid addresses")
+}
+
+/// One of three servers dies: its keys fail (callers run their bodies), the other two serve
+/// theirs, and the backend's breaker never opens, however the failures interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dead_server_of_three_does_not_open_the_breaker() {
+    let mut servers: Vec<MemcachedServer> = (0..3).map(|_| MemcachedServer::start()).collect();
+    let addrs: Vec<String> = servers.iter().map(MemcachedServer::addr).collect();
+    let b = backend(&addrs);
+    let cache = Cache::from_backend("three", b.clone());
+    // Grouped by server: the dead server's keys come in a run, as a page listing its items.
+    let mut keys: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+    keys.sort_by_key(|k| b.server_for(k).to_owned());
+    for k in &keys {
+        cache.set(k, &format!("v-{k}"), None).await.expect("set");
+    }
+    let dead = addrs[1].clone();
+    servers[1].kill();
+
+    let hits = Arc::new(AtomicUsize::new(0));
+    let dead_errors = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let (cache, b, keys) = (cache.clone(), b.clone(), keys.clone());
+            let (hits, dead_errors, dead) = (hits.clone(), dead_errors.clone(), dead.clone());
+            tokio::spawn(async move {
+                for i in 0..75 {
+                    let key = &keys[(t * 75 + i) % keys.len()];
+                    let on_dead = b.server_for(key) == dead;
+                    match cache.get::<String>(key).await {
+                        Ok(Some(v)) => {
+                            assert!(!on_dead, "a hit from the dead server");
+                            assert_eq!(v, format!("v-{key}"));
+                            hits.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(None) => panic!("{key} was stored and its server is alive"),
+                        Err(e) => {
+                            assert!(on_dead, "{key} lives on a live server and failed: {e}");
+                            dead_errors.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let stats = cache.stats();
+    let live = (0..300)
+        .filter(|i| b.server_for(&keys[i % keys.len()]) != dead)
+        .count();
+    println!(
+        "300 calls: {} hits, {} errors on the dead server, breaker opened {} times",
+        hits.load(Ordering::SeqCst),
+        dead_errors.load(Ordering::SeqCst),
+        stats.breaker_opens
+    );
+    assert_eq!(stats.breaker_opens, 0, "{stats:?}");
+    assert_eq!(stats.breaker_short_circuits, 0, "{stats:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), live);
+    assert_eq!(dead_errors.load(Ordering::SeqCst), 300 - live);
+}
+
+/// When every server is down the backend is down: the breaker opens as usual.
+#[tokio::test]
+async fn all_servers_dead_still_open_the_breaker() {
+    let mut servers: Vec<MemcachedServer> = (0..2).map(|_| MemcachedServer::start()).collect();
+    let addrs: Vec<String> = servers.iter().map(MemcachedServer::addr).collect();
+    let cache = Cache::from_backend("two", backend(&addrs));
+    cache.set("a", &1u32, None).await.expect("set");
+    for s in &mut servers {
+        s.kill();
+    }
+    for i in 0..20 {
+        let _ = cache.get::<u32>(&format!("k{i}")).await;
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.breaker_opens, 1, "{stats:?}");
+    assert!(stats.breaker_open, "{stats:?}");
+}
+
+/// Every pooled connection of a server that restarted is dead: each is replaced by a fresh one
+/// before anything counts as a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_costs_at_most_one_error() {
+    let mut server = MemcachedServer::start();
+    let port = server.port();
+    let b = backend(&[server.addr()]);
+    b.set("k", b"v", None).await.expect("set");
+    // Warm the pool with several connections at once.
+    let warm: Vec<_> = (0..8)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { b.get("k").await })
+        })
+        .collect();
+    for w in warm {
+        w.await.expect("task").expect("get");
+    }
+    let idle = b.idle_connections()[0];
+    assert!(
+        idle >= 3,
+        "the pool should hold several connections, has {idle}"
+    );
+
+    server.kill();
+    let _server = MemcachedServer::start_at(port);
+
+    let errors = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (b, errors) = (b.clone(), errors.clone());
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    match b.get("k").await {
+                        Ok(_) => {}
+                        Err(e) => {
+                            eprintln!("error after the restart: {e}");
+                            errors.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let errors = errors.load(Ordering::SeqCst);
+    println!("{idle} dead pooled connections, 320 calls after the restart: {errors} errors");
+    assert!(errors <= 1, "{errors} errors after a restart");
+}
+
+/// Calls queued behind a full pool did not find the server failing: they fail as `PoolBusy`,
+/// which the breaker does not count, and the server stays healthy.
+#[tokio::test]
+async fn waiting_for_a_pooled_connection_is_not_a_server_failure() {
+    let server = MemcachedServer::start();
+    let b = MemcachedBackend::builder([server.addr()])
+        .pool_size(1)
+        .op_timeout(Duration::from_millis(200))
+        .build()
+        .expect("build");
+    b.set("k", b"v", None).await.expect("set");
+    // A call polled once holds the only connection and never lets go while it is not polled
+    // again (a caller stuck elsewhere).
+    let mut holder = Box::pin(b.get("k"));
+    std::future::poll_fn(|cx| {
+        let _ = holder.as_mut().poll(cx);
+        std::task::Poll::Ready(())
+    })
+    .await;
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { b.get("k").await })
+        })
+        .collect();
+    for c in calls {
+        let e = c.await.expect("task").expect_err("the pool is held");
+        assert!(matches!(e, BackendError::PoolBusy { size: 1, .. }), "{e:?}");
+        assert!(!e.counts_for_breaker(), "{e}");
+        assert!(e.to_string().contains("pool_size"), "{e}");
+    }
+    drop(holder);
+    assert_eq!(b.get("k").await.expect("get").as_deref(), Some(&b"v"[..]));
+}
+
+/// A listener whose accept queue is full: the kernel drops new SYNs, so a connect neither
+/// succeeds nor fails (a server behind a dropped route).
+struct Unanswered {
+    addr: String,
+    _listener: tokio::net::TcpListener,
+    _queued: Vec<tokio::net::TcpStream>,
+}
+
+async fn unanswered() -> Unanswered {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr").to_string();
+    let listener = socket.listen(0).expect("listen");
+    let mut queued = Vec::new();
+    // Fill the queue; a connect that does not complete at once means it is full.
+    for _ in 0..4 {
+        match tokio::time::timeout(
+            Duration::from_millis(100),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => queued.push(s),
+            _ => break,
+        }
+    }
+    Unanswered {
+        addr,
+        _listener: listener,
+        _queued: queued,
+    }
+}
+
+/// A connect that the operation timeout cuts short starts the reconnect pause like a failed
+/// one: the next calls fail fast instead of each waiting out the timeout again.
+#[tokio::test]
+async fn a_connect_cut_by_the_op_timeout_pauses_reconnects() {
+    let hole = unanswered().await;
+    let b = MemcachedBackend::builder([hole.addr.clone()])
+        .op_timeout(Duration::from_millis(200))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .expect("build");
+    let first = b.get("k").await.expect_err("nothing answers");
+    assert!(matches!(first, BackendError::Timeout(_)), "{first:?}");
+    let started = Instant::now();
+    for _ in 0..5 {
+        let e = b.get("k").await.expect_err("nothing answers");
+        assert!(
+            matches!(&e, BackendError::Connection(m) if m.contains(&hole.addr)),
+            "a call during the pause should fail fast naming the server: {e:?}"
+        );
+    }
+    // Five more timeouts would take a second.
+    assert!(
+        started.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A backend with one of its three servers down boots, and serves the others' keys.
+#[tokio::test]
+async fn boots_with_one_of_three_servers_down() {
+    let servers: Vec<MemcachedServer> = (0..2).map(|_| MemcachedServer::start()).collect();
+    let mut dead = MemcachedServer::start();
+    let dead_addr = dead.addr();
+    dead.kill();
+    let mut config = CacheConfig::default();
+    let addrs = vec![servers[0].addr(), dead_addr.clone(), servers[1].addr()];
+    config.backends = vec![BackendConfig::memcached("default", addrs.clone())];
+    let caches = CacheModule::configure(config.clone())
+        .await
+        .expect("two of three servers answer");
+    let cache = caches.cache();
+    let b = backend(&addrs);
+    let live_key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| b.server_for(k) != dead_addr)
+        .expect("some key on a live server");
+    cache.set(&live_key, &7u32, None).await.expect("set");
+    assert_eq!(cache.get::<u32>(&live_key).await.expect("get"), Some(7));
+
+    // The same check the registry runs, on the backend: it names the server that is down.
+    let report = b
+        .ensure_connected()
+        .await
+        .expect("at least one server answers");
+    assert_eq!(report, vec![dead_addr.clone()]);
+
+    // None answering is still an error at boot.
+    let mut all_dead = MemcachedServer::start();
+    let gone = all_dead.addr();
+    all_dead.kill();
+    config.backends = vec![BackendConfig::memcached("default", [gone.clone()])];
+    let err = CacheModule::configure(config)
+        .await
+        .expect_err("no server answers");
+    assert!(err.to_string().contains(&gone), "{err}");
+}
