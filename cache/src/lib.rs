@@ -53,6 +53,7 @@ pub mod key;
 mod observe;
 mod protect;
 mod registry;
+mod request;
 mod warm;
 
 #[doc(hidden)]
@@ -69,6 +70,7 @@ pub use config::{BackendConfig, BackendKind, CacheConfig, ServerUrl};
 pub use error::{BackendError, CacheError};
 pub use observe::{CacheStats, FunctionStats, function_stats};
 pub use registry::{BackendHealth, CacheModule, Caches, HealthReport, installed};
+pub use request::{in_request_scope, inherit_request_scope, request_scope};
 pub use warm::{WarmOptions, WarmOutcome, WarmReport};
 
 /// Caches an async function's result (cache-aside).
