@@ -85,9 +85,29 @@ impl Memo {
 /// # }
 /// ```
 ///
-/// A `request_scope` inside another starts its own empty scope, which hides the outer one
+/// What a call of a `request_scope` function does inside a scope:
+///
+/// - the scope is asked first, before the cache (and before the in-memory fast path), so a
+///   repeated call costs a lock and a clone, and reaches no backend;
+/// - on a miss the call goes on as usual (the cache, then the body), and its value is kept in
+///   the scope whether it came from the cache or from the body: one request sees one value
+///   per key, even if the cache's value changes or expires meanwhile, and even when
+///   configuration switched the function's caching off;
+/// - values the function does not store are not kept either: an `Err` (unless `cache_err`),
+///   a `None` (unless `cache_none`), a call whose key could not be built;
+/// - concurrent calls with one key (`join!`, or tasks sharing the scope) wait for the first
+///   instead of running the body too; if the first fails, the next waiting call runs its own;
+/// - `<fn>_invalidate` also forgets the scope's value, so a request that changes data reads
+///   it afresh; [`Cache::delete`](crate::Cache::delete), other writers and other processes do
+///   not reach into a scope;
+/// - answers from the scope are not counted in cache or function statistics: they never
+///   reach a cache.
+///
+/// The scope has no size bound; it holds what the request read until `work` completes. A
+/// `request_scope` inside another starts its own empty scope, which hides the outer one
 /// until it completes. Tasks spawned inside the scope do not see it unless their future is
-/// wrapped in [`inherit_request_scope`].
+/// wrapped in [`inherit_request_scope`]. A function without the option never looks at the
+/// scope, and one with it, called outside any scope, costs one task-local check.
 pub async fn request_scope<F: Future>(work: F) -> F::Output {
     CURRENT.scope(Memo::default(), work).await
 }
