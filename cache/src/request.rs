@@ -22,13 +22,15 @@ tokio::task_local! {
 /// A value slot: filled once per scope; concurrent callers of one key wait for the first.
 pub(crate) type Slot<V> = Arc<OnceCell<V>>;
 
+/// A function's slots of one value type, by key; each an `Arc<OnceCell<V>>`.
+type SlotsByKey = HashMap<Box<str>, Arc<dyn Any + Send + Sync>>;
+
 /// The memo of one scope. Cloning shares it (tasks that inherit the scope see the same one).
 #[derive(Clone, Default)]
 struct Memo {
     /// Per (function scope name, value type): the slots by key. Two levels so a lookup
     /// borrows the key instead of allocating one.
-    slots:
-        Arc<Mutex<HashMap<(&'static str, TypeId), HashMap<Box<str>, Arc<dyn Any + Send + Sync>>>>>,
+    slots: Arc<Mutex<HashMap<(&'static str, TypeId), SlotsByKey>>>,
 }
 
 impl Memo {

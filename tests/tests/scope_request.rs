@@ -313,7 +313,7 @@ async fn spawned_tasks_see_the_scope_only_when_inherited() {
         }))
         .await
         .expect("task");
-        assert_eq!(plain.0, false);
+        assert!(!plain.0, "a plain task is outside the scope");
         assert_ne!(plain.1, mine, "a plain task runs the body");
         assert_eq!(
             inherited,
