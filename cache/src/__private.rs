@@ -792,14 +792,18 @@ where
     F: Future<Output = A::Output>,
 {
     let slot = match &key {
-        Some(key) => crate::request::slot::<A::Value>(scope.name, key),
+        Some(key) => crate::request::slot::<A::Value>(scope.name, key).map(|s| (s, key)),
         None => None,
     };
-    let Some(slot) = slot else {
+    let Some((slot, k)) = slot else {
         return run(site, scope, source, key, adapter, body).await;
     };
     if let Some(v) = slot.get() {
-        tracing::trace!(function = scope.name, outcome = "request scope hit");
+        tracing::trace!(
+            function = scope.name,
+            key = short_key(k),
+            outcome = "request scope hit"
+        );
         return adapter.join(v.clone());
     }
     let filled = slot
