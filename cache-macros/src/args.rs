@@ -23,9 +23,32 @@ pub struct Args {
     pub version: u32,
     pub skip_on_error: Option<bool>,
     pub companions: Option<bool>,
+    /// `request_scope`: also answer repeated calls from the current request scope.
+    pub request_scope: RequestScopeArg,
     /// `crate = "path"`: where lexigram-cache is, for a crate that renamed the dependency.
     #[darling(rename = "crate")]
     pub krate: Option<syn::Path>,
+}
+
+/// `request_scope` or `request_scope = true|false`. Its own type for the message: darling's
+/// `bool` says only "Unknown literal value" for `request_scope = "yes"`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestScopeArg(pub bool);
+
+impl FromMeta for RequestScopeArg {
+    fn from_word() -> darling::Result<Self> {
+        Ok(RequestScopeArg(true))
+    }
+
+    fn from_value(value: &syn::Lit) -> darling::Result<Self> {
+        match value {
+            syn::Lit::Bool(b) => Ok(RequestScopeArg(b.value)),
+            other => Err(darling::Error::custom(
+                "`request_scope` is a switch: write `request_scope` (or `request_scope = false`); the scope itself is opened at run time with `lexigram_cache::request_scope(async { ... })`",
+            )
+            .with_span(other)),
+        }
+    }
 }
 
 /// A duration option: integer seconds, a humantime string, or `"never"`.
@@ -74,9 +97,13 @@ impl Args {
         let metas = darling::ast::NestedMeta::parse_meta_list(tokens)?;
         Args::from_list(&metas).map_err(|e| {
             let mut message = e.to_string();
-            if let Some(unknown) = message
+            let unknown = message
                 .strip_prefix("Unknown field: `")
-                .and_then(|rest| rest.split('`').next())
+                .and_then(|rest| rest.split('`').next());
+            if unknown == Some("scope") {
+                // `scope = "request"` is a natural guess, but here a function's scope is its name.
+                message = "unknown option `scope`; to answer repeated calls within one request, write `request_scope` (a function's scope is the name its keys and statistics use, and is not set by an option)".to_owned();
+            } else if let Some(unknown) = unknown
                 && let Some(best) = closest(unknown)
             {
                 message = format!("unknown option `{unknown}`; did you mean `{best}`?");
@@ -104,6 +131,7 @@ const OPTIONS: &[&str] = &[
     "version",
     "skip_on_error",
     "companions",
+    "request_scope",
     "crate",
 ];
 

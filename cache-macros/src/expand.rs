@@ -35,6 +35,12 @@ pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
     let ret = &plan.sig.output;
     let adapter = adapter_method(&plan.args);
     let assertions = assertions(&plan, ret);
+    // A function without the option calls `run` directly: not even a task-local check.
+    let run = if plan.args.request_scope.0 {
+        format_ident!("run_in_request")
+    } else {
+        format_ident!("run")
+    };
 
     // The body's statements are spliced into the async block rather than its braces kept
     // around them: `{ id * 2 }` as a block's tail would warn `unused_braces` at the user's
@@ -58,7 +64,7 @@ pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
                 }
                 #stmts
             };
-            #k::__private::run(&__LEX_SITE, __lex_scope, __lex_source, __lex_key, __lex_adapter, __lex_body).await
+            #k::__private::#run(&__LEX_SITE, __lex_scope, __lex_source, __lex_key, __lex_adapter, __lex_body).await
         }
     };
 

@@ -774,7 +774,51 @@ where
     }
 }
 
-/// The `_invalidate` companion.
+/// The wrapper of a cached function with `request_scope`: inside a
+/// [`request_scope`](crate::request_scope), the scope's value for this key if it has one;
+/// otherwise [`run`], whose value is kept in the scope unless it is one the function does
+/// not store (an `Err` without `cache_err`, a `None` without `cache_none`). Concurrent calls
+/// in one scope wait for the first instead of running the body too.
+pub async fn run_in_request<A, F>(
+    site: &'static Site,
+    scope: &'static Scope,
+    source: Source,
+    key: Option<String>,
+    adapter: A,
+    body: F,
+) -> A::Output
+where
+    A: Adapter,
+    F: Future<Output = A::Output>,
+{
+    let slot = match &key {
+        Some(key) => crate::request::slot::<A::Value>(scope.name, key).map(|s| (s, key)),
+        None => None,
+    };
+    let Some((slot, k)) = slot else {
+        return run(site, scope, source, key, adapter, body).await;
+    };
+    if let Some(v) = slot.get() {
+        tracing::trace!(
+            function = scope.name,
+            key = short_key(k),
+            outcome = "request scope hit"
+        );
+        return adapter.join(v.clone());
+    }
+    let filled = slot
+        .get_or_try_init(move || async move {
+            adapter.split(run(site, scope, source, key, adapter, body).await)
+        })
+        .await;
+    match filled {
+        Ok(v) => adapter.join(v.clone()),
+        Err(out) => out,
+    }
+}
+
+/// The `_invalidate` companion: removes the value from the cache and from the current request
+/// scope, so a request that changes data reads it afresh.
 pub async fn invalidate(
     site: &'static Site,
     scope: &'static Scope,
@@ -784,9 +828,10 @@ pub async fn invalidate(
     let Some(key) = key else {
         return Ok(false);
     };
+    let in_scope = crate::request::forget(scope.name, &key);
     match source.resolve(site, scope)? {
-        Some((cache, _)) => cache.delete(&key).await,
-        None => Ok(false),
+        Some((cache, _)) => Ok(cache.delete(&key).await? || in_scope),
+        None => Ok(in_scope),
     }
 }
 

@@ -53,6 +53,7 @@ pub mod key;
 mod observe;
 mod protect;
 mod registry;
+mod request;
 mod store;
 mod warm;
 
@@ -70,6 +71,7 @@ pub use config::{BackendConfig, BackendKind, CacheConfig, ServerUrl};
 pub use error::{BackendError, CacheError};
 pub use observe::{CacheStats, FunctionStats, function_stats};
 pub use registry::{BackendHealth, CacheModule, Caches, HealthReport, installed};
+pub use request::{in_request_scope, inherit_request_scope, request_scope};
 pub use store::near::NearOptions;
 pub use warm::{WarmOptions, WarmOutcome, WarmReport};
 
@@ -125,6 +127,7 @@ pub use warm::{WarmOptions, WarmOutcome, WarmReport};
 /// | `protect = false` | no distributed fill lock for this function (in-process single flight stays on). Default: `service.enable_protection` |
 /// | `early_refresh = false` / `beta = 2.0` | XFetch early refresh on remote backends, and its beta (0.001 or more, used as written). Default: `service.early_refresh`, `service.beta` |
 /// | `stale_if_error = "10m"` | keep values that long past expiry and return them when the body fails |
+/// | `request_scope` | inside [`request_scope`], answer repeated calls with the same key from the scope (typed, before the cache, even when the cache is switched off or the value expired); outside one, a single task-local check |
 /// | `crate = "my_cache"` | the path of this crate, for a crate that renamed the dependency |
 ///
 /// Without `cache` or `backend`, the installed registry's default cache is used

@@ -1,7 +1,9 @@
 //! A web service on the in-memory default, no server needed:
 //! `cargo run -p lexigram-cache-examples --example axum_service`, then
 //! `curl 127.0.0.1:3000/products/7` (twice: the second is a cache hit),
-//! `curl 127.0.0.1:3000/health`, `curl 127.0.0.1:3000/metrics`.
+//! `curl 127.0.0.1:3000/quote/1000` (its two reads of the pricing rules are one cache read:
+//! every request runs in a request scope), `curl 127.0.0.1:3000/health`,
+//! `curl 127.0.0.1:3000/metrics`.
 //! `LISTEN=127.0.0.1:8080` listens elsewhere; `LEX_CACHE__...` variables or an
 //! `application.yaml` switch it to Redis or Memcached; `RUST_LOG` sets the log level.
 
@@ -31,7 +33,7 @@ async fn run() -> Result<(), ServeError> {
     caches.install();
     let addr = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = bind(&addr).await?;
-    println!("listening on http://{addr}  (try /products/7, /health, /metrics)");
+    println!("listening on http://{addr}  (try /products/7, /quote/1000, /health, /metrics)");
     axum::serve(listener, app(AppState { caches, prometheus }))
         .await
         .map_err(ServeError::Serve)

@@ -1,16 +1,19 @@
 //! A small web service: a handler whose data call is `#[cacheable]`, the `Caches` in the app
-//! state, `/health` from [`Caches::health`] and each cache's breaker, and `/metrics` in
-//! Prometheus text.
+//! state, `/health` from [`Caches::health`] and each cache's breaker, `/metrics` in
+//! Prometheus text, and a middleware ([`one_scope_per_request`]) that runs each request in a
+//! [`request_scope`], so a `#[cacheable(request_scope)]` call repeated within one request
+//! reads the cache once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use lexigram_cache::{CacheError, Caches, cacheable};
+use lexigram_cache::{CacheError, Caches, cacheable, request_scope};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +43,32 @@ pub async fn load_product(id: u64) -> Result<Product, String> {
         id,
         name: format!("product #{id}"),
         price_cents: 100 + id,
+    })
+}
+
+/// How many times the pricing rules were loaded.
+pub static PRICING_QUERIES: AtomicUsize = AtomicUsize::new(0);
+
+/// The pricing rules of a region.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pricing {
+    /// Value added tax, in percent.
+    pub vat_percent: u64,
+    /// Shipping, in cents.
+    pub shipping_cents: u64,
+}
+
+/// Pricing rules, cached for 60 s, and read once per request however many parts of the
+/// request ask for them: the second call in a request is answered by the request scope
+/// without a cache read (no round trip or decoding on a remote backend), and every part of
+/// the request sees the same rules even if they change in the cache meanwhile.
+#[cacheable(ttl = 60, key = "pricing:{region}", request_scope)]
+pub async fn pricing_rules(region: String) -> Result<Pricing, String> {
+    PRICING_QUERIES.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    Ok(Pricing {
+        vat_percent: if region == "eu" { 20 } else { 0 },
+        shipping_cents: 499,
     })
 }
 
@@ -86,13 +115,21 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ServeError> {
         })
 }
 
-/// The router: `/products/{id}`, `/health`, `/metrics`.
+/// The router: `/products/{id}`, `/quote/{net_cents}`, `/health`, `/metrics`, each request
+/// in its own request scope.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/products/{id}", get(product))
+        .route("/quote/{net_cents}", get(quote))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn(one_scope_per_request))
         .with_state(state)
+}
+
+/// Runs the rest of the request in a fresh request scope, dropped with the response.
+pub async fn one_scope_per_request(request: Request, next: Next) -> Response {
+    request_scope(next.run(request)).await
 }
 
 async fn product(Path(id): Path<u64>) -> impl IntoResponse {
@@ -100,6 +137,27 @@ async fn product(Path(id): Path<u64>) -> impl IntoResponse {
         Ok(p) => (StatusCode::OK, Json(p)).into_response(),
         Err(e) => (StatusCode::NOT_FOUND, e).into_response(),
     }
+}
+
+/// A price quote for an amount: two independent parts of it each ask for the pricing rules.
+async fn quote(Path(net_cents): Path<u64>) -> impl IntoResponse {
+    match tokio::try_join!(price_with_vat(net_cents), shipping_cents()) {
+        Ok((price, shipping)) => Json(serde_json::json!({
+            "price_cents": price,
+            "shipping_cents": shipping,
+        }))
+        .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    }
+}
+
+async fn price_with_vat(net_cents: u64) -> Result<u64, String> {
+    let rules = pricing_rules("eu".into()).await?;
+    Ok(net_cents + net_cents * rules.vat_percent / 100)
+}
+
+async fn shipping_cents() -> Result<u64, String> {
+    Ok(pricing_rules("eu".into()).await?.shipping_cents)
 }
 
 /// Per backend: whether it answers a ping, and its breaker. A backend whose breaker is open is

@@ -4,11 +4,12 @@ use std::sync::atomic::Ordering;
 
 use std::time::{Duration, Instant};
 
-use lexigram_cache::{BackendConfig, CacheConfig, CacheModule};
-use lexigram_cache_examples::axum_service::{AppState, DB_QUERIES, app, bind};
+use lexigram_cache::{BackendConfig, CacheConfig, CacheModule, Caches, function_stats};
+use lexigram_cache_examples::axum_service::{AppState, DB_QUERIES, PRICING_QUERIES, app, bind};
 use lexigram_cache_tests::servers::{RedisServer, free_port};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::OnceCell;
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -29,13 +30,26 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The registry `#[cacheable]` uses, installed once for every test here (with the Prometheus
+/// recorder first): installing another while a test runs would empty its cache.
+async fn installed() -> (Caches, PrometheusHandle) {
+    static INSTALLED: OnceCell<(Caches, PrometheusHandle)> = OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async {
+            let prometheus = PrometheusBuilder::new()
+                .install_recorder()
+                .expect("recorder");
+            let caches = CacheModule::stub();
+            caches.install();
+            (caches, prometheus)
+        })
+        .await
+        .clone()
+}
+
 #[tokio::test]
 async fn the_service_answers_twice_with_one_body_run() {
-    let prometheus = PrometheusBuilder::new()
-        .install_recorder()
-        .expect("recorder");
-    let caches = CacheModule::stub();
-    caches.install();
+    let (caches, prometheus) = installed().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -83,6 +97,48 @@ async fn serve(state: AppState) -> std::net::SocketAddr {
         axum::serve(listener, app(state)).await.expect("serve");
     });
     addr
+}
+
+/// The middleware runs each request in its own request scope: the quote asks for the pricing
+/// rules twice, concurrently, and reads the cache once; the next request reads the shared
+/// cache (once) and does not run the body.
+#[tokio::test]
+async fn two_calls_in_one_request_read_the_cache_once() {
+    let (caches, prometheus) = installed().await;
+    let addr = serve(AppState { caches, prometheus }).await;
+    let stats = || {
+        function_stats()
+            .into_iter()
+            .find(|f| f.function == "lexigram_cache_examples::axum_service::pricing_rules")
+            .map(|f| (f.stats.hits, f.stats.misses))
+            .unwrap_or_default()
+    };
+
+    let (status, body) = http_get(addr, "/quote/1000").await;
+    assert_eq!(status, 200, "{body}");
+    let quote: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(quote["price_cents"], 1200, "{body}");
+    assert_eq!(quote["shipping_cents"], 499, "{body}");
+    assert_eq!(PRICING_QUERIES.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        stats(),
+        (0, 1),
+        "the second call came from the request scope"
+    );
+
+    let (status, again) = http_get(addr, "/quote/1000").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, body);
+    assert_eq!(
+        PRICING_QUERIES.load(Ordering::SeqCst),
+        1,
+        "the shared cache"
+    );
+    assert_eq!(
+        stats(),
+        (1, 1),
+        "one cache read for the request's two calls"
+    );
 }
 
 /// Redis comes back while the breaker is still open: the ping answers, but calls still skip
