@@ -2,14 +2,14 @@
 //! the scope, typed, without the cache; outside a scope nothing changes.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use lexigram_cache::config::FunctionConfig;
 use lexigram_cache::{
-    Cache, CacheConfig, CacheModule, RedisBackend, cacheable, function_stats, in_request_scope,
-    inherit_request_scope, request_scope,
+    Cache, CacheConfig, CacheModule, Clock, MemoryBackend, RedisBackend, cacheable, function_stats,
+    in_request_scope, inherit_request_scope, request_scope,
 };
 use lexigram_cache_tests::servers::RedisServer;
 use tokio::sync::OnceCell;
@@ -112,7 +112,17 @@ async fn concurrent_scopes_do_not_share_values() {
 
 static SHORT_RUNS: AtomicUsize = AtomicUsize::new(0);
 
-#[cacheable(ttl = "1ms", request_scope)]
+/// A clock the test moves, so expiry does not depend on how fast a loaded machine ticks.
+static CLOCK: LazyLock<Clock> = LazyLock::new(|| Clock::manual(1_000));
+static SHORT_CACHE: LazyLock<Cache> = LazyLock::new(|| {
+    let backend = MemoryBackend::builder()
+        .clock(CLOCK.clone())
+        .build()
+        .expect("valid");
+    Cache::from_backend("short", backend)
+});
+
+#[cacheable(ttl = "1ms", cache = *SHORT_CACHE, request_scope)]
 async fn short_lived(id: u32) -> usize {
     let _ = id;
     SHORT_RUNS.fetch_add(1, Ordering::SeqCst) + 1
@@ -120,23 +130,20 @@ async fn short_lived(id: u32) -> usize {
 
 #[tokio::test]
 async fn a_value_outlives_its_ttl_in_the_scope() {
-    setup().await;
     // Outside a scope the 1 ms ttl expires between the calls.
-    let before = SHORT_RUNS.load(Ordering::SeqCst);
     short_lived(1).await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    CLOCK.advance(Duration::from_millis(5));
     short_lived(1).await;
-    assert_eq!(SHORT_RUNS.load(Ordering::SeqCst) - before, 2, "expired");
+    assert_eq!(SHORT_RUNS.load(Ordering::SeqCst), 2, "expired");
 
-    let before = SHORT_RUNS.load(Ordering::SeqCst);
     let (a, b) = request_scope(async {
         let a = short_lived(2).await;
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        CLOCK.advance(Duration::from_millis(5));
         (a, short_lived(2).await)
     })
     .await;
     assert_eq!(a, b);
-    assert_eq!(SHORT_RUNS.load(Ordering::SeqCst) - before, 1);
+    assert_eq!(SHORT_RUNS.load(Ordering::SeqCst), 3);
 }
 
 static SHARED_RUNS: AtomicUsize = AtomicUsize::new(0);
