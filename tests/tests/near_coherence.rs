@@ -376,3 +376,98 @@ async fn configuration_turns_the_tier_on_for_redis_by_default() {
     assert!(caches.cache().options().near.is_none());
     assert!(!caches.cache().stats().near_live);
 }
+
+/// A TCP forwarder to Redis that can hold back the server's answers on every connection but
+/// the first (the subscriber's, opened first): a read that the server has answered, still in
+/// flight for its client.
+struct HoldingProxy {
+    port: u16,
+    hold: tokio::sync::watch::Sender<bool>,
+}
+
+impl HoldingProxy {
+    async fn start(upstream: u16) -> HoldingProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (hold, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut n = 0usize;
+            while let Ok((client, _)) = listener.accept().await {
+                let first = n == 0;
+                n += 1;
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let Ok(got) = sr.read(&mut buf).await else {
+                            return;
+                        };
+                        if got == 0 {
+                            return;
+                        }
+                        if !first && rx.wait_for(|held| !*held).await.is_err() {
+                            return;
+                        }
+                        if cw.write_all(&buf[..got]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        HoldingProxy { port, hold }
+    }
+}
+
+/// The server answers b's read with the old value; before the answer reaches b, a's write
+/// and its invalidation do. The invalidation wins: b returns the old value to that read (it
+/// was in flight), but does not keep it, and its next read sees the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_that_races_an_in_flight_read_wins() {
+    let server = RedisServer::start();
+    let proxy = HoldingProxy::start(server.port()).await;
+    let a = near_cache(&server.url(), Duration::from_secs(60));
+    let b = near_cache(
+        &format!("redis://127.0.0.1:{}", proxy.port),
+        Duration::from_secs(60),
+    );
+    live(&a).await;
+    live(&b).await;
+    // Opens b's data connection (the proxy's second) on another key.
+    assert_eq!(b.get::<u32>("warm").await.expect("get"), None);
+    a.set("k", &1u32, None).await.expect("set");
+    received(&b, 1).await;
+
+    proxy.hold.send_replace(true);
+    let in_flight = {
+        let b = b.clone();
+        tokio::spawn(async move { b.get::<u32>("k").await })
+    };
+    // The GET reaches the server and is answered (held in the proxy) before the write.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.set("k", &2u32, None).await.expect("set");
+    received(&b, 2).await;
+    proxy.hold.send_replace(false);
+    assert_eq!(
+        in_flight.await.expect("task").expect("get"),
+        Some(1),
+        "the read in flight returns what the server answered"
+    );
+    assert_eq!(
+        b.get::<u32>("k").await.expect("get"),
+        Some(2),
+        "the value read before the invalidation was not kept"
+    );
+}
