@@ -471,3 +471,60 @@ async fn an_invalidation_that_races_an_in_flight_read_wins() {
         "the value read before the invalidation was not kept"
     );
 }
+
+/// `near` from a YAML file and from `LEX_CACHE__BACKENDS__<i>__NEAR__...`, and the messages of
+/// its validation.
+#[test]
+fn near_settings_load_from_yaml_and_env_and_are_validated() {
+    use lexigram_cache::config::ConfigSources;
+    let dir = lexigram_cache_tests::servers::ScratchDir::new("near-config");
+    let file = dir.path().join("application.yaml");
+    std::fs::write(
+        &file,
+        "cache:\n  backends:\n    - name: default\n      type: redis\n      redis_url: redis://127.0.0.1:1\n      near:\n        max_entries: 50\n        ttl: 2s\n",
+    )
+    .expect("write yaml");
+    let mut sources = ConfigSources::default();
+    sources.file = Some(file);
+    sources.vars = vec![(
+        "LEX_CACHE__BACKENDS__0__NEAR__ENABLED".into(),
+        "false".into(),
+    )];
+    let config = sources.load().expect("loads");
+    let near = &config.backends[0].near;
+    assert_eq!(
+        (near.enabled, near.max_entries, near.ttl),
+        (Some(false), 50, Duration::from_secs(2))
+    );
+
+    let mut sources = ConfigSources::default();
+    sources.vars = vec![
+        ("LEX_CACHE__BACKENDS__0__TYPE".into(), "redis".into()),
+        (
+            "LEX_CACHE__BACKENDS__0__REDIS_URL".into(),
+            "redis://127.0.0.1:1".into(),
+        ),
+        (
+            "LEX_CACHE__BACKENDS__0__NEAR__MAX_ENTRIES".into(),
+            "0".into(),
+        ),
+    ];
+    let e = sources
+        .load()
+        .and_then(|c| c.validate())
+        .expect_err("zero entries")
+        .to_string();
+    assert!(
+        e.contains("backends[0].near.max_entries") && e.contains("near.enabled: false"),
+        "{e}"
+    );
+
+    let mut sources = ConfigSources::default();
+    sources.vars = vec![("LEX_CACHE__BACKENDS__0__NEAR__TTL".into(), "2s".into())];
+    let e = sources
+        .load()
+        .and_then(|c| c.validate())
+        .expect_err("near on memory")
+        .to_string();
+    assert!(e.contains("backends[0].near"), "{e}");
+}
