@@ -170,14 +170,14 @@ async fn writes_deletes_patterns_and_clears_invalidate_the_other_cache() {
     a.set_many(&[("m1", 1u32), ("m2", 2u32)], None)
         .await
         .expect("set_many");
-    sent += 2;
+    sent += 1;
     received(&b, sent).await;
     assert_eq!(
         b.get_many::<u32>(&["m1", "m2"]).await.expect("get_many"),
         vec![Some(1), Some(2)]
     );
     assert_eq!(a.delete_many(&["m1", "m2"]).await.expect("delete_many"), 2);
-    sent += 2;
+    sent += 1;
     received(&b, sent).await;
     assert_eq!(
         b.get_many::<u32>(&["m1", "m2"]).await.expect("get_many"),
@@ -375,4 +375,156 @@ async fn configuration_turns_the_tier_on_for_redis_by_default() {
         .expect("boots");
     assert!(caches.cache().options().near.is_none());
     assert!(!caches.cache().stats().near_live);
+}
+
+/// A TCP forwarder to Redis that can hold back the server's answers on every connection but
+/// the first (the subscriber's, opened first): a read that the server has answered, still in
+/// flight for its client.
+struct HoldingProxy {
+    port: u16,
+    hold: tokio::sync::watch::Sender<bool>,
+}
+
+impl HoldingProxy {
+    async fn start(upstream: u16) -> HoldingProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (hold, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut n = 0usize;
+            while let Ok((client, _)) = listener.accept().await {
+                let first = n == 0;
+                n += 1;
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let Ok(got) = sr.read(&mut buf).await else {
+                            return;
+                        };
+                        if got == 0 {
+                            return;
+                        }
+                        if !first && rx.wait_for(|held| !*held).await.is_err() {
+                            return;
+                        }
+                        if cw.write_all(&buf[..got]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        HoldingProxy { port, hold }
+    }
+}
+
+/// The server answers b's read with the old value; before the answer reaches b, a's write
+/// and its invalidation do. The invalidation wins: b returns the old value to that read (it
+/// was in flight), but does not keep it, and its next read sees the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_that_races_an_in_flight_read_wins() {
+    let server = RedisServer::start();
+    let proxy = HoldingProxy::start(server.port()).await;
+    let a = near_cache(&server.url(), Duration::from_secs(60));
+    let b = near_cache(
+        &format!("redis://127.0.0.1:{}", proxy.port),
+        Duration::from_secs(60),
+    );
+    live(&a).await;
+    live(&b).await;
+    // Opens b's data connection (the proxy's second) on another key.
+    assert_eq!(b.get::<u32>("warm").await.expect("get"), None);
+    a.set("k", &1u32, None).await.expect("set");
+    received(&b, 1).await;
+
+    proxy.hold.send_replace(true);
+    let in_flight = {
+        let b = b.clone();
+        tokio::spawn(async move { b.get::<u32>("k").await })
+    };
+    // The GET reaches the server and is answered (held in the proxy) before the write.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.set("k", &2u32, None).await.expect("set");
+    received(&b, 2).await;
+    proxy.hold.send_replace(false);
+    assert_eq!(
+        in_flight.await.expect("task").expect("get"),
+        Some(1),
+        "the read in flight returns what the server answered"
+    );
+    assert_eq!(
+        b.get::<u32>("k").await.expect("get"),
+        Some(2),
+        "the value read before the invalidation was not kept"
+    );
+}
+
+/// `near` from a YAML file and from `LEX_CACHE__BACKENDS__<i>__NEAR__...`, and the messages of
+/// its validation.
+#[test]
+fn near_settings_load_from_yaml_and_env_and_are_validated() {
+    use lexigram_cache::config::ConfigSources;
+    let dir = lexigram_cache_tests::servers::ScratchDir::new("near-config");
+    let file = dir.path().join("application.yaml");
+    std::fs::write(
+        &file,
+        "cache:\n  backends:\n    - name: default\n      type: redis\n      redis_url: redis://127.0.0.1:1\n      near:\n        max_entries: 50\n        ttl: 2s\n",
+    )
+    .expect("write yaml");
+    let mut sources = ConfigSources::default();
+    sources.file = Some(file);
+    sources.vars = vec![(
+        "LEX_CACHE__BACKENDS__0__NEAR__ENABLED".into(),
+        "false".into(),
+    )];
+    let config = sources.load().expect("loads");
+    let near = &config.backends[0].near;
+    assert_eq!(
+        (near.enabled, near.max_entries, near.ttl),
+        (Some(false), 50, Duration::from_secs(2))
+    );
+
+    let mut sources = ConfigSources::default();
+    sources.vars = vec![
+        ("LEX_CACHE__BACKENDS__0__TYPE".into(), "redis".into()),
+        (
+            "LEX_CACHE__BACKENDS__0__REDIS_URL".into(),
+            "redis://127.0.0.1:1".into(),
+        ),
+        (
+            "LEX_CACHE__BACKENDS__0__NEAR__MAX_ENTRIES".into(),
+            "0".into(),
+        ),
+    ];
+    let e = sources
+        .load()
+        .and_then(|c| c.validate())
+        .expect_err("zero entries")
+        .to_string();
+    assert!(
+        e.contains("backends[0].near.max_entries") && e.contains("near.enabled: false"),
+        "{e}"
+    );
+
+    let mut sources = ConfigSources::default();
+    sources.vars = vec![("LEX_CACHE__BACKENDS__0__NEAR__TTL".into(), "2s".into())];
+    let e = sources
+        .load()
+        .and_then(|c| c.validate())
+        .expect_err("near on memory")
+        .to_string();
+    assert!(e.contains("backends[0].near"), "{e}");
 }

@@ -424,7 +424,8 @@ impl Store {
                 let stored = self
                     .remote("set", key, backend.set(key, &bytes, backend_ttl))
                     .await;
-                self.after_write(key, value, ticket, timing).await;
+                self.after_write(key, stored.is_ok().then_some(value), ticket, timing)
+                    .await;
                 stored?;
             }
         }
@@ -432,18 +433,21 @@ impl Store {
         Ok(())
     }
 
-    /// After a write of `key` on the server (whether it succeeded or not: a failed write may
-    /// still have landed): other processes drop their copy, and this process's near tier holds
-    /// the written value.
+    /// After a write of `key` on the server: other processes drop their copy, and this
+    /// process's near tier holds the written value (`Some`), or drops its copy too when the
+    /// write failed (`None`: it may still have landed).
     async fn after_write<T: CacheValue>(
         &self,
         key: &str,
-        value: &T,
+        written: Option<&T>,
         ticket: Option<Ticket>,
         timing: Timing,
     ) {
         if let Some(n) = self.near() {
-            n.written(key, ticket, value.clone(), timing);
+            match written {
+                Some(v) => n.written(key, ticket, v.clone(), timing),
+                None => n.apply(&near::Change::Key(key)),
+            }
             self.announce(n, near::Change::Key(key)).await;
         }
     }
@@ -486,12 +490,15 @@ impl Store {
             .remote("set_many", first, backend.set_many(&refs, ttl))
             .await;
         if let Some(n) = near {
-            for ((k, _, timing, ticket), (_, v)) in encoded.into_iter().zip(items) {
-                n.written(k, ticket, v.clone(), timing);
+            let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_ref()).collect();
+            if stored.is_ok() {
+                for ((k, _, timing, ticket), (_, v)) in encoded.iter().zip(items) {
+                    n.written(k, *ticket, v.clone(), *timing);
+                }
+            } else {
+                n.apply(&near::Change::Keys(keys.clone()));
             }
-            for (k, _) in items {
-                self.announce(n, near::Change::Key(k.as_ref())).await;
-            }
+            self.announce(n, near::Change::Keys(keys)).await;
         }
         stored?;
         self.count_n(Counter::Sets, items.len() as u64);
@@ -578,9 +585,8 @@ impl Store {
                 let n = self
                     .remote("delete_many", first, backend.delete_many(keys))
                     .await;
-                for k in keys {
-                    self.forget(near.as_ref(), near::Change::Key(k)).await;
-                }
+                self.forget(near.as_ref(), near::Change::Keys(keys.to_vec()))
+                    .await;
                 n
             }
         }
@@ -708,7 +714,8 @@ impl Store {
                 backend.set_and_unlock(key, &bytes, backend_ttl, token),
             )
             .await;
-        self.after_write(key, value, ticket, timing).await;
+        self.after_write(key, stored.is_ok().then_some(value), ticket, timing)
+            .await;
         stored?;
         self.count(Counter::Sets);
         Ok(true)

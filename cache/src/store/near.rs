@@ -74,9 +74,11 @@ impl Default for NearOptions {
 const SLOTS: usize = 1024;
 
 /// What changed on the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change<'a> {
     Key(&'a str),
+    /// Several keys, in one message (`set_many`, `delete_many`).
+    Keys(Vec<&'a str>),
     Pattern(&'a str),
     Clear,
 }
@@ -310,13 +312,16 @@ impl Shared {
 
     fn apply(&self, change: &Change<'_>) {
         match change {
-            Change::Key(key) => {
-                self.slots[slot_of(key)].fetch_add(1, Ordering::SeqCst);
-                self.entries.remove(*key);
-            }
+            Change::Key(key) => self.forget(key),
+            Change::Keys(keys) => keys.iter().for_each(|k| self.forget(k)),
             // A pattern empties the whole tier: cheaper than matching every entry, and as safe.
             Change::Pattern(_) | Change::Clear => self.reset(),
         }
+    }
+
+    fn forget(&self, key: &str) {
+        self.slots[slot_of(key)].fetch_add(1, Ordering::SeqCst);
+        self.entries.remove(key);
     }
 
     fn reset(&self) {
@@ -363,14 +368,34 @@ fn slot_of(key: &str) -> usize {
     (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize) & (SLOTS - 1)
 }
 
-/// `<origin, 32 hex digits> <k|p|c> <key or pattern>`.
+/// `<origin, 32 hex digits> <k|m|p|c> <argument>`: the key, the pattern, nothing for a clear,
+/// or for several keys each as `<byte length>:<key>` one after the other (keys may hold any
+/// character, spaces and newlines included).
 fn encode(origin: u128, change: &Change<'_>) -> Vec<u8> {
     let (op, arg) = match change {
-        Change::Key(k) => ('k', *k),
-        Change::Pattern(p) => ('p', *p),
-        Change::Clear => ('c', ""),
+        Change::Key(k) => ('k', (*k).to_owned()),
+        Change::Keys(keys) => (
+            'm',
+            keys.iter().map(|k| format!("{}:{k}", k.len())).collect(),
+        ),
+        Change::Pattern(p) => ('p', (*p).to_owned()),
+        Change::Clear => ('c', String::new()),
     };
     format!("{origin:032x} {op} {arg}").into_bytes()
+}
+
+fn split_keys(mut text: &str) -> Option<Vec<&str>> {
+    let mut keys = Vec::new();
+    while !text.is_empty() {
+        let (len, rest) = text.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        if !rest.is_char_boundary(len.min(rest.len())) || len > rest.len() {
+            return None;
+        }
+        keys.push(&rest[..len]);
+        text = &rest[len..];
+    }
+    Some(keys)
 }
 
 fn decode(payload: &[u8]) -> Option<(u128, Change<'_>)> {
@@ -380,6 +405,7 @@ fn decode(payload: &[u8]) -> Option<(u128, Change<'_>)> {
     let (op, arg) = rest.split_once(' ').unwrap_or((rest, ""));
     let change = match op {
         "k" => Change::Key(arg),
+        "m" => Change::Keys(split_keys(arg)?),
         "p" => Change::Pattern(arg),
         "c" => Change::Clear,
         _ => return None,
@@ -413,6 +439,11 @@ mod tests {
             assert_eq!(decode(&bytes), Some((7, change)));
         }
         assert_eq!(decode(b"garbage"), None);
+        let origin = format!("{:032x}", 1u128);
+        for bad in ["m 5:ab", "m x:ab", "m 1", "m 1:\u{fc}"] {
+            let bytes = format!("{origin} {bad}");
+            assert_eq!(decode(bytes.as_bytes()), None, "{bad}");
+        }
         assert_eq!(decode(&[0xff, 0xfe]), None);
     }
 
