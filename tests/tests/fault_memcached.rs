@@ -259,7 +259,10 @@ async fn boots_with_one_of_three_servers_down() {
     dead.kill();
     let mut config = CacheConfig::default();
     let addrs = vec![servers[0].addr(), dead_addr.clone(), servers[1].addr()];
-    config.backends = vec![BackendConfig::memcached("default", addrs.clone())];
+    let mut configured = BackendConfig::memcached("default", addrs.clone());
+    // The prefix of `backend`, so that both place keys on the same servers.
+    configured.prefix = "faults:".into();
+    config.backends = vec![configured];
     let caches = CacheModule::configure(config.clone())
         .await
         .expect("two of three servers answer");

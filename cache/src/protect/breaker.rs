@@ -97,7 +97,7 @@ impl Breaker {
     pub(crate) fn record(&self, name: &str, permit: Permit, outcome: Result<(), &BackendError>) {
         let failed = match outcome {
             Ok(()) => false,
-            // The backend answered; the request was wrong. That says nothing about its health.
+            // A refused request, one server of several, a full pool: not the backend's health.
             Err(e) if !e.counts_for_breaker() => false,
             Err(_) => true,
         };
