@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lexigram_cache::{
-    BackendConfig, BackendError, Cache, CacheBackend, CacheConfig, CacheModule, MemcachedBackend,
+    BackendConfig, BackendError, Cache, CacheBackend, CacheConfig, CacheError, CacheModule,
+    MemcachedBackend,
 };
 use lexigram_cache_tests::servers::MemcachedServer;
 
@@ -80,6 +81,46 @@ async fn one_dead_server_of_three_does_not_open_the_breaker() {
     assert_eq!(stats.breaker_short_circuits, 0, "{stats:?}");
     assert_eq!(hits.load(Ordering::SeqCst), live);
     assert_eq!(dead_errors.load(Ordering::SeqCst), 300 - live);
+}
+
+/// A server of three that accepts connections but answers nothing (SIGSTOP): after a few
+/// timeouts its keys fail fast instead of each costing the operation timeout, the breaker stays
+/// closed, and once it answers again its keys hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_of_three_is_skipped_after_a_few_timeouts() {
+    let servers: Vec<MemcachedServer> = (0..3).map(|_| MemcachedServer::start()).collect();
+    let addrs: Vec<String> = servers.iter().map(MemcachedServer::addr).collect();
+    let b = backend(&addrs);
+    let cache = Cache::from_backend("stopped", b.clone());
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| b.server_for(k) == addrs[2])
+        .expect("a key on the third server");
+    cache.set(&key, &1u32, None).await.expect("set");
+    servers[2].pause();
+    let started = Instant::now();
+    let mut timeouts = 0;
+    for _ in 0..20 {
+        match cache.get::<u32>(&key).await.expect_err("stopped") {
+            CacheError::Backend {
+                source: BackendError::ServerDown { server, reason },
+                ..
+            } => {
+                assert_eq!(server, addrs[2]);
+                timeouts += usize::from(reason.starts_with("operation timed out"));
+            }
+            other => panic!("not a one-server failure: {other:?}"),
+        }
+    }
+    let took = started.elapsed();
+    servers[2].resume();
+    println!("20 calls to a stopped server: {timeouts} timeouts, {took:?}");
+    assert!(timeouts <= 4, "{timeouts} calls waited out the timeout");
+    // Twenty timeouts would take 6 s.
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert_eq!(cache.stats().breaker_opens, 0, "{:?}", cache.stats());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(cache.get::<u32>(&key).await.expect("back"), Some(1));
 }
 
 /// When every server is down the backend is down: the breaker opens as usual.
