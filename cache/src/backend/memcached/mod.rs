@@ -317,12 +317,18 @@ impl MemcachedBackend {
     pub async fn ensure_connected(&self) -> Result<Vec<String>, BackendError> {
         let inner = &*self.inner;
         let results = join_all(inner.servers.iter().map(|server| async move {
-            match inner.exchange_within(server, b"mn\r\n", 1).await {
-                Ok(_) => {
+            // The answer is read, not only awaited: a `-Y` server that was not given
+            // credentials answers `CLIENT_ERROR unauthenticated`, a refusal of the settings.
+            match inner.exchange_within(server, b"mn\r\n", 1).await?.pop() {
+                Some(Reply::NoOp) => {
                     server.answered();
                     Ok(())
                 }
-                Err(e) => Err(e),
+                Some(other) => Err(inner.unexpected(server, other)),
+                None => Err(BackendError::Protocol(format!(
+                    "memcached at {} sent no reply to mn",
+                    server.addr()
+                ))),
             }
         }))
         .await;
@@ -333,6 +339,16 @@ impl MemcachedBackend {
                 down.push(server.addr().to_owned());
                 errors.push(e);
             }
+        }
+        // A server that answers but refuses the settings is a configuration mistake, not an
+        // outage: reported even while the other servers answer.
+        if let Some(refusal) = errors.iter().find(|e| {
+            matches!(
+                e,
+                BackendError::Rejected(_) | BackendError::Auth(_) | BackendError::Setup(_)
+            )
+        }) {
+            return Err(refusal.clone());
         }
         if down.len() == inner.servers.len() {
             if let [only] = &mut errors[..] {
