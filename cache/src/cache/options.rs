@@ -62,7 +62,7 @@ impl From<Option<Duration>> for Ttl {
     }
 }
 
-/// Options of a [`Cache`] that are not the backend's own.
+/// Options of a [`Cache`](crate::Cache) that are not the backend's own.
 ///
 /// ```
 /// use lexigram_cache::{Cache, CacheOptions, Format, MemoryBackend};

@@ -139,7 +139,7 @@ impl Near {
     /// (a Cluster, or no tokio runtime to run the subscriber on).
     pub(crate) fn redis(options: &NearOptions, backend: &RedisBackend) -> Option<Near> {
         let shared = Shared::new(options);
-        let channel = format!("lexigram-cache:invalidate:{}", backend.prefix());
+        let channel = backend.invalidation_channel();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let weak: Weak<dyn Listener> = Arc::downgrade(&shared) as Weak<dyn Listener>;
         if let Err(why) = backend.listen(channel.clone(), weak, stopped) {

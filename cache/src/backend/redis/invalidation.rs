@@ -31,6 +31,15 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 impl RedisBackend {
+    /// The channel of this backend's invalidations: pub/sub ignores database numbers, so the
+    /// database is part of the name, with the prefix that makes the key space.
+    pub(crate) fn invalidation_channel(&self) -> String {
+        format!(
+            "lexigram-cache:invalidate:{}:{}",
+            self.inner.db, self.inner.prefix
+        )
+    }
+
     /// Publishes `payload` on `channel`.
     pub(crate) async fn publish(
         &self,
