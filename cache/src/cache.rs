@@ -106,6 +106,8 @@ pub struct CacheOptions {
     pub default_ttl: Option<Duration>,
     /// Payload format for remote backends (the memory backend stores values unserialized).
     pub format: Format,
+    /// Which remote payloads are compressed. Default: those of 1 KiB and more.
+    pub compression: crate::codec::Compression,
     /// How long a caller waits for another caller's fill of the same key before running the
     /// body itself: in total, however many leaders fail and hand the fill on meanwhile.
     /// Default: 10 s.
@@ -144,6 +146,7 @@ impl Default for CacheOptions {
         CacheOptions {
             default_ttl: Some(Duration::from_secs(300)),
             format: Format::MsgPack,
+            compression: crate::codec::Compression::default(),
             fill_wait: Duration::from_secs(10),
             enabled: true,
             lock: true,
@@ -617,7 +620,7 @@ impl Cache {
             compute_us: u32::try_from(compute.as_micros()).unwrap_or(u32::MAX),
             payload: &payload,
         }
-        .to_bytes())
+        .encode(self.inner.options.compression))
     }
 
     /// Removes `key`; `true` if a value was there.

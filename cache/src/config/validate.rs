@@ -50,6 +50,11 @@ fn misplaced(i: usize, b: &BackendConfig) -> Result<(), CacheError> {
         ("tls", b.tls, "redis or memcached"),
         ("ca_file", b.ca_file.is_some(), "redis or memcached"),
         ("memory", b.memory != defaults.memory, "memory"),
+        (
+            "compression",
+            b.compression != defaults.compression,
+            "redis or memcached",
+        ),
     ];
     let kind = b.kind.as_str();
     for (field, is_set, applies_to) in set {
