@@ -89,7 +89,7 @@ fn product(rng: &mut Lcg, id: u64) -> Product {
         category: rng.pick(CATEGORIES),
         brand: rng.pick(BRANDS),
         price_cents: (rng.next() % 100_000) as u32,
-        in_stock: rng.next() % 3 != 0,
+        in_stock: !rng.next().is_multiple_of(3),
         tags: (0..rng.next() % 4).map(|_| rng.pick(TAGS)).collect(),
         description,
         updated_at: format!(

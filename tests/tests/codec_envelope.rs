@@ -197,7 +197,6 @@ fn unknown_flags_are_a_miss() {
             MissReason::UnknownFlags(flags)
         );
     }
-    assert!(HEADER_LEN > 3);
 }
 
 proptest! {
@@ -211,9 +210,8 @@ proptest! {
         let mut stored = claimed.to_le_bytes().to_vec();
         stored.extend_from_slice(&body);
         let bytes = compressed_envelope(&stored);
-        match payload(&bytes) {
-            Ok(inflated) => prop_assert_eq!(inflated.len(), claimed as usize),
-            Err(_) => {}
+        if let Ok(inflated) = payload(&bytes) {
+            prop_assert_eq!(inflated.len(), claimed as usize);
         }
         let _ = Envelope::decode::<Page>(&bytes, fingerprint::<Page>(0));
         let _ = Envelope::decode::<String>(&bytes, fingerprint::<Page>(0));
