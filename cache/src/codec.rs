@@ -140,10 +140,10 @@ impl Compression {
             return None;
         }
         let len = u32::try_from(payload.len()).ok()?;
-        let mut out =
-            Vec::with_capacity(4 + lz4_flex::block::get_maximum_output_size(payload.len()));
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&lz4_flex::block::compress(payload));
+        let mut out = vec![0; 4 + lz4_flex::block::get_maximum_output_size(payload.len())];
+        out[..4].copy_from_slice(&len.to_le_bytes());
+        let packed = lz4_flex::block::compress_into(payload, &mut out[4..]).ok()?;
+        out.truncate(4 + packed);
         (out.len() < payload.len()).then_some(out)
     }
 }
@@ -341,7 +341,8 @@ pub struct Envelope<'a> {
     pub keep_until_ms: u64,
     /// How long computing the value took, in microseconds.
     pub compute_us: u32,
-    /// The serialized value.
+    /// The serialized value. From [`Envelope::parse`], the payload as stored, which may be
+    /// compressed: [`payload`] inflates it.
     pub payload: &'a [u8],
 }
 
