@@ -5,9 +5,9 @@
 //! | bytes | field |
 //! |---|---|
 //! | 0 | magic `0xC7` |
-//! | 1 | envelope format version (currently 1) |
+//! | 1 | envelope format version: 1, or 2 when a flag is set |
 //! | 2 | format id: 1 = MessagePack, 2 = JSON |
-//! | 3 | flags (reserved, 0) |
+//! | 3 | flags: bits 0-1 the compression of the payload (0 = none, 1 = LZ4 block), others 0 |
 //! | 4..12 | type fingerprint: XXH3-64 of the Rust type name and the key-space version |
 //! | 12..20 | stored at, ms since the UNIX epoch |
 //! | 20..28 | logical expiry, ms since the UNIX epoch (0 = never) |
@@ -16,16 +16,37 @@
 //! | 40..44 | payload length |
 //! | 44.. | payload |
 //!
+//! A compressed payload is the length of the serialized value (4 bytes) then its LZ4 block.
+//! Envelopes without a flag are written as version 1, byte for byte what builds before
+//! compression wrote, so both kinds read everywhere except compressed values on those older
+//! builds, which see a newer version and miss.
+//!
 //! Bytes are only ever decoded as the type that wrote them: a wrong magic, an unknown format,
 //! an unknown or newer envelope version, a different fingerprint or a payload that does not decode is a
 //! [`MissReason`], which the cache treats as a miss (and the next fill overwrites the key).
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de, de::DeserializeOwned};
 
 /// First byte of every envelope.
 pub const MAGIC: u8 = 0xC7;
-/// The envelope layout version this build writes and the newest it reads.
-pub const ENVELOPE_VERSION: u8 = 1;
+/// The newest envelope layout version this build reads, and the one it writes for compressed
+/// values (uncompressed ones are written as version 1).
+pub const ENVELOPE_VERSION: u8 = 2;
+/// The largest serialized value a compressed payload may inflate to. A stored value claiming
+/// more is refused as a miss before anything is allocated, so a hostile or damaged value
+/// cannot exhaust memory; values larger than this are stored uncompressed.
+pub const MAX_INFLATED: usize = 64 * 1024 * 1024;
+/// Flag bits of the compression codec.
+const COMPRESSION_BITS: u8 = 0b11;
+/// Compression codec id of LZ4 block compression.
+const LZ4: u8 = 1;
+/// LZ4 cannot inflate a block by more than this factor (a run of one byte costs one byte per
+/// 255 of output, plus a few bytes of block overhead), so a larger claimed length is a lie.
+const LZ4_MAX_RATIO: usize = 255;
+
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 44;
 
@@ -75,6 +96,185 @@ impl Format {
     }
 }
 
+/// When remote payloads are compressed: serialized values of at least [`min_size`] bytes are
+/// stored as an LZ4 block, when that is smaller. Small values are stored as they are, because
+/// there compression saves a few bytes and costs a round of work on every hit.
+///
+/// In configuration, `compression:` takes a byte count (`1024`), a size with a unit (`"16KiB"`,
+/// `"1MiB"`; `KB` and `MB` count 1000) or `off`; `0` is `off` too. Default `1KiB`.
+///
+/// LZ4 (the pure-Rust `lz4_flex`) rather than zstd: on the cache's values it decodes many
+/// times faster, which every hit pays, while zstd's smaller output saves less time on a network
+/// than its decoding costs (see the Compression section of the README for the measurement).
+///
+/// [`min_size`]: Compression::min_size
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compression {
+    /// 0 = off.
+    min_size: usize,
+}
+
+impl Compression {
+    /// Never compress.
+    pub const OFF: Compression = Compression { min_size: 0 };
+
+    /// Compress serialized values of at least `bytes` bytes; `0` is [`Compression::OFF`].
+    pub const fn above(bytes: usize) -> Self {
+        Compression { min_size: bytes }
+    }
+
+    /// The smallest serialized value that is compressed; `None` when compression is off.
+    pub const fn min_size(self) -> Option<usize> {
+        match self.min_size {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    /// `payload` compressed as a compressed envelope stores it, or `None` when it stays as it
+    /// is: compression is off, the payload is below the threshold or above [`MAX_INFLATED`],
+    /// or compressing would not make it smaller.
+    fn compress(self, payload: &[u8]) -> Option<Vec<u8>> {
+        let min = self.min_size()?;
+        if payload.len() < min || payload.len() > MAX_INFLATED {
+            return None;
+        }
+        let len = u32::try_from(payload.len()).ok()?;
+        let mut out = vec![0; 4 + lz4_flex::block::get_maximum_output_size(payload.len())];
+        out[..4].copy_from_slice(&len.to_le_bytes());
+        let packed = lz4_flex::block::compress_into(payload, &mut out[4..]).ok()?;
+        out.truncate(4 + packed);
+        (out.len() < payload.len()).then_some(out)
+    }
+}
+
+impl Default for Compression {
+    /// Values of 1 KiB and more.
+    fn default() -> Self {
+        Compression::above(1024)
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.min_size() {
+            None => f.write_str("off"),
+            Some(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("off") || t.eq_ignore_ascii_case("none") {
+            return Ok(Compression::OFF);
+        }
+        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (number, unit) = t.split_at(digits);
+        let unit_bytes: usize = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" | "k" => 1024,
+            "kb" => 1000,
+            "mib" | "m" => 1024 * 1024,
+            "mb" => 1_000_000,
+            _ => return Err(compression_hint(text)),
+        };
+        number
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit_bytes))
+            .map(Compression::above)
+            .ok_or_else(|| compression_hint(text))
+    }
+}
+
+fn compression_hint(text: &str) -> String {
+    format!(
+        "`{text}` is not a compression threshold: give a byte count (`1024`), a size such as \
+         `16KiB` or `1MiB`, or `off`"
+    )
+}
+
+impl Serialize for Compression {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.min_size() {
+            None => s.serialize_str("off"),
+            Some(n) => s.serialize_u64(n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Compression {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Threshold;
+        impl de::Visitor<'_> for Threshold {
+            type Value = Compression;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte count, a size such as \"16KiB\", or \"off\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Compression, E> {
+                usize::try_from(v)
+                    .map(Compression::above)
+                    .map_err(|_| E::custom(compression_hint(&v.to_string())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Compression, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(compression_hint(&v.to_string())))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Compression, E> {
+                if v {
+                    Ok(Compression::default())
+                } else {
+                    Ok(Compression::OFF)
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Compression, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Threshold)
+    }
+}
+
+/// The serialized value inside an envelope: its payload, inflated if it was stored
+/// compressed. Never panics, and never allocates more than [`MAX_INFLATED`], whatever the bytes.
+pub fn payload(bytes: &[u8]) -> Result<Cow<'_, [u8]>, MissReason> {
+    let env = Envelope::parse(bytes)?;
+    inflated(&env, bytes[3])
+}
+
+/// `env`'s payload inflated as its `flags` (already checked by `parse`) say.
+fn inflated<'a>(env: &Envelope<'a>, flags: u8) -> Result<Cow<'a, [u8]>, MissReason> {
+    match flags & COMPRESSION_BITS {
+        0 => Ok(Cow::Borrowed(env.payload)),
+        _ => inflate_lz4(env.payload).map(Cow::Owned),
+    }
+}
+
+fn inflate_lz4(stored: &[u8]) -> Result<Vec<u8>, MissReason> {
+    let (len, block) = stored
+        .split_first_chunk::<4>()
+        .ok_or(MissReason::Truncated { len: stored.len() })?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > MAX_INFLATED || len > block.len().saturating_mul(LZ4_MAX_RATIO).saturating_add(16) {
+        return Err(MissReason::TooLarge { claimed: len });
+    }
+    let out = lz4_flex::block::decompress(block, len).map_err(|e| {
+        MissReason::Undecodable(format!("compressed payload does not inflate: {e}"))
+    })?;
+    if out.len() != len {
+        return Err(MissReason::Undecodable(format!(
+            "compressed payload inflates to {} bytes, its header says {len}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
 /// Why stored bytes were not accepted as a value. Every variant is treated as a miss.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -99,6 +299,18 @@ pub enum MissReason {
     /// The format id is unknown.
     #[error("unknown value format id {0}")]
     UnknownFormat(u8),
+    /// Flag bits this build does not know (a compression codec of a newer build, or damage).
+    #[error("unknown envelope flags {0:#04x}: written by a newer build, or damaged")]
+    UnknownFlags(u8),
+    /// A compressed payload claims to inflate past [`MAX_INFLATED`], or further than its
+    /// codec can inflate its stored bytes: refused before allocating.
+    #[error(
+        "compressed payload claims {claimed} bytes, more than it can hold or than {MAX_INFLATED} allowed"
+    )]
+    TooLarge {
+        /// The inflated length the payload claims.
+        claimed: usize,
+    },
     /// Written for another type or another key-space version.
     #[error(
         "written for another type or version (fingerprint {found:#018x}, expected {expected:#018x})"
@@ -129,7 +341,8 @@ pub struct Envelope<'a> {
     pub keep_until_ms: u64,
     /// How long computing the value took, in microseconds.
     pub compute_us: u32,
-    /// The serialized value.
+    /// The serialized value. From [`Envelope::parse`], the payload as stored, which may be
+    /// compressed: [`payload`] inflates it.
     pub payload: &'a [u8],
 }
 
@@ -145,25 +358,39 @@ pub fn fingerprint<T: ?Sized>(version: u32) -> u64 {
 }
 
 impl Envelope<'_> {
-    /// Writes the header and payload into a new buffer.
+    /// Writes the header and payload into a new buffer, uncompressed (envelope version 1).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.payload.len());
+        self.write(1, 0, self.payload)
+    }
+
+    /// Writes the header and payload into a new buffer, the payload compressed when
+    /// `compression` says so (see [`Compression`]).
+    pub fn encode(&self, compression: Compression) -> Vec<u8> {
+        match compression.compress(self.payload) {
+            Some(packed) => self.write(ENVELOPE_VERSION, LZ4, &packed),
+            None => self.to_bytes(),
+        }
+    }
+
+    fn write(&self, version: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
         out.push(MAGIC);
-        out.push(ENVELOPE_VERSION);
+        out.push(version);
         out.push(self.format.id());
-        out.push(0);
+        out.push(flags);
         out.extend_from_slice(&self.fingerprint.to_le_bytes());
         out.extend_from_slice(&self.stored_at_ms.to_le_bytes());
         out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
         out.extend_from_slice(&self.keep_until_ms.to_le_bytes());
         out.extend_from_slice(&self.compute_us.to_le_bytes());
-        let len = u32::try_from(self.payload.len()).unwrap_or(u32::MAX);
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(self.payload);
+        out.extend_from_slice(payload);
         out
     }
 
-    /// Parses the header. Never panics, whatever the bytes.
+    /// Parses the header. Never panics, whatever the bytes. `payload` is the payload as
+    /// stored, compressed or not: [`payload`] gives the serialized value.
     pub fn parse(bytes: &[u8]) -> Result<Envelope<'_>, MissReason> {
         let truncated = MissReason::Truncated { len: bytes.len() };
         let (&magic, _) = bytes.split_first().ok_or(truncated.clone())?;
@@ -179,6 +406,9 @@ impl Envelope<'_> {
             _ => {}
         }
         let format = Format::from_id(bytes[2]).ok_or(MissReason::UnknownFormat(bytes[2]))?;
+        if bytes[3] & !COMPRESSION_BITS != 0 || bytes[3] & COMPRESSION_BITS > LZ4 {
+            return Err(MissReason::UnknownFlags(bytes[3]));
+        }
         let u64_at = |at: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&bytes[at..at + 8]);
@@ -205,7 +435,8 @@ impl Envelope<'_> {
         })
     }
 
-    /// Parses the header, checks the fingerprint and decodes the payload as `T`.
+    /// Parses the header, checks the fingerprint, inflates a compressed payload and decodes it
+    /// as `T`.
     pub fn decode<T: DeserializeOwned>(
         bytes: &[u8],
         expected_fingerprint: u64,
@@ -219,7 +450,7 @@ impl Envelope<'_> {
         }
         let value = env
             .format
-            .from_slice(env.payload)
+            .from_slice(&inflated(&env, bytes[3])?)
             .map_err(MissReason::Undecodable)?;
         Ok((value, env))
     }

@@ -66,7 +66,7 @@ pub use backend::memory::{MemoryBackend, MemoryBackendBuilder, MemoryEngine};
 pub use backend::redis::{RedisBackend, RedisBackendBuilder};
 pub use cache::{Cache, CacheOptions, CacheValue, Ttl};
 pub use clock::Clock;
-pub use codec::Format;
+pub use codec::{Compression, Format};
 pub use config::{BackendConfig, BackendKind, CacheConfig, ServerUrl};
 pub use error::{BackendError, CacheError};
 pub use observe::{CacheStats, FunctionStats, function_stats};

@@ -100,6 +100,7 @@ async fn build(
     let options = CacheOptions {
         default_ttl: b.default_ttl,
         format: b.format,
+        compression: b.compression,
         fill_wait: service.fill_wait,
         enabled: config.enabled,
         lock: service.enable_protection,

@@ -16,10 +16,14 @@ pub fn envelope(key: &str, bytes: &[u8]) {
                 println!("expires at  {} ms (unix)", env.expires_at_ms);
             }
             println!("computed in {} µs", env.compute_us);
-            println!("payload     {} bytes", env.payload.len());
-            match env.format.from_slice::<serde_json::Value>(env.payload) {
-                Ok(v) => println!("{v}"),
-                Err(e) => println!("(payload does not decode: {e})"),
+            println!("payload     {} bytes stored", env.payload.len());
+            // Large values are stored compressed: show what was serialized, not the LZ4 block.
+            match lexigram_cache::codec::payload(bytes) {
+                Ok(payload) => match env.format.from_slice::<serde_json::Value>(&payload) {
+                    Ok(v) => println!("{v}"),
+                    Err(e) => println!("(payload does not decode: {e})"),
+                },
+                Err(reason) => println!("(payload does not inflate: {reason})"),
             }
         }
         Err(reason) => println!(

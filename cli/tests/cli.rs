@@ -211,6 +211,22 @@ async fn set_stores_a_json_value_that_get_and_the_library_read_back() {
     assert_eq!(server.raw("EXISTS svc:word").trim(), ":0");
 }
 
+/// Values above the compression threshold are stored compressed; `get` shows the value, not
+/// the compressed block.
+#[tokio::test]
+async fn get_shows_a_compressed_value() {
+    let server = RedisServer::start();
+    let big: Vec<String> = (0..400).map(|i| format!("item number {i}")).collect();
+    redis_cache(&server)
+        .await
+        .set("big", &big, None)
+        .await
+        .expect("set");
+    let o = cli(&server, &["get", "big"], "");
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("\"item number 399\""), "{}", stdout(&o));
+}
+
 #[tokio::test]
 async fn keys_print_one_escaped_key_per_line_and_say_when_cut() {
     let server = RedisServer::start();

@@ -112,7 +112,7 @@ impl Cache {
         let breaker = Breaker::new(options.breaker_threshold, options.breaker_open_for);
         Cache {
             inner: Arc::new(Inner {
-                store: Store::new(name, tier, options.format, breaker),
+                store: Store::new(name, tier, options.format, options.compression, breaker),
                 flights: SingleFlight::default(),
                 options,
             }),

@@ -82,6 +82,8 @@ pub struct CacheOptions {
     pub default_ttl: Option<Duration>,
     /// Payload format for remote backends (the memory backend stores values unserialized).
     pub format: Format,
+    /// Which remote payloads are compressed. Default: those of 1 KiB and more.
+    pub compression: crate::codec::Compression,
     /// How long a caller waits for another caller's fill of the same key before running the
     /// body itself: in total, however many leaders fail and hand the fill on meanwhile.
     /// Default: 10 s.
@@ -124,6 +126,7 @@ impl Default for CacheOptions {
         CacheOptions {
             default_ttl: Some(Duration::from_secs(300)),
             format: Format::MsgPack,
+            compression: crate::codec::Compression::default(),
             fill_wait: Duration::from_secs(10),
             enabled: true,
             lock: true,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::duration;
 use super::secret::{Secret, ServerUrl};
 use crate::backend::memory::MemoryEngine;
-use crate::codec::Format;
+use crate::codec::{Compression, Format};
 
 /// The whole `cache:` section.
 ///
@@ -189,6 +189,9 @@ pub struct BackendConfig {
     pub default_ttl: Option<Duration>,
     /// Payload format on remote backends: `msgpack` (default) or `json`.
     pub format: Format,
+    /// Remote backends: compress payloads of at least this many bytes (`1024`, `"16KiB"`), or
+    /// `off` (`0`). Default `1KiB`.
+    pub compression: Compression,
     /// Options of the in-memory store (type `memory`).
     pub memory: MemoryConfig,
     /// Redis and Memcached: the near cache, an in-process tier in front of the server
@@ -252,6 +255,7 @@ impl Default for BackendConfig {
             prefix: String::new(),
             default_ttl: Some(Duration::from_secs(300)),
             format: Format::MsgPack,
+            compression: Compression::default(),
             memory: MemoryConfig::default(),
             near: NearConfig::default(),
             redis_url: None,

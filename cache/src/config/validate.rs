@@ -51,6 +51,11 @@ fn misplaced(i: usize, b: &BackendConfig) -> Result<(), CacheError> {
         ("ca_file", b.ca_file.is_some(), "redis or memcached"),
         ("memory", b.memory != defaults.memory, "memory"),
         ("near", b.near != defaults.near, "redis or memcached"),
+        (
+            "compression",
+            b.compression != defaults.compression,
+            "redis or memcached",
+        ),
     ];
     let kind = b.kind.as_str();
     for (field, is_set, applies_to) in set {

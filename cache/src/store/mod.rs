@@ -60,6 +60,8 @@ pub(crate) struct Store {
     name: String,
     tier: Tier,
     format: Format,
+    /// Which payloads are compressed.
+    compression: crate::codec::Compression,
     breaker: Breaker,
     counters: Counters,
     /// Metric handles for calls made outside any `#[cacheable]` function.
@@ -67,12 +69,19 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    pub(crate) fn new(name: String, tier: Tier, format: Format, breaker: Breaker) -> Store {
+    pub(crate) fn new(
+        name: String,
+        tier: Tier,
+        format: Format,
+        compression: crate::codec::Compression,
+        breaker: Breaker,
+    ) -> Store {
         Store {
             metrics: MetricHandles::new(&name, ""),
             name,
             tier,
             format,
+            compression,
             breaker,
             counters: Counters::default(),
         }
@@ -533,7 +542,7 @@ impl Store {
             compute_us,
             payload: &payload,
         }
-        .to_bytes();
+        .encode(self.compression);
         // The server keeps the value through its stale window; saturating, because "never" is
         // the longest window. The backend clamps to what its server can store.
         let backend_ttl = ttl.map(|t| t.saturating_add(keep.unwrap_or_default()));
