@@ -98,9 +98,9 @@ pub use warm::{WarmOptions, WarmOutcome, WarmReport};
 /// methods (native `async fn` in traits, and methods of an `#[async_trait]` impl: put
 /// `#[async_trait]` on the impl block and `#[cacheable]` on the method), trait default
 /// methods, and generic functions that give `key`. The wrapper keeps the signature,
-/// visibility, docs and attributes, and its future is `Send` whenever the body's future and
-/// the return type are (a `Result<T, Box<dyn Error>>` return is not `Send`: use
-/// `Box<dyn Error + Send + Sync>`).
+/// visibility, docs and attributes, and its future is `Send` whenever the body's future is:
+/// the wrapper never holds the function's error across an await, so a
+/// `Result<T, Box<dyn Error>>` function whose body is `Send` has a `Send` future too.
 ///
 /// # What is cached
 ///

@@ -131,6 +131,29 @@ async fn boxed_error(id: u64) -> Result<u64, BoxError> {
     Ok(id * 3)
 }
 
+#[cacheable(ttl = 60)]
+async fn plain_boxed_error(id: u64) -> Result<u64, Box<dyn std::error::Error>> {
+    if id == 0 {
+        return Err("no zero".into());
+    }
+    Ok(id * 5)
+}
+
+/// `Box<dyn Error>` is not `Send`, but a body that never holds one across an await has a
+/// `Send` future, and so must the wrapper: the runtime never holds the error across an await
+/// either (it used to, while releasing the fill lock or storing an early refresh).
+#[tokio::test]
+async fn a_plain_boxed_error_return_keeps_the_future_send() {
+    let ok = tokio::spawn(async { plain_boxed_error(2).await.map_err(|e| e.to_string()) })
+        .await
+        .expect("task");
+    assert_eq!(ok, Ok(10));
+    let err = tokio::spawn(async { plain_boxed_error(0).await.map_err(|e| e.to_string()) })
+        .await
+        .expect("task");
+    assert_eq!(err, Err("no zero".to_owned()));
+}
+
 #[tokio::test]
 async fn a_boxed_error_return_can_be_spawned() {
     let ok = tokio::spawn(boxed_error(2)).await.expect("task");

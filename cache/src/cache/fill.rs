@@ -214,18 +214,16 @@ impl Cache {
             .count_in(policy.function, Counter::EarlyRefreshes);
         tracing::debug!(cache = %self.name(), key = short_key(key), "early refresh");
         let started = Instant::now();
-        let result = single_flight::scoped(self.id(), key, init()).await;
+        // `.ok()` at once: an error held across the store below would make the caller's
+        // future `!Send` whenever the error type is (`Box<dyn Error>`).
+        let result = single_flight::scoped(self.id(), key, init()).await.ok();
         self.inner.store.count_in(policy.function, Counter::Fills);
-        match result {
-            Ok(v) => {
-                leader.publish(Arc::new(v.clone()), false);
-                self.store_quietly(key, &v, ttl, version, started.elapsed(), policy)
-                    .await;
-                v
-            }
-            // The current value is still valid: keep serving it.
-            Err(_) => current,
-        }
+        // The current value is still valid: keep serving it.
+        let Some(v) = result else { return current };
+        leader.publish(Arc::new(v.clone()), false);
+        self.store_quietly(key, &v, ttl, version, started.elapsed(), policy)
+            .await;
+        v
     }
 
     /// Runs `init` and stores its `Ok` value: behind the backend's fill lock when the policy
@@ -258,49 +256,50 @@ impl Cache {
             }
         }
         let started = Instant::now();
-        let result = single_flight::scoped(self.id(), key, init()).await;
-        self.inner.store.count_in(policy.function, Counter::Fills);
-        match result {
-            Ok(v) => {
-                let compute = started.elapsed();
-                match lock {
-                    Some(guard) => {
-                        self.store_and_release(guard, key, &v, ttl, version, compute, policy)
-                            .await;
+        // No error is held across an await below (the body's result is matched where it is
+        // made, so no local keeps it): that would make every caller's future `!Send` whenever
+        // the error type is (`Box<dyn Error>`).
+        let (value, stale) = {
+            let outcome = single_flight::scoped(self.id(), key, init()).await;
+            self.inner.store.count_in(policy.function, Counter::Fills);
+            match outcome {
+                Ok(v) => (v, false),
+                Err(e) => match stale {
+                    Some(v) if policy.stale_if_error.is_some() => (v, true),
+                    _ => {
+                        // The guard's drop releases the lock in the background.
+                        drop(lock);
+                        return Err(e);
                     }
-                    None => {
-                        self.store_quietly(key, &v, ttl, version, compute, policy)
-                            .await;
-                    }
-                }
-                Ok(Produced {
-                    value: v,
-                    stale: false,
-                })
+                },
             }
-            Err(e) => {
-                if let Some(guard) = lock {
-                    guard.release().await;
+        };
+        let compute = started.elapsed();
+        if stale {
+            self.inner
+                .store
+                .count_in(policy.function, Counter::StaleServed);
+            tracing::warn!(
+                cache = %self.name(),
+                key = short_key(key),
+                "the body failed; serving the expired value (stale_if_error)"
+            );
+            if let Some(guard) = lock {
+                guard.release().await;
+            }
+        } else {
+            match lock {
+                Some(guard) => {
+                    self.store_and_release(guard, key, &value, ttl, version, compute, policy)
+                        .await;
                 }
-                match stale {
-                    Some(v) if policy.stale_if_error.is_some() => {
-                        self.inner
-                            .store
-                            .count_in(policy.function, Counter::StaleServed);
-                        tracing::warn!(
-                            cache = %self.name(),
-                            key = short_key(key),
-                            "the body failed; serving the expired value (stale_if_error)"
-                        );
-                        Ok(Produced {
-                            value: v,
-                            stale: true,
-                        })
-                    }
-                    _ => Err(e),
+                None => {
+                    self.store_quietly(key, &value, ttl, version, compute, policy)
+                        .await;
                 }
             }
         }
+        Ok(Produced { value, stale })
     }
 
     /// Whether a fill under `policy` takes the backend's fill lock.
