@@ -105,9 +105,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Keys { pattern, limit } => {
             let cache = remote(&config, target, &sources).await?;
-            let found = cache.keys(&pattern, limit.saturating_add(1)).await?;
+            let found = cache.raw_keys(&pattern, limit.saturating_add(1)).await?;
             for k in found.iter().take(limit) {
-                println!("{}", escape(k.as_bytes()));
+                println!("{}", escape(k));
             }
             if found.len() > limit {
                 eprintln!("(first {limit}; more exist: --limit N lists more)");
@@ -164,7 +164,7 @@ async fn stats(backends: Vec<boot::Booted>) -> Result<ExitCode, CliError> {
     let mut code = ExitCode::SUCCESS;
     for b in backends {
         let keys = match &b.cache {
-            Ok(cache) => match cache.keys("*", usize::MAX).await {
+            Ok(cache) => match cache.raw_keys("*", usize::MAX).await {
                 Ok(k) => k.len().to_string(),
                 Err(CacheError::Backend {
                     source: BackendError::Unsupported { .. },
@@ -190,7 +190,7 @@ async fn stats(backends: Vec<boot::Booted>) -> Result<ExitCode, CliError> {
 
 async fn clear(cache: &Cache, yes: bool) -> Result<ExitCode, CliError> {
     if !yes {
-        let count = match cache.keys("*", usize::MAX).await {
+        let count = match cache.raw_keys("*", usize::MAX).await {
             Ok(k) => k.len(),
             Err(CacheError::Backend {
                 source: e @ BackendError::Unsupported { .. },

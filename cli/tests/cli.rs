@@ -387,3 +387,36 @@ fn data_commands_refuse_an_in_memory_backend_and_say_where_the_configuration_cam
     let o = run(&[], &["ping"], "");
     assert!(o.status.success(), "{o:?}");
 }
+
+#[tokio::test]
+async fn keys_lists_a_key_that_is_not_utf8_and_clear_counts_what_keys_lists() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server).await;
+    cache.set("plain", &1u32, None).await.expect("set");
+    // Written by another client: the bytes ff fe are not UTF-8.
+    assert_eq!(server.raw(r#"SET "svc:bad\xff\xfe" v"#).trim(), "+OK");
+    server.raw("SET foreign:1 x");
+
+    let o = cli(&server, &["keys"], "");
+    assert!(o.status.success(), "{o:?}");
+    let mut listed: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    listed.sort();
+    assert_eq!(listed, ["bad\\xff\\xfe", "plain"]);
+
+    let o = cli(&server, &["clear"], "n\n");
+    assert!(
+        stdout(&o).contains(&format!("delete {} keys", listed.len())),
+        "{o:?}"
+    );
+    let o = cli(&server, &["clear", "--yes"], "");
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        stdout(&o).contains(&format!("deleted {} keys", listed.len())),
+        "{o:?}"
+    );
+    assert_eq!(
+        server.raw("DBSIZE").trim(),
+        ":1",
+        "only the foreign key is left"
+    );
+}

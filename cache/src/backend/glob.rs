@@ -11,8 +11,24 @@
 /// assert!(matches(r"a\*b", "a*b"));
 /// ```
 pub fn matches(pattern: &str, text: &str) -> bool {
+    let t: Vec<Option<char>> = text.chars().map(Some).collect();
+    matches_units(pattern, &t)
+}
+
+/// [`matches`] for a key as stored, which another client may have written in bytes that are
+/// not UTF-8: each such byte is one character that only `?` and `*` match.
+pub(crate) fn matches_bytes(pattern: &str, text: &[u8]) -> bool {
+    let mut t = Vec::with_capacity(text.len());
+    for chunk in text.utf8_chunks() {
+        t.extend(chunk.valid().chars().map(Some));
+        t.extend(chunk.invalid().iter().map(|_| None));
+    }
+    matches_units(pattern, &t)
+}
+
+/// The matcher over the text's characters, `None` standing for a byte that is not UTF-8.
+fn matches_units(pattern: &str, t: &[Option<char>]) -> bool {
     let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
     // Iterative matcher with one backtrack point (the last `*`): linear in practice and never
     // exponential, whatever the pattern.
     let (mut pi, mut ti) = (0usize, 0usize);
@@ -29,12 +45,12 @@ pub fn matches(pattern: &str, text: &str) -> bool {
                 ti += 1;
                 continue;
             }
-            Some('\\') if p.get(pi + 1) == Some(&t[ti]) => {
+            Some('\\') if t[ti].is_some() && p.get(pi + 1).copied() == t[ti] => {
                 pi += 2;
                 ti += 1;
                 continue;
             }
-            Some(c) if *c != '\\' && *c == t[ti] => {
+            Some(c) if *c != '\\' && Some(*c) == t[ti] => {
                 pi += 1;
                 ti += 1;
                 continue;
@@ -87,6 +103,11 @@ mod tests {
         assert!(matches("*:v1:*", "m::f:v1:abc"));
         assert!(!matches("abc", "abcd"));
         assert!(matches("a**", "a"));
+        assert!(matches_bytes("a?", b"a\xff"));
+        assert!(matches_bytes("*", b"\xff\xfe"));
+        assert!(!matches_bytes("a?", b"a\xff\xfe"));
+        assert!(matches_bytes("é?", b"\xc3\xa9\x80"));
+        assert!(!matches_bytes("\\?", b"\xff"));
         // No exponential blow-up.
         let long = "a".repeat(2000);
         assert!(!matches("*a*a*a*a*a*a*b", &long));

@@ -515,8 +515,12 @@ impl CacheBackend for MemoryBackend {
         "memory"
     }
 
-    async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, BackendError> {
-        Ok(self.keys_matching(pattern, limit))
+    async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<Vec<u8>>, BackendError> {
+        Ok(self
+            .keys_matching(pattern, limit)
+            .into_iter()
+            .map(String::into_bytes)
+            .collect())
     }
 
     /// Byte values only: a typed value stored through [`Cache`](crate::Cache) reads as a miss

@@ -94,9 +94,10 @@ pub trait CacheBackend: Send + Sync + 'static {
     async fn clear(&self) -> Result<u64, BackendError>;
 
     /// Up to `limit` keys (without the prefix) that match a glob `pattern`, in no particular
-    /// order; for tools and debugging, not for request paths. The default says the backend
-    /// cannot list keys.
-    async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, BackendError> {
+    /// order; for tools and debugging, not for request paths. Bytes, as stored: another client
+    /// may have written keys that are not UTF-8, and [`clear`](Self::clear) removes those too.
+    /// The default says the backend cannot list keys.
+    async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<Vec<u8>>, BackendError> {
         let _ = (pattern, limit);
         Err(BackendError::Unsupported {
             backend: self.kind(),
@@ -198,7 +199,11 @@ macro_rules! forward_backend {
             async fn clear(&self) -> Result<u64, BackendError> {
                 (**self).clear().await
             }
-            async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, BackendError> {
+            async fn keys(
+                &self,
+                pattern: &str,
+                limit: usize,
+            ) -> Result<Vec<Vec<u8>>, BackendError> {
                 (**self).keys(pattern, limit).await
             }
             async fn ping(&self) -> Result<Duration, BackendError> {

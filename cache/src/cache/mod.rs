@@ -313,7 +313,22 @@ impl Cache {
 
     /// Up to `limit` keys matching a glob, without the prefix; for tools and debugging.
     /// Memcached cannot list keys and returns an `Unsupported` error.
+    ///
+    /// Only keys that are UTF-8, the keys every other method here can name; another client may
+    /// have stored keys that are not, which [`clear`](Self::clear) still removes. To see every
+    /// stored key, use [`raw_keys`](Self::raw_keys).
     pub async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, CacheError> {
+        let keys = self.inner.store.keys(pattern, limit).await?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| String::from_utf8(k).ok())
+            .collect())
+    }
+
+    /// Up to `limit` keys matching a glob, without the prefix, as the bytes the backend
+    /// stores: every key [`clear`](Self::clear) would remove, UTF-8 or not. For tools that
+    /// show or count keys.
+    pub async fn raw_keys(&self, pattern: &str, limit: usize) -> Result<Vec<Vec<u8>>, CacheError> {
         self.inner.store.keys(pattern, limit).await
     }
 

@@ -632,9 +632,13 @@ impl Store {
         &self,
         pattern: &str,
         limit: usize,
-    ) -> Result<Vec<String>, CacheError> {
+    ) -> Result<Vec<Vec<u8>>, CacheError> {
         match &self.tier {
-            Tier::Memory(m) => Ok(m.keys_matching(pattern, limit)),
+            Tier::Memory(m) => Ok(m
+                .keys_matching(pattern, limit)
+                .into_iter()
+                .map(String::into_bytes)
+                .collect()),
             Tier::Remote { backend, .. } => {
                 self.remote("keys", pattern, backend.keys(pattern, limit))
                     .await

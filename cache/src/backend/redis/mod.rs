@@ -858,10 +858,9 @@ impl<'a> Scan<'a> {
                 .filter(|full| !full.ends_with(LOCK_SUFFIX.as_bytes()))
                 .filter(|full| match pattern {
                     None => full.starts_with(prefix.as_bytes()),
-                    Some(pattern) => std::str::from_utf8(full)
-                        .ok()
-                        .and_then(|k| k.strip_prefix(prefix))
-                        .is_some_and(|k| glob::matches(pattern, k)),
+                    Some(pattern) => full
+                        .strip_prefix(prefix.as_bytes())
+                        .is_some_and(|k| glob::matches_bytes(pattern, k)),
                 })
                 .collect(),
         ))
@@ -1102,17 +1101,16 @@ impl CacheBackend for RedisBackend {
         self.inner.scan_delete(Some(pattern)).await
     }
 
-    async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, BackendError> {
+    async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<Vec<u8>>, BackendError> {
         let inner = &*self.inner;
         let mut scan = Scan::start(inner, Some(pattern)).await?;
         let mut out = Vec::new();
         while out.len() < limit
             && let Some(keys) = scan.next_batch().await?
         {
-            let names = keys.into_iter().filter_map(|k| {
-                let k = String::from_utf8(k).ok()?;
-                k.strip_prefix(inner.prefix.as_str()).map(str::to_owned)
-            });
+            let names = keys
+                .into_iter()
+                .filter_map(|k| k.strip_prefix(inner.prefix.as_bytes()).map(<[u8]>::to_vec));
             out.extend(names.take(limit - out.len()));
         }
         Ok(out)
