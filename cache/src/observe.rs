@@ -93,10 +93,12 @@ const COUNTERS: usize = 11;
 const STRIPES: usize = 8;
 
 #[repr(align(128))]
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct Stripe([AtomicU64; COUNTERS]);
 
-#[derive(Default)]
+/// Counts striped by thread, so that threads counting hits on the same cache or function do
+/// not fight over one cache line.
+#[derive(Default, Debug)]
 pub(crate) struct Counters {
     stripes: [Stripe; STRIPES],
 }
@@ -121,6 +123,13 @@ fn stripe() -> usize {
 }
 
 impl Counters {
+    /// Zeroed counters, usable in a `static`.
+    pub(crate) const fn new() -> Counters {
+        Counters {
+            stripes: [const { Stripe([const { AtomicU64::new(0) }; COUNTERS]) }; STRIPES],
+        }
+    }
+
     #[inline]
     pub(crate) fn add(&self, c: Counter, n: u64) {
         self.stripes[stripe()].0[c as usize].fetch_add(n, Ordering::Relaxed);
@@ -255,7 +264,7 @@ pub(crate) fn record_latency(cache: &str, op: &'static str, took: std::time::Dur
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct FnStats {
-    counts: [AtomicU64; COUNTERS],
+    counts: Counters,
     seen: std::sync::atomic::AtomicBool,
     metrics: std::sync::OnceLock<MetricHandles>,
 }
@@ -265,7 +274,7 @@ impl FnStats {
     #[allow(clippy::new_without_default)]
     pub const fn new() -> FnStats {
         FnStats {
-            counts: [const { AtomicU64::new(0) }; COUNTERS],
+            counts: Counters::new(),
             seen: std::sync::atomic::AtomicBool::new(false),
             metrics: std::sync::OnceLock::new(),
         }
@@ -274,7 +283,7 @@ impl FnStats {
     /// Counts one event of the function `scope`, in cache `cache`.
     #[inline]
     pub(crate) fn incr(&'static self, scope: &'static str, cache: &str, c: Counter) {
-        self.counts[c as usize].fetch_add(1, Ordering::Relaxed);
+        self.counts.incr(c);
         if !self.seen.load(Ordering::Relaxed) && !self.seen.swap(true, Ordering::AcqRel) {
             FUNCTIONS.lock().push((scope, self));
         }
@@ -284,7 +293,7 @@ impl FnStats {
     }
 
     fn snapshot(&self) -> CacheStats {
-        let get = |c: Counter| self.counts[c as usize].load(Ordering::Relaxed);
+        let get = |c: Counter| self.counts.sum(c);
         CacheStats {
             hits: get(Counter::Hits),
             misses: get(Counter::Misses),
