@@ -1,0 +1,50 @@
+//! Loading a `CacheConfig` the way an application does, from a YAML file, a profile and
+//! `LEX_CACHE__` variables given by the test instead of the process environment.
+
+use std::path::{Path, PathBuf};
+
+use lexigram_cache::config::ConfigSources;
+use lexigram_cache::{CacheConfig, CacheError};
+
+use crate::servers::ScratchDir;
+
+/// The sources of one load: `file` and `profile` if given, and exactly the variables `vars`.
+pub fn sources(file: Option<&Path>, profile: Option<&str>, vars: &[(&str, &str)]) -> ConfigSources {
+    let mut s = ConfigSources::default();
+    s.file = file.map(Path::to_path_buf);
+    s.profile = profile.map(str::to_owned);
+    s.vars = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    s
+}
+
+/// Loads from `file` if given and the variables `vars`.
+pub fn load(file: Option<&Path>, vars: &[(&str, &str)]) -> Result<CacheConfig, CacheError> {
+    sources(file, None, vars).load()
+}
+
+/// Loads from the variables `vars` alone.
+pub fn from_vars(vars: &[(&str, &str)]) -> Result<CacheConfig, CacheError> {
+    load(None, vars)
+}
+
+/// Loads from one YAML file holding `text` and no variables.
+pub fn from_yaml(text: &str) -> Result<CacheConfig, CacheError> {
+    let dir = ScratchDir::new("config-yaml");
+    let file = write_yaml(dir.path(), "application.yaml", text);
+    load(Some(&file), &[])
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write_yaml(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write yaml");
+    p
+}
+
+/// The message of an error a load (or any cache call) was expected to return.
+pub fn message<T: std::fmt::Debug>(result: Result<T, CacheError>) -> String {
+    result.expect_err("expected an error").to_string()
+}
