@@ -19,6 +19,7 @@ impl RunCounter {
     }
 }
 
+pub mod breaker;
 pub mod config;
 pub mod conformance;
 pub mod proxy;
