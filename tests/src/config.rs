@@ -1,10 +1,12 @@
 //! Loading a `CacheConfig` the way an application does, from a YAML file, a profile and
-//! `LEX_CACHE__` variables given by the test instead of the process environment.
+//! `LEX_CACHE__` variables given by the test instead of the process environment; and installing
+//! a registry that switches functions off.
 
 use std::path::{Path, PathBuf};
 
-use lexigram_cache::config::ConfigSources;
-use lexigram_cache::{CacheConfig, CacheError};
+use lexigram_cache::config::{ConfigSources, FunctionConfig};
+use lexigram_cache::{CacheConfig, CacheError, CacheModule};
+use tokio::sync::OnceCell;
 
 use crate::servers::ScratchDir;
 
@@ -47,4 +49,25 @@ pub fn write_yaml(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// The message of an error a load (or any cache call) was expected to return.
 pub fn message<T: std::fmt::Debug>(result: Result<T, CacheError>) -> String {
     result.expect_err("expected an error").to_string()
+}
+
+/// Installs, once per test process, an in-memory registry whose `cache.functions` switches off
+/// each of `functions` (full paths, as the macro names them). Later calls wait for the first
+/// and install nothing, so one test binary passes one list.
+pub async fn install_with_functions_off(functions: &[&str]) {
+    static INSTALLED: OnceCell<()> = OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async {
+            let mut config = CacheConfig::default();
+            let mut off = FunctionConfig::default();
+            off.enabled = Some(false);
+            for name in functions {
+                config.functions.insert((*name).to_owned(), off.clone());
+            }
+            CacheModule::configure(config)
+                .await
+                .expect("a memory registry boots")
+                .install();
+        })
+        .await;
 }
