@@ -5,13 +5,12 @@
 //!
 //! `cargo bench -p lexigram-cache-benches --bench memcached_hit`
 
-use std::hint::black_box;
 use std::sync::OnceLock;
 
 use async_memcached::AsciiProtocol;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{criterion_group, criterion_main};
 use lexigram_cache::{BackendConfig, Cache, CacheConfig, CacheModule, cacheable};
-use lexigram_cache_benches::{runtime, spread_over_tasks};
+use lexigram_cache_benches::runtime;
 use lexigram_cache_tests::servers::MemcachedServer;
 use tokio::sync::Mutex;
 
@@ -99,46 +98,16 @@ async fn ours_backend_get() -> Option<Vec<u8>> {
     setup().backend.get("typed:42").await.expect("get")
 }
 
-macro_rules! contenders {
-    ($m:ident) => {
-        $m!("async_memcached_get", |task| raw_get(task));
-        $m!("lexigram_macro", |_task| ours_macro(42));
-        $m!("lexigram_cache_get", |_task| ours_cache_get());
-        $m!("lexigram_backend_get", |_task| ours_backend_get());
-    };
-}
-
-fn single_task(c: &mut Criterion) {
-    setup();
-    let rt = runtime();
-    let mut group = c.benchmark_group("memcached_hit_1_task");
-    macro_rules! bench {
-        ($name:expr, $call:expr) => {
-            group.bench_function($name, |b| {
-                let call = $call;
-                b.to_async(rt)
-                    .iter(|| async { black_box(call(0usize).await) })
-            });
-        };
-    }
-    contenders!(bench);
-    group.finish();
-}
-
-fn many_tasks(c: &mut Criterion) {
-    setup();
-    let rt = runtime();
-    let mut group = c.benchmark_group("memcached_hit_64_tasks");
-    macro_rules! bench {
-        ($name:expr, $call:expr) => {
-            group.bench_function($name, |b| {
-                b.iter_custom(|iters| spread_over_tasks(rt, iters, TASKS as u64, $call))
-            });
-        };
-    }
-    contenders!(bench);
-    group.finish();
-}
+lexigram_cache_benches::hit_groups!(
+    "memcached_hit",
+    setup(),
+    [
+        ("async_memcached_get", raw_get),
+        ("lexigram_macro", |_task| ours_macro(42)),
+        ("lexigram_cache_get", |_task| ours_cache_get()),
+        ("lexigram_backend_get", |_task| ours_backend_get()),
+    ]
+);
 
 criterion_group!(benches, single_task, many_tasks);
 criterion_main!(benches);

@@ -4,12 +4,11 @@
 //!
 //! `cargo bench -p lexigram-cache-benches --bench near_hit`
 
-use std::hint::black_box;
 use std::sync::OnceLock;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{criterion_group, criterion_main};
 use lexigram_cache::{Cache, CacheModule, CacheOptions, NearOptions, RedisBackend, cacheable};
-use lexigram_cache_benches::{runtime, spread_over_tasks};
+use lexigram_cache_benches::runtime;
 use lexigram_cache_tests::servers::RedisServer;
 
 fn payload() -> String {
@@ -92,17 +91,6 @@ async fn get(cache: &Cache) -> Option<String> {
     cache.get::<String>("typed:42").await.expect("get")
 }
 
-macro_rules! contenders {
-    ($m:ident) => {
-        $m!("memory_get", get(memory()));
-        $m!("near_get", get(near()));
-        $m!("redis_get_no_near", get(remote()));
-        $m!("memory_macro", macro_memory(42));
-        $m!("near_macro", macro_near(42));
-        $m!("redis_macro_no_near", macro_remote(42));
-    };
-}
-
 fn warm() {
     setup();
     runtime().block_on(async {
@@ -112,37 +100,18 @@ fn warm() {
     });
 }
 
-fn single_task(c: &mut Criterion) {
-    warm();
-    let rt = runtime();
-    let mut group = c.benchmark_group("near_hit_1_task");
-    macro_rules! bench {
-        ($name:expr, $call:expr) => {
-            group.bench_function($name, |b| {
-                b.to_async(rt).iter(|| async { black_box($call.await) })
-            });
-        };
-    }
-    contenders!(bench);
-    group.finish();
-}
-
-const TASKS: u64 = 64;
-
-fn many_tasks(c: &mut Criterion) {
-    warm();
-    let rt = runtime();
-    let mut group = c.benchmark_group("near_hit_64_tasks");
-    macro_rules! bench {
-        ($name:expr, $call:expr) => {
-            group.bench_function($name, |b| {
-                b.iter_custom(|iters| spread_over_tasks(rt, iters, TASKS, move |_| $call))
-            });
-        };
-    }
-    contenders!(bench);
-    group.finish();
-}
+lexigram_cache_benches::hit_groups!(
+    "near_hit",
+    warm(),
+    [
+        ("memory_get", |_task| get(memory())),
+        ("near_get", |_task| get(near())),
+        ("redis_get_no_near", |_task| get(remote())),
+        ("memory_macro", |_task| macro_memory(42)),
+        ("near_macro", |_task| macro_near(42)),
+        ("redis_macro_no_near", |_task| macro_remote(42)),
+    ]
+);
 
 criterion_group!(benches, single_task, many_tasks);
 criterion_main!(benches);

@@ -4,12 +4,11 @@
 //!
 //! `cargo bench -p lexigram-cache-benches --bench redis_hit`
 
-use std::hint::black_box;
 use std::sync::OnceLock;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{criterion_group, criterion_main};
 use lexigram_cache::{BackendConfig, Cache, CacheConfig, CacheModule, cacheable};
-use lexigram_cache_benches::{runtime, spread_over_tasks};
+use lexigram_cache_benches::runtime;
 use lexigram_cache_tests::servers::RedisServer;
 use redis::aio::ConnectionManager;
 
@@ -83,45 +82,15 @@ async fn ours_cache_get() -> Option<String> {
     setup().cache.get::<String>("typed:42").await.expect("get")
 }
 
-macro_rules! contenders {
-    ($m:ident) => {
-        $m!("raw_redis_get", raw_get());
-        $m!("lexigram_macro", ours_macro(42));
-        $m!("lexigram_cache_get", ours_cache_get());
-    };
-}
-
-fn single_task(c: &mut Criterion) {
-    setup();
-    let rt = runtime();
-    let mut group = c.benchmark_group("redis_hit_1_task");
-    macro_rules! bench {
-        ($name:expr, $call:expr) => {
-            group.bench_function($name, |b| {
-                b.to_async(rt).iter(|| async { black_box($call.await) })
-            });
-        };
-    }
-    contenders!(bench);
-    group.finish();
-}
-
-const TASKS: u64 = 64;
-
-fn many_tasks(c: &mut Criterion) {
-    setup();
-    let rt = runtime();
-    let mut group = c.benchmark_group("redis_hit_64_tasks");
-    macro_rules! bench {
-        ($name:expr, $call:expr) => {
-            group.bench_function($name, |b| {
-                b.iter_custom(|iters| spread_over_tasks(rt, iters, TASKS, move |_| $call))
-            });
-        };
-    }
-    contenders!(bench);
-    group.finish();
-}
+lexigram_cache_benches::hit_groups!(
+    "redis_hit",
+    setup(),
+    [
+        ("raw_redis_get", |_task| raw_get()),
+        ("lexigram_macro", |_task| ours_macro(42)),
+        ("lexigram_cache_get", |_task| ours_cache_get()),
+    ]
+);
 
 criterion_group!(benches, single_task, many_tasks);
 criterion_main!(benches);

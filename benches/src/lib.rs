@@ -50,3 +50,39 @@ where
             .mul_f64(iters as f64 / (per_task * tasks) as f64)
     })
 }
+
+/// Defines the criterion functions `single_task` and `many_tasks` of a hit bench: after
+/// `$prepare` (which seeds the keys), each `(name, call)` contender is measured in the group
+/// `<$group>_1_task` from one task and in `<$group>_64_tasks` with [`spread_over_tasks`] over 64
+/// tasks. `call` is a cloneable closure from the task's index to the future of one call; a
+/// macro keeps every contender's future its own concrete type, so no boxing is measured.
+#[macro_export]
+macro_rules! hit_groups {
+    ($group:literal, $prepare:expr, [$(($name:literal, $call:expr)),* $(,)?]) => {
+        fn single_task(c: &mut ::criterion::Criterion) {
+            $prepare;
+            let rt = $crate::runtime();
+            let mut group = c.benchmark_group(concat!($group, "_1_task"));
+            $(
+                group.bench_function($name, |b| {
+                    let call = $call;
+                    b.to_async(rt)
+                        .iter(|| async { ::std::hint::black_box(call(0usize).await) })
+                });
+            )*
+            group.finish();
+        }
+
+        fn many_tasks(c: &mut ::criterion::Criterion) {
+            $prepare;
+            let rt = $crate::runtime();
+            let mut group = c.benchmark_group(concat!($group, "_64_tasks"));
+            $(
+                group.bench_function($name, |b| {
+                    b.iter_custom(|iters| $crate::spread_over_tasks(rt, iters, 64, $call))
+                });
+            )*
+            group.finish();
+        }
+    };
+}

@@ -98,3 +98,34 @@ pub async fn check_listing(b: &dyn CacheBackend, ns: &str) {
     assert_eq!(b.get(&k("order:1")).await.expect("get"), None);
     assert_eq!(b.get(&k("bin")).await.expect("get"), None);
 }
+
+/// Ttls far past what a server accepts (20 years, `Duration::MAX`) are clamped, never refused
+/// and never turned into "expire at once" or "never expire": each value is readable afterwards,
+/// the server holds a positive ttl for it (`server_ttl` reads it for a key as passed to `b`),
+/// and a lock taken for `Duration::MAX` is granted. Returns the server's ttl of the 20-year key,
+/// for a caller that knows the server's unit to bound it.
+pub async fn check_huge_ttls(b: &dyn CacheBackend, server_ttl: impl Fn(&str) -> i64) -> i64 {
+    let twenty_years = Duration::from_secs(20 * 365 * 24 * 3600);
+    b.set("decades", b"v", Some(twenty_years))
+        .await
+        .expect("set");
+    assert_eq!(
+        b.get("decades").await.expect("get").as_deref(),
+        Some(&b"v"[..]),
+        "a 20-year ttl is readable afterwards"
+    );
+    let left = server_ttl("decades");
+    assert!(left > 0, "server-side ttl {left}");
+
+    b.set("max", b"m", Some(Duration::MAX)).await.expect("set");
+    assert_eq!(b.get("max").await.expect("get").as_deref(), Some(&b"m"[..]));
+    assert!(server_ttl("max") > 0, "a clamped ttl, not a persistent key");
+    assert!(
+        b.try_lock("max", Duration::MAX)
+            .await
+            .expect("lock")
+            .token
+            .is_some()
+    );
+    left
+}

@@ -19,6 +19,8 @@ impl RunCounter {
     }
 }
 
+pub mod breaker;
+pub mod config;
 pub mod conformance;
 pub mod proxy;
 pub mod servers;

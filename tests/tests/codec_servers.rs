@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use lexigram_cache::codec::{ENVELOPE_VERSION, HEADER_LEN};
-use lexigram_cache::config::ConfigSources;
 use lexigram_cache::{
-    BackendConfig, Cache, CacheBackend, CacheConfig, CacheError, CacheModule, Compression,
-    RedisBackend,
+    BackendConfig, Cache, CacheBackend, CacheConfig, CacheModule, Compression, RedisBackend,
 };
+use lexigram_cache_tests::config::from_vars as load;
 use lexigram_cache_tests::servers::{MemcachedServer, RedisServer};
 use serde::{Deserialize, Serialize};
 
@@ -230,15 +229,6 @@ async fn a_corrupt_compressed_value_is_a_counted_miss_and_is_refilled() {
         cache.get::<Catalogue>("big").await.expect("get"),
         Some(catalogue())
     );
-}
-
-fn load(vars: &[(&str, &str)]) -> Result<CacheConfig, CacheError> {
-    let mut s = ConfigSources::default();
-    s.vars = vars
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    s.load()
 }
 
 #[test]

@@ -2,32 +2,10 @@
 //! backend, a missing or misspelled `cache:` section, a missing profile file, and profile
 //! lists that would have replaced the base list are errors (or merge, for lists).
 
-use std::path::Path;
-
 use lexigram_cache::config::ConfigSources;
-use lexigram_cache::{BackendConfig, BackendKind, CacheConfig, CacheError};
+use lexigram_cache::{BackendConfig, BackendKind, CacheConfig};
+use lexigram_cache_tests::config::{message, sources, write_yaml as write};
 use lexigram_cache_tests::servers::ScratchDir;
-
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).expect("write yaml");
-    p
-}
-
-fn sources(file: Option<&Path>, profile: Option<&str>, vars: &[(&str, &str)]) -> ConfigSources {
-    let mut s = ConfigSources::default();
-    s.file = file.map(Path::to_path_buf);
-    s.profile = profile.map(str::to_owned);
-    s.vars = vars
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    s
-}
-
-fn message<T: std::fmt::Debug>(result: Result<T, CacheError>) -> String {
-    result.expect_err("expected an error").to_string()
-}
 
 #[test]
 fn remote_settings_without_a_type_are_an_error() {

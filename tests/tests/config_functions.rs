@@ -2,27 +2,12 @@
 //! function, `..._TTL`, `..._ENABLED` and `..._BACKEND` override it, merged into
 //! `cache.functions` over the YAML files.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lexigram_cache::config::ConfigSources;
-use lexigram_cache::{CacheConfig, CacheError, CacheModule, cacheable};
+use lexigram_cache::{CacheModule, cacheable};
+use lexigram_cache_tests::config::{load, message};
 use lexigram_cache_tests::servers::{RedisServer, ScratchDir};
-
-fn load(file: Option<&Path>, vars: &[(&str, &str)]) -> Result<CacheConfig, CacheError> {
-    let mut s = ConfigSources::default();
-    s.file = file.map(Path::to_path_buf);
-    s.vars = vars
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    s.load()
-}
-
-fn message<T: std::fmt::Debug>(result: Result<T, CacheError>) -> String {
-    result.expect_err("expected an error").to_string()
-}
 
 const YAML: &str = "cache:
   backends:

@@ -1,38 +1,11 @@
 //! Bad input through YAML and `LEX_CACHE__` variables: every one is a clear error, none a
 //! panic, an abort or a silent fallback.
 
-use std::path::Path;
 use std::time::Duration;
 
 use lexigram_cache::config::ConfigSources;
-use lexigram_cache::{BackendConfig, CacheConfig, CacheError};
-use lexigram_cache_tests::servers::ScratchDir;
-
-fn from_vars(pairs: &[(&str, &str)]) -> Result<CacheConfig, CacheError> {
-    let mut s = ConfigSources::default();
-    s.vars = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    s.load()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).expect("write yaml");
-    p
-}
-
-fn from_yaml(text: &str) -> Result<CacheConfig, CacheError> {
-    let dir = ScratchDir::new("config-inputs");
-    let mut s = ConfigSources::default();
-    s.file = Some(write(dir.path(), "application.yaml", text));
-    s.load()
-}
-
-fn message<T: std::fmt::Debug>(result: Result<T, CacheError>) -> String {
-    result.expect_err("expected an error").to_string()
-}
+use lexigram_cache::{BackendConfig, CacheConfig};
+use lexigram_cache_tests::config::{from_vars, from_yaml, message};
 
 #[test]
 fn indexed_variables_have_a_bounded_index() {

@@ -1,21 +1,8 @@
 //! Errors point at what the user set: the variable that asked for production, the range of a
 //! number, the field that holds a bad value, the way to write a list in variables.
 
-use lexigram_cache::config::ConfigSources;
-use lexigram_cache::{CacheConfig, CacheError, CacheModule};
-
-fn from_vars(pairs: &[(&str, &str)]) -> Result<CacheConfig, CacheError> {
-    let mut s = ConfigSources::default();
-    s.vars = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    s.load()
-}
-
-fn message<T: std::fmt::Debug>(result: Result<T, CacheError>) -> String {
-    result.expect_err("expected an error").to_string()
-}
+use lexigram_cache::CacheModule;
+use lexigram_cache_tests::config::{from_vars, message};
 
 /// Runs only as a child of `production_refusals_name_the_variable_that_was_set`.
 #[tokio::test]

@@ -1,35 +1,13 @@
 //! The production password rules, checked with `check_security` and the loader only: nothing
 //! here connects anywhere.
 
-use lexigram_cache::config::ConfigSources;
-use lexigram_cache::{BackendConfig, CacheConfig, CacheError};
+use lexigram_cache::{BackendConfig, CacheConfig};
+use lexigram_cache_tests::config::{from_vars, from_yaml, message};
 
 fn redis_at(url: &str) -> CacheConfig {
     let mut c = CacheConfig::default();
     c.backends = vec![BackendConfig::redis("default", url)];
     c
-}
-
-fn message<T: std::fmt::Debug>(result: Result<T, CacheError>) -> String {
-    result.expect_err("expected an error").to_string()
-}
-
-fn from_vars(pairs: &[(&str, &str)]) -> Result<CacheConfig, CacheError> {
-    let mut s = ConfigSources::default();
-    s.vars = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    s.load()
-}
-
-fn from_yaml(text: &str) -> Result<CacheConfig, CacheError> {
-    let dir = lexigram_cache_tests::servers::ScratchDir::new("config-security");
-    let file = dir.path().join("application.yaml");
-    std::fs::write(&file, text).expect("write yaml");
-    let mut s = ConfigSources::default();
-    s.file = Some(file);
-    s.load()
 }
 
 #[test]

@@ -5,29 +5,14 @@
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use lexigram_cache::config::FunctionConfig;
-use lexigram_cache::{CacheConfig, CacheModule, cacheable, function_stats};
+use lexigram_cache::{cacheable, function_stats};
+use lexigram_cache_tests::config::install_with_functions_off;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 
 /// Every test here goes through the installed registry, whose configuration switches one
 /// type's method off.
 async fn setup() {
-    static INSTALLED: OnceCell<()> = OnceCell::const_new();
-    INSTALLED
-        .get_or_init(|| async {
-            let mut config = CacheConfig::default();
-            let mut off = FunctionConfig::default();
-            off.enabled = Some(false);
-            config
-                .functions
-                .insert("macro_scopes::Orders::label".into(), off);
-            CacheModule::configure(config)
-                .await
-                .expect("a memory registry boots")
-                .install();
-        })
-        .await;
+    install_with_functions_off(&["macro_scopes::Orders::label"]).await;
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use lexigram_cache::{BackendError, Cache, CacheError, CacheOptions, RedisBackend};
+use lexigram_cache::{BackendError, Cache, CacheError};
+use lexigram_cache_tests::breaker::cache_with_a_sensitive_breaker;
 use lexigram_cache_tests::servers::RedisServer;
 
 fn is_circuit_open<T: std::fmt::Debug>(r: &Result<T, CacheError>) -> bool {
@@ -19,21 +20,7 @@ fn is_circuit_open<T: std::fmt::Debug>(r: &Result<T, CacheError>) -> bool {
 
 /// A cache over `server` whose breaker opens at the first failure and stays open for a minute.
 async fn cache_with_an_open_breaker(server: &RedisServer) -> Cache {
-    let backend = RedisBackend::builder(server.url())
-        .prefix("open:")
-        .op_timeout(Duration::from_millis(300))
-        .connect_timeout(Duration::from_millis(300))
-        .connect()
-        .await
-        .expect("connect");
-    let mut options = CacheOptions::default();
-    options.breaker_threshold = 1;
-    options.breaker_open_for = Duration::from_secs(60);
-    let cache = Cache::with_options("open", backend, options);
-    cache
-        .set("k", &1u32, Duration::from_secs(60))
-        .await
-        .expect("set while the server runs");
+    let cache = cache_with_a_sensitive_breaker(server, "open", Duration::from_secs(60)).await;
     server.pause();
     let timed_out = cache.get::<u32>("k").await;
     assert!(

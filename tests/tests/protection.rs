@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lexigram_cache::{
     Cache, CacheModule, CacheOptions, Clock, MemoryBackend, RedisBackend, cacheable,
 };
+use lexigram_cache_tests::breaker::cache_with_a_sensitive_breaker;
 use lexigram_cache_tests::servers::{MemcachedServer, RedisServer, ScratchDir, signal};
 
 const CALLERS: usize = 250;
@@ -426,21 +427,7 @@ async fn the_macro_option_stale_if_error_reaches_the_runtime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_probe_does_not_keep_the_breaker_open() {
     let server = RedisServer::start();
-    let backend = RedisBackend::builder(server.url())
-        .prefix("probe:")
-        .op_timeout(Duration::from_millis(300))
-        .connect_timeout(Duration::from_millis(300))
-        .connect()
-        .await
-        .expect("connect");
-    let mut options = CacheOptions::default();
-    options.breaker_threshold = 1;
-    options.breaker_open_for = Duration::from_millis(200);
-    let cache = Cache::with_options("probe", backend, options);
-    cache
-        .set("k", &1u32, Duration::from_secs(60))
-        .await
-        .expect("set while the server runs");
+    let cache = cache_with_a_sensitive_breaker(&server, "probe", Duration::from_millis(200)).await;
 
     // A frozen server: one timeout opens the breaker.
     server.pause();

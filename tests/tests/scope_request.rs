@@ -6,40 +6,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
-use lexigram_cache::config::FunctionConfig;
 use lexigram_cache::{
-    Cache, CacheConfig, CacheModule, Clock, MemoryBackend, RedisBackend, cacheable, function_stats,
-    in_request_scope, inherit_request_scope, request_scope,
+    Cache, Clock, MemoryBackend, RedisBackend, cacheable, function_stats, in_request_scope,
+    inherit_request_scope, request_scope,
 };
+use lexigram_cache_tests::config::install_with_functions_off;
 use lexigram_cache_tests::servers::RedisServer;
-use tokio::sync::OnceCell;
 
 /// The installed registry (in memory) switches some functions off, as `cache.functions` can:
 /// what they do not run twice, the scope saved.
 async fn setup() {
-    static INSTALLED: OnceCell<()> = OnceCell::const_new();
-    INSTALLED
-        .get_or_init(|| async {
-            let mut config = CacheConfig::default();
-            let mut off = FunctionConfig::default();
-            off.enabled = Some(false);
-            for name in [
-                "switched_off",
-                "slow",
-                "kept_err",
-                "kept_nothing",
-                "generic",
-            ] {
-                config
-                    .functions
-                    .insert(format!("scope_request::{name}"), off.clone());
-            }
-            CacheModule::configure(config)
-                .await
-                .expect("a memory registry boots")
-                .install();
-        })
-        .await;
+    install_with_functions_off(&[
+        "scope_request::switched_off",
+        "scope_request::slow",
+        "scope_request::kept_err",
+        "scope_request::kept_nothing",
+        "scope_request::generic",
+    ])
+    .await;
 }
 
 /// Body runs per (function, id). The tests run in parallel, so each uses its own ids.

@@ -326,25 +326,6 @@ struct Slot {
     cell: Arc<OnceCell<Conn>>,
 }
 
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, Value> {
-        self.link.req_packed_command(cmd)
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<Value>> {
-        self.link.req_packed_commands(pipeline, offset, count)
-    }
-
-    fn get_db(&self) -> i64 {
-        self.link.get_db()
-    }
-}
-
 impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, Value> {
         match self {
@@ -652,10 +633,10 @@ impl Inner {
     async fn bounded_on<T>(
         &self,
         conn: &mut Conn,
-        round_trip: impl AsyncFnOnce(&mut Conn) -> Result<T, RedisError>,
+        round_trip: impl AsyncFnOnce(&mut Link) -> Result<T, RedisError>,
     ) -> Result<T, BackendError> {
         let generation = conn.generation;
-        let result = self.bounded(round_trip(conn)).await;
+        let result = self.bounded(round_trip(&mut conn.link)).await;
         match &result {
             Err(BackendError::Timeout(_)) => self.timed_out(generation),
             // Loaded first so that the answered case does not write a shared cache line.
