@@ -138,17 +138,12 @@ impl RedisBackendBuilder {
             }),
             None => None,
         };
-        let secrets: Vec<String> = self
-            .nodes
-            .iter()
-            .filter_map(|u| u.password().map(str::to_owned))
-            .collect();
         let bad_url = |u: &ServerUrl, e: RedisError| {
             config_error(
                 "redis_url",
                 format!(
                     "`{u}` is not a usable Redis URL ({}); write redis://[user:password@]host:port[/db] or rediss://... for TLS",
-                    scrub(e.to_string(), &secrets)
+                    scrub(e.to_string())
                 ),
             )
         };
@@ -218,7 +213,6 @@ impl RedisBackendBuilder {
                 reconnecting: AtomicBool::new(false),
                 failed: Mutex::new(None),
                 shown,
-                secrets,
                 tls: self.nodes.iter().any(|u| u.expose().starts_with("rediss:")),
                 first_addr,
                 user,
@@ -367,8 +361,6 @@ struct Inner {
     failed: Mutex<Option<(Instant, BackendError)>>,
     /// The URLs, redacted, for messages.
     shown: String,
-    /// Passwords, scrubbed out of any message a client library produces.
-    secrets: Vec<String>,
     tls: bool,
     /// `(host, port)` of the first node, to tell a plain server from a TLS one.
     first_addr: Option<(String, u16)>,
@@ -512,7 +504,7 @@ impl Inner {
 
     /// Why a connection attempt failed, and what to change.
     async fn connect_error(&self, e: &RedisError) -> BackendError {
-        let detail = scrub(e.to_string(), &self.secrets);
+        let detail = scrub(e.to_string());
         let at = &self.shown;
         if self.tls && (detail.contains("certificate") || detail.contains("Certificate")) {
             return BackendError::Setup(format!(
@@ -603,7 +595,7 @@ impl Inner {
         if e.is_timeout() {
             return BackendError::Timeout(self.op_timeout);
         }
-        let text = scrub(e.to_string(), &self.secrets);
+        let text = scrub(e.to_string());
         if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
             BackendError::Connection(format!("Redis at {}: {text}", self.shown))
         } else {
