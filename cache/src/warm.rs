@@ -11,7 +11,6 @@ use futures::{FutureExt, StreamExt};
 use crate::cache::{Cache, CacheValue, Ttl};
 use crate::error::CacheError;
 use crate::observe::short_key;
-use crate::protect::early;
 
 /// How [`Cache::warm`] loads its keys.
 ///
@@ -355,8 +354,7 @@ impl Cache {
             }
         };
         let compute = started.elapsed();
-        let jitter = self.options().ttl_jitter;
-        let ttl = ttl.map(|t| early::jittered(t, jitter, rand::random()));
+        let ttl = self.jittered(ttl);
         let keep = self.options().stale_if_error;
         match self.store_value(key, &value, ttl, 0, compute, keep).await {
             Ok(()) => WarmOutcome::Loaded,

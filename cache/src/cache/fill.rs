@@ -302,6 +302,13 @@ impl Cache {
         Ok(Produced { value, stale })
     }
 
+    /// `ttl` spread by the cache's `ttl_jitter`, so values written together do not expire
+    /// together.
+    pub(crate) fn jittered(&self, ttl: Option<Duration>) -> Option<Duration> {
+        let jitter = self.inner.options.ttl_jitter;
+        ttl.map(|t| early::jittered(t, jitter, rand::random()))
+    }
+
     /// Whether a fill under `policy` takes the backend's fill lock.
     fn locks(&self, policy: &FillPolicy) -> bool {
         policy.lock && self.inner.store.is_shared()
@@ -386,7 +393,7 @@ impl Cache {
             guard.release().await;
             return;
         };
-        let ttl = ttl.map(|t| early::jittered(t, self.inner.options.ttl_jitter, rand::random()));
+        let ttl = self.jittered(ttl);
         guard
             .store_and_release(key, value, ttl, version, compute, policy.stale_if_error)
             .await;
@@ -412,8 +419,7 @@ impl Cache {
         policy: &FillPolicy,
     ) {
         let Some(ttl) = ttl else { return };
-        let jitter = self.inner.options.ttl_jitter;
-        let ttl = ttl.map(|t| early::jittered(t, jitter, rand::random()));
+        let ttl = self.jittered(ttl);
         // Errors were logged and counted where they happened.
         let _ = self
             .store_value(key, value, ttl, version, compute, policy.stale_if_error)
