@@ -53,8 +53,8 @@ pub async fn each(config: &CacheConfig) -> Result<Vec<Booted>, CacheError> {
                 })
                 .collect());
         }
-        // The configuration is valid (validation runs first); only the default's server is
-        // missing.
+        // The configuration is valid (validation runs first); a backend's server is missing
+        // or refused its settings.
         Err(e @ CacheError::Backend { .. }) => e,
         Err(e) => return Err(e),
     };

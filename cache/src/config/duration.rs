@@ -24,7 +24,7 @@ pub(crate) const TTL: Range = Range {
 };
 
 /// Timeouts and waits: `connect_timeout`, `op_timeout`, `fill_wait`, `lock_ttl`, `lock_wait`,
-/// `breaker_open_for`.
+/// `breaker_open_for`, and the near cache's ttl cap `near.ttl`.
 pub(crate) const WAIT: Range = Range {
     min: Duration::from_millis(1),
     max: Duration::from_secs(86_400),

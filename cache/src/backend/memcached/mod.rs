@@ -351,7 +351,7 @@ impl MemcachedBackend {
             return Err(refusal.clone());
         }
         if down.len() == inner.servers.len() {
-            if let [only] = &mut errors[..] {
+            if let [only] = errors.as_slice() {
                 return Err(only.clone());
             }
             let details: Vec<String> = errors.iter().map(ToString::to_string).collect();

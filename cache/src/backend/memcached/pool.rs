@@ -58,7 +58,6 @@ impl std::fmt::Debug for Tls {
 }
 
 /// A server address, its idle connections and its health.
-#[derive(Debug)]
 pub(crate) struct Server {
     addr: String,
     idle: Mutex<Vec<Conn>>,
@@ -89,6 +88,18 @@ impl Failure {
             Failure::Unreachable(why) => BackendError::Connection(why.clone()),
             Failure::Refused(why) => BackendError::Rejected(why.clone()),
         }
+    }
+}
+
+/// Written by hand so that no `{:?}` can print the password: only the user name is shown.
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .field("size", &self.size)
+            .field("tls", &self.tls.is_some())
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .finish_non_exhaustive()
     }
 }
 

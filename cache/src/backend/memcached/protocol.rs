@@ -148,7 +148,7 @@ pub(crate) fn add(out: &mut Vec<u8>, key_b64: &str, value: &[u8], ttl: u64) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// `md <key> b C<cas>`: delete only if the item is unchanged since it was read.
+/// `md <key> b C<cas>`: delete only if the item is unchanged since it was created or read.
 pub(crate) fn delete_cas(out: &mut Vec<u8>, key_b64: &str, cas: u64) {
     line(out, format_args!("md {key_b64} b C{cas}"));
 }

@@ -62,7 +62,7 @@ impl RedisBackend {
     ) -> Result<(), &'static str> {
         let Client::Single(client) = &self.inner.client else {
             return Err(
-                "invalidations are not subscribed on a Redis Cluster; set `near.ttl_only` to use a near cache there",
+                "invalidations are not subscribed on a Redis Cluster: its near cache relies on the ttl cap alone (`NearOptions::ttl_only`), which the configuration selects when `near.enabled` is left unset",
             );
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

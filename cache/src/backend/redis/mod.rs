@@ -1117,8 +1117,15 @@ impl CacheBackend for RedisBackend {
         let mut read = redis::cmd("GET");
         read.arg(self.inner.key(key));
         let (taken, value): (Option<String>, Option<Vec<u8>>) = if self.inner.is_cluster() {
-            let taken = self.inner.query(&lock).await?;
-            (taken, self.inner.query(&read).await?)
+            let taken: Option<String> = self.inner.query(&lock).await?;
+            // A failed read after a taken lock is a miss, not an error: the token must reach
+            // the caller, or the lock would hold every other process off until its ttl.
+            let value = match self.inner.query(&read).await {
+                Ok(value) => value,
+                Err(_) if taken.is_some() => None,
+                Err(e) => return Err(e),
+            };
+            (taken, value)
         } else {
             let mut pipe = redis::pipe();
             pipe.add_command(lock).add_command(read);
