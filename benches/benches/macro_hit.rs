@@ -1,5 +1,6 @@
 //! Memory hit through the macro against `cached` 4's macros, single task and 64 tasks, in one
-//! run (DESIGN.md section 9).
+//! run: the target is a hit at or below `cached`'s fastest macro, and only ratios within one
+//! run mean anything on a shared machine.
 //!
 //! `cargo bench -p lexigram-cache-benches --bench macro_hit`
 

@@ -1,5 +1,5 @@
 //! Memory hit path: `Cache::get` on both engines beside the raw stores it is built on, in one
-//! run so the ratios are comparable (DESIGN.md section 9).
+//! run so the ratios are comparable (times from separate runs on a shared machine are not).
 //!
 //! `cargo bench -p lexigram-cache-benches --bench memory`
 

@@ -1,6 +1,6 @@
 //! A `#[cacheable]` hit on Redis beside the raw `redis` crate's GET of a 100-byte value, one
-//! task and 64 tasks, in one run against one spawned redis-server (DESIGN.md section 9:
-//! within 10% of the raw client).
+//! task and 64 tasks, in one run against one spawned redis-server (target: within 10% of the
+//! raw client).
 //!
 //! `cargo bench -p lexigram-cache-benches --bench redis_hit`
 
