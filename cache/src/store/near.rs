@@ -251,7 +251,7 @@ impl Near {
 
     pub(crate) fn fill_stats(&self, stats: &mut CacheStats) {
         let s = &*self.shared;
-        stats.near_invalidations = s.received.load(Ordering::Relaxed);
+        stats.near_invalidations = s.received.load(Ordering::Acquire);
         stats.near_resets = s.resets.load(Ordering::Relaxed);
         stats.near_live = s.live.load(Ordering::Relaxed);
     }
@@ -352,8 +352,9 @@ impl Listener for Shared {
         match decode(payload) {
             Some((origin, _)) if origin == self.origin => {}
             Some((_, change)) => {
-                self.received.fetch_add(1, Ordering::Relaxed);
+                // Counted once applied: whoever sees the count may rely on the change.
                 self.apply(&change);
+                self.received.fetch_add(1, Ordering::Release);
             }
             None => {
                 // Not ours to understand: drop everything rather than keep what it may name.
