@@ -183,10 +183,10 @@ async fn build(
     }
 }
 
-/// The near tier a backend's configuration asks for: on by default for Redis, which keeps it
-/// coherent; on Memcached (and a Redis Cluster) only when enabled, relying on its ttl alone.
+/// The near tier a backend's configuration asks for: on by default for Redis (single node or
+/// Cluster), which keeps it coherent; on Memcached only when enabled, relying on its ttl alone.
 fn near_options(b: &BackendConfig) -> Option<crate::NearOptions> {
-    let coherent = b.kind == BackendKind::Redis && !b.cluster && b.redis_urls().len() <= 1;
+    let coherent = b.kind == BackendKind::Redis;
     let on = match b.kind {
         BackendKind::Memory => false,
         BackendKind::Redis => b.near.enabled.unwrap_or(coherent),

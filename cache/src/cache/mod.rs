@@ -425,7 +425,7 @@ fn split_backend<B: CacheBackend>(backend: B, near: Option<&crate::NearOptions>)
             .downcast_ref::<Option<RedisBackend>>()
             .and_then(Option::as_ref);
         match redis {
-            Some(r) if !r.is_cluster() => Near::redis(options, r),
+            Some(r) => Near::redis(options, r),
             _ if options.ttl_only => Some(Near::ttl_only(options)),
             _ => None,
         }

@@ -416,9 +416,9 @@ impl Default for MemoryConfig {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct NearConfig {
-    /// On or off. Unset: on for Redis (single node), off for Memcached and Redis Cluster,
-    /// which cannot tell other processes of a change; turned on there, a value changed by
-    /// another process may be served until `ttl` runs out.
+    /// On or off. Unset: on for Redis (single node or Cluster), off for Memcached, which
+    /// cannot tell other processes of a change; turned on there, a value changed by another
+    /// process may be served until `ttl` runs out.
     pub enabled: Option<bool>,
     /// Values held, at most. Default 10 000.
     pub max_entries: u64,

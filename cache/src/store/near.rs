@@ -52,7 +52,7 @@ pub struct NearOptions {
     /// Default 5 s.
     pub ttl: Duration,
     /// Use the tier on a backend that cannot tell other processes of changes (Memcached, a
-    /// custom backend, a Redis Cluster): the tier then relies on [`ttl`](Self::ttl) alone, and
+    /// custom backend): the tier then relies on [`ttl`](Self::ttl) alone, and
     /// a value changed elsewhere may be served up to that long. Default `false`: such
     /// backends get no near tier.
     pub ttl_only: bool,
@@ -135,8 +135,8 @@ impl Near {
         Near { shared, bus: None }
     }
 
-    /// A tier kept coherent over Redis pub/sub; `None` when the backend cannot subscribe
-    /// (a Cluster, or no tokio runtime to run the subscriber on).
+    /// A tier kept coherent over Redis pub/sub (single node or Cluster); `None` when the
+    /// backend cannot subscribe (no tokio runtime to run the subscriber on).
     pub(crate) fn redis(options: &NearOptions, backend: &RedisBackend) -> Option<Near> {
         let shared = Shared::new(options);
         let channel = backend.invalidation_channel();

@@ -7,13 +7,19 @@
 //! that moment; the listener is told, empties its tier, and is told again once a new
 //! subscription is confirmed. Publishing goes over the backend's ordinary connection, under
 //! its operation timeout.
+//!
+//! On a Cluster the subscriber connects to one seed node at a time. Classic pub/sub (not the
+//! sharded kind) is forwarded by a Cluster to every node, so one node hears the messages
+//! published at any other; when that node fails, its connection ends, the tier is emptied, and
+//! the next seed is tried. Sharded pub/sub would keep messages on the shard that owns the
+//! channel's slot, which a single invalidation channel would turn into one hot shard anyway.
 
 use std::sync::Weak;
 use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::{Client, RedisBackend};
+use super::RedisBackend;
 use crate::error::BackendError;
 
 /// What the subscriber reports to.
@@ -60,20 +66,23 @@ impl RedisBackend {
         listener: Weak<dyn Listener>,
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) -> Result<(), &'static str> {
-        let Client::Single(client) = &self.inner.client else {
-            return Err(
-                "invalidations are not subscribed on a Redis Cluster: its near cache relies on the ttl cap alone (`NearOptions::ttl_only`), which the configuration selects when `near.enabled` is left unset",
-            );
-        };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Err("the cache was built outside a tokio runtime, where no subscriber can run");
         };
-        let client = client.clone();
+        let clients = self.inner.listeners.clone();
+        if clients.is_empty() {
+            return Err("the backend names no server to subscribe at");
+        }
         let connect_timeout = self.inner.connect_timeout;
         let shown = self.inner.shown.clone();
         runtime.spawn(async move {
             let mut backoff = FIRST_BACKOFF;
+            // A Cluster node that cannot be reached (or that dropped the subscription) makes
+            // way for the next seed.
+            let mut next = 0usize;
             loop {
+                let client = &clients[next % clients.len()];
+                next = next.wrapping_add(1);
                 let attempt = tokio::time::timeout(connect_timeout, async {
                     let mut pubsub = client.get_async_pubsub().await?;
                     pubsub.subscribe(&channel).await?;

@@ -148,6 +148,7 @@ impl RedisBackendBuilder {
             )
         };
         let mut seeds = Vec::new();
+        let mut listeners = Vec::new();
         let client = if self.cluster || self.nodes.len() > 1 {
             let mut infos = Vec::with_capacity(self.nodes.len());
             for u in &self.nodes {
@@ -160,6 +161,14 @@ impl RedisBackendBuilder {
                     }
                     _ => {}
                 }
+                // A plain connection to each seed for the invalidation subscriber: a Cluster
+                // forwards every PUBLISH to all of its nodes, so any one node hears them all.
+                let plain = info.clone().set_tcp_settings(tcp_settings());
+                let plain = match &certs {
+                    Some(certs) => redis::Client::build_with_tls(plain, certs.clone()),
+                    None => redis::Client::open(plain),
+                };
+                listeners.push(plain.map_err(|e| bad_url(u, e))?);
                 infos.push(info);
             }
             let mut builder = ClusterClient::builder(infos)
@@ -179,7 +188,9 @@ impl RedisBackendBuilder {
                 Some(certs) => redis::Client::build_with_tls(info, certs),
                 None => redis::Client::open(info),
             };
-            Client::Single(client.map_err(|e| bad_url(first, e))?)
+            let client = client.map_err(|e| bad_url(first, e))?;
+            listeners.push(client.clone());
+            Client::Single(client)
         };
         // Who connects where, for messages about the first node; the URL parsed above already.
         let first_info = redis::IntoConnectionInfo::into_connection_info(first.expose())
@@ -222,6 +233,7 @@ impl RedisBackendBuilder {
                 op_timeout: self.op_timeout,
                 allow_unprefixed_clear: self.allow_unprefixed_clear,
                 seeds,
+                listeners,
             }),
         })
     }
@@ -374,6 +386,9 @@ struct Inner {
     allow_unprefixed_clear: bool,
     /// The Cluster seed nodes as `(host, port)`; empty for a single node.
     seeds: Vec<(String, u16)>,
+    /// Clients of single nodes for the invalidation subscriber, tried in turn: the server,
+    /// or each Cluster seed.
+    listeners: Vec<redis::Client>,
 }
 
 impl Inner {
