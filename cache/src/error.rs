@@ -145,10 +145,23 @@ pub enum CacheError {
     ZeroTtl,
     /// The configuration is invalid. The message names the field, the environment variable
     /// that sets it, and what to do.
-    #[error("invalid cache configuration at `{path}` ({}): {message}", crate::config::env_hint(.path))]
+    #[error("invalid cache configuration at `{path}` ({env}): {message}")]
     Config {
         /// The field path, such as `backends[0].type`.
         path: String,
+        /// Where the field is set from the environment, such as
+        /// ``env `LEX_CACHE__BACKENDS__0__TYPE` ``.
+        env: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A builder was given a value it cannot use. Built from configuration, the same mistake
+    /// is reported as [`Config`](Self::Config), at the field's path.
+    #[error("invalid setting `{setting}`: {message}")]
+    InvalidSetting {
+        /// The builder's setting, named as the configuration field of a backend, such as
+        /// `pool_size` or `memory.max_entries`.
+        setting: String,
         /// What is wrong and how to fix it.
         message: String,
     },

@@ -54,6 +54,7 @@ mod observe;
 mod protect;
 mod registry;
 mod request;
+mod secret;
 mod store;
 mod warm;
 

@@ -79,13 +79,12 @@ impl CacheModule {
     }
 }
 
-/// Moves a builder's field path under `backends[index]`.
+/// A builder's setting as the configuration field it came from, under `backends[index]`.
 fn at_backend(index: usize) -> impl Fn(CacheError) -> CacheError {
     move |e| match e {
-        CacheError::Config { path, message } => CacheError::Config {
-            path: format!("backends[{index}].{path}"),
-            message,
-        },
+        CacheError::InvalidSetting { setting, message } => {
+            crate::config::invalid(format!("backends[{index}].{setting}"), message)
+        }
         other => other,
     }
 }
@@ -136,12 +135,11 @@ async fn build(
         BackendKind::Redis => {
             let mut urls = b.redis_urls().into_iter();
             let Some(first) = urls.next() else {
-                return Err(CacheError::Config {
-                    path: format!("backends[{index}].redis_url"),
-                    message: "a redis backend needs `redis_url` (or `host`, or `nodes` for a \
-                              Cluster), e.g. redis://127.0.0.1:6379/0"
-                        .into(),
-                });
+                return Err(crate::config::invalid(
+                    format!("backends[{index}].redis_url"),
+                    "a redis backend needs `redis_url` (or `host`, or `nodes` for a Cluster), \
+                     e.g. redis://127.0.0.1:6379/0",
+                ));
             };
             let mut builder = urls
                 .fold(RedisBackend::builder(first), |builder, url| {

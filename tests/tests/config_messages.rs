@@ -175,3 +175,49 @@ fn user_info_in_host_or_servers_is_refused_without_repeating_it() {
     );
     assert!(!t.contains("Zq8pw"), "{t}");
 }
+
+/// A builder used from code names its own setting, never an environment variable that does
+/// not exist; the same mistake made in configuration names the field and its variable.
+#[tokio::test]
+async fn builder_errors_name_the_setting_and_configuration_errors_the_variable() {
+    use lexigram_cache::{MemcachedBackend, MemoryBackend, RedisBackend};
+    let errors = [
+        MemoryBackend::builder()
+            .max_entries(0)
+            .build()
+            .expect_err("no entries"),
+        MemcachedBackend::builder(["127.0.0.1:1"])
+            .pool_size(0)
+            .build()
+            .expect_err("no pool"),
+        RedisBackend::builder("redis://127.0.0.1:1")
+            .ca_file("/nonexistent/ca.pem")
+            .build()
+            .expect_err("no CA file"),
+    ];
+    for (e, setting) in errors
+        .iter()
+        .zip(["memory.max_entries", "pool_size", "ca_file"])
+    {
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("invalid setting `{setting}`: ")),
+            "{text}"
+        );
+        assert!(!text.contains("LEX_CACHE"), "{text}");
+    }
+    // The builder's error, raised while booting from variables.
+    let config = from_vars(&[
+        ("LEX_CACHE__BACKENDS__0__TYPE", "redis"),
+        ("LEX_CACHE__BACKENDS__0__REDIS_URL", "rediss://127.0.0.1:1"),
+        ("LEX_CACHE__BACKENDS__0__CA_FILE", "/nonexistent/ca.pem"),
+    ])
+    .expect("loads");
+    let text = message(CacheModule::configure(config).await);
+    assert!(
+        text.contains("`backends[0].ca_file`")
+            && text.contains("LEX_CACHE__BACKENDS__0__CA_FILE")
+            && text.contains("cannot read the CA file"),
+        "{text}"
+    );
+}

@@ -239,8 +239,8 @@ impl MemoryBackendBuilder {
 
     /// Builds the backend, checking the options.
     pub fn build(self) -> Result<MemoryBackend, CacheError> {
-        let bad = |path: &str, message: &str| CacheError::Config {
-            path: path.into(),
+        let bad = |setting: &str, message: &str| CacheError::InvalidSetting {
+            setting: setting.into(),
             message: message.into(),
         };
         if self.max_entries == 0 {

@@ -27,10 +27,7 @@ pub(super) fn is_indexed(name: &str) -> bool {
 }
 
 fn invalid(path: String, message: impl Into<String>) -> CacheError {
-    CacheError::Config {
-        path,
-        message: message.into(),
-    }
+    super::invalid(path, message)
 }
 
 /// Merges the entries that `vars` (sorted, each [`is_indexed`]) spell into `tree`'s

@@ -142,7 +142,7 @@ impl ConfigSources {
                      variable: `{name}__0=...`, `{name}__1=...`"
                 ));
             }
-            CacheError::Config { path, message }
+            super::invalid(path, message)
         })
     }
 }
@@ -368,12 +368,11 @@ pub(super) fn check_gaps(tree: &Value, path: &str) -> Result<(), CacheError> {
             for (i, v) in items.iter().enumerate() {
                 let child = format!("{path}[{i}]");
                 if v.is_null() {
-                    return Err(CacheError::Config {
-                        path: child,
-                        message: "is missing: indexed variables must number list elements \
-                                  from 0 without gaps"
-                            .into(),
-                    });
+                    return Err(super::invalid(
+                        child,
+                        "is missing: indexed variables must number list elements from 0 \
+                         without gaps",
+                    ));
                 }
                 check_gaps(v, &child)?;
             }

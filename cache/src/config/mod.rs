@@ -9,17 +9,24 @@ mod functions;
 mod list;
 mod load;
 mod model;
-mod secret;
 mod security;
 mod validate;
 
+pub use crate::secret::{Secret, ServerUrl};
+pub(crate) use load::env_var;
 pub use load::{ConfigSources, ENV_PREFIX};
-pub(crate) use load::{env_hint, env_var};
 pub use model::{
     BackendConfig, BackendKind, CacheConfig, FunctionConfig, MemoryConfig, NearConfig,
     ServiceConfig,
 };
-pub(crate) use secret::scrub;
-pub use secret::{Secret, ServerUrl};
 pub(crate) use security::{check as check_security, production_reason};
 pub(crate) use validate::validate;
+
+/// The error for the configuration field at `path`, naming the variable that sets it.
+pub(crate) fn invalid(path: String, message: impl Into<String>) -> crate::CacheError {
+    crate::CacheError::Config {
+        env: load::env_hint(&path),
+        path,
+        message: message.into(),
+    }
+}

@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::duration;
-use super::secret::{Secret, ServerUrl};
 use crate::backend::memory::MemoryEngine;
 use crate::codec::{Compression, Format};
+use crate::secret::{Secret, ServerUrl};
 
 /// The whole `cache:` section.
 ///

@@ -144,10 +144,10 @@ pub(crate) fn check(config: &CacheConfig, production: Option<&str>) -> Result<()
                 env_var(&server.field)
             );
             if let Some(reason) = production {
-                return Err(CacheError::Config {
-                    path: server.field,
-                    message: format!("{message} (refused because {reason})"),
-                });
+                return Err(super::invalid(
+                    server.field,
+                    format!("{message} (refused because {reason})"),
+                ));
             }
             tracing::warn!(backend = %b.name, "{message}; this would be refused in production");
         }

@@ -21,10 +21,7 @@ fn durations<'a>(
 }
 
 fn invalid(path: String, message: impl Into<String>) -> CacheError {
-    CacheError::Config {
-        path,
-        message: message.into(),
-    }
+    super::invalid(path, message)
 }
 
 /// A setting that the backend's type does not use: it would be ignored, and a Redis URL on a
@@ -121,7 +118,7 @@ fn check_servers(i: usize, b: &BackendConfig) -> Result<(), CacheError> {
                 format!(
                     "`{}` has user info; write host:port here and set Memcached credentials \
                      with `username` and `password`",
-                    super::secret::redact(server)
+                    crate::secret::redact(server)
                 ),
             ));
         }

@@ -207,9 +207,9 @@ impl fmt::Debug for MemcachedBackendBuilder {
     }
 }
 
-fn config_error(path: &str, message: impl Into<String>) -> CacheError {
-    CacheError::Config {
-        path: path.into(),
+fn config_error(setting: &str, message: impl Into<String>) -> CacheError {
+    CacheError::InvalidSetting {
+        setting: setting.into(),
         message: message.into(),
     }
 }

@@ -28,8 +28,8 @@ use tokio::sync::OnceCell;
 
 use super::glob;
 use super::{CacheBackend, LockAttempt};
-use crate::config::{ServerUrl, scrub};
 use crate::error::{BackendError, CacheError};
+use crate::secret::{ServerUrl, scrub};
 
 /// Keys asked for per `SCAN` round trip and deleted per `UNLINK`.
 const SCAN_BATCH: usize = 500;
@@ -266,9 +266,9 @@ fn tcp_settings() -> redis::io::tcp::TcpSettings {
     settings
 }
 
-fn config_error(path: &str, message: impl Into<String>) -> CacheError {
-    CacheError::Config {
-        path: path.into(),
+fn config_error(setting: &str, message: impl Into<String>) -> CacheError {
+    CacheError::InvalidSetting {
+        setting: setting.into(),
         message: message.into(),
     }
 }
