@@ -269,7 +269,21 @@ impl Store {
                     }
                     None => None,
                 };
-                let found = match self.remote("get", key, backend.get(key)).await? {
+                let read = match self.guarded("get", backend.get(key)).await {
+                    Ok(read) => read,
+                    Err(e) => {
+                        let e = self.backend_error("get", key, e);
+                        // The server cannot be read (stopped, unreachable, the breaker open):
+                        // a value the near tier still holds beats a body run or an error.
+                        if let Some((v, timing)) = near.as_ref().and_then(|n| n.get_held::<T>(key))
+                        {
+                            self.counters.incr(Counter::NearHits);
+                            return Ok(Found::Fresh(v, Some(timing)));
+                        }
+                        return Err(e);
+                    }
+                };
+                let found = match read {
                     Some(bytes) => self.decode::<T>(key, &bytes, version),
                     None => Found::Miss,
                 };

@@ -49,7 +49,8 @@ pub struct NearOptions {
     pub max_entries: u64,
     /// How long a value stays in the tier at most, whatever its own ttl: the longest a
     /// process can serve a value another process changed, if the invalidation is lost.
-    /// Default 5 s.
+    /// While the server cannot be read, a held value is served past this, up to its own
+    /// expiry, rather than failing the read. Default 5 s.
     pub ttl: Duration,
     /// Use the tier on a backend that cannot tell other processes of changes (Memcached, a
     /// custom backend): the tier then relies on [`ttl`](Self::ttl) alone, and
@@ -172,6 +173,24 @@ impl Near {
             return None;
         }
         // Another type under this key is a miss here; the server read decides what it is.
+        let v = entry.value.downcast_ref::<T>()?.clone();
+        Some((v, entry.timing))
+    }
+
+    /// A value of type `T` under `key` that may be past the tier's ttl cap but not past its
+    /// own expiry on the server, for a read the server could not answer. The cap bounds how
+    /// long a change announced by nobody can go unseen; while this process cannot reach the
+    /// server, no other process can change the value there either, and a lost subscription
+    /// has emptied the tier already.
+    pub(crate) fn get_held<T: CacheValue>(&self, key: &str) -> Option<(T, Timing)> {
+        let s = &*self.shared;
+        if !s.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let entry = s.entries.get(key)?;
+        if !super::fresh_at(entry.timing.expires_ms, crate::clock::wall_ms()) {
+            return None;
+        }
         let v = entry.value.downcast_ref::<T>()?.clone();
         Some((v, entry.timing))
     }
