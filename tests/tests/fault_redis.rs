@@ -202,3 +202,33 @@ async fn debug_sleep_opens_then_closes_the_breaker() {
     })
     .await;
 }
+
+/// Redis down long enough for the client's own reconnect attempts to give up, then back: the
+/// first call after it returns is served (its connection is opened then), so the breaker's
+/// first probe closes the breaker instead of failing on the refusal left from the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_call_after_a_long_outage_reaches_the_restarted_server() {
+    let mut server = RedisServer::start();
+    let port = server.port();
+    let cache = cache_at(&server.url(), Duration::from_secs(2));
+    cache.set("k", &"v".to_string(), None).await.expect("set");
+    server.kill();
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_millis(4500) {
+        let _ = cache.get::<String>("k").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cache.stats().breaker_open, "{:?}", cache.stats());
+    let opens = cache.stats().breaker_opens;
+    let _server = RedisServer::start_at(port);
+    // Nobody calls while it comes back, and the open period runs out.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let first = cache.get::<String>("k").await;
+    let after = cache.stats();
+    assert!(
+        matches!(first, Ok(None)),
+        "the first call after the restart reaches the (empty) server: {first:?}"
+    );
+    assert!(!after.breaker_open, "the probe closed the breaker: {after:?}");
+    assert_eq!(after.breaker_opens, opens, "{after:?}");
+}

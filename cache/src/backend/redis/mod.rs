@@ -656,20 +656,32 @@ impl Inner {
     }
 
     /// Runs one command under the operation timeout.
+    ///
+    /// A refused connection is tried once more within the same timeout: the client answers
+    /// the first request after a failed reconnect with that failure, without sending it, and
+    /// only then reconnects. After an outage longer than the client's own retries, the
+    /// breaker's probe would otherwise always fail on a server that is back, and keep the
+    /// breaker open for another period. Nothing was sent, so nothing runs twice.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BackendError> {
         let mut conn = self.conn_within().await?;
-        self.bounded_on(&mut conn, async |c| cmd.query_async(c).await)
-            .await
+        self.bounded_on(&mut conn, async |c| match cmd.query_async(c).await {
+            Err(e) if e.is_connection_refusal() => cmd.query_async(c).await,
+            other => other,
+        })
+        .await
     }
 
-    /// Runs one pipeline under the operation timeout.
+    /// Runs one pipeline under the operation timeout, like [`query`](Self::query).
     async fn query_pipe<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, BackendError> {
         let mut conn = self.conn_within().await?;
-        self.bounded_on(&mut conn, async |c| pipe.query_async(c).await)
-            .await
+        self.bounded_on(&mut conn, async |c| match pipe.query_async(c).await {
+            Err(e) if e.is_connection_refusal() => pipe.query_async(c).await,
+            other => other,
+        })
+        .await
     }
 
     /// Runs one command on one Cluster node, under the operation timeout.
