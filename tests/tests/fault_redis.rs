@@ -229,6 +229,46 @@ async fn the_first_call_after_a_long_outage_reaches_the_restarted_server() {
         matches!(first, Ok(None)),
         "the first call after the restart reaches the (empty) server: {first:?}"
     );
-    assert!(!after.breaker_open, "the probe closed the breaker: {after:?}");
+    assert!(
+        !after.breaker_open,
+        "the probe closed the breaker: {after:?}"
+    );
+    assert_eq!(after.breaker_opens, opens, "{after:?}");
+}
+
+/// A black hole that also swallows the replacement connection, while the breaker is open:
+/// the backend keeps trying to replace the silent connection in the background, so once new
+/// connections reach a live Redis the breaker's first probe finds the new connection instead
+/// of timing out on the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_connection_is_retried_while_the_breaker_is_open() {
+    let old = RedisServer::start();
+    let new = RedisServer::start();
+    let proxy = Proxy::start(&format!("127.0.0.1:{}", old.port())).await;
+    let cache = cache_at(&format!("redis://{}", proxy.addr()), Duration::from_secs(2));
+    cache.set("k", &"old".to_string(), None).await.expect("set");
+    let on_new = cache_at(&new.url(), Duration::from_secs(2));
+    on_new
+        .set("k", &"new".to_string(), None)
+        .await
+        .expect("set");
+
+    proxy.set_mode(Mode::BlackHole);
+    for _ in 0..5 {
+        let _ = cache.get::<String>("k").await;
+    }
+    assert!(cache.stats().breaker_open, "{:?}", cache.stats());
+    // The first replacement attempt is swallowed too (connect timeout 500 ms).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    proxy.reroute(&format!("127.0.0.1:{}", new.port()));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let opens = cache.stats().breaker_opens;
+    let probe = cache.get::<String>("k").await;
+    let after = cache.stats();
+    assert_eq!(
+        probe.expect("the probe reaches the live server").as_deref(),
+        Some("new")
+    );
+    assert!(!after.breaker_open, "{after:?}");
     assert_eq!(after.breaker_opens, opens, "{after:?}");
 }

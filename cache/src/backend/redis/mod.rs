@@ -474,19 +474,32 @@ impl Inner {
             timeouts,
             "Redis did not answer {timeouts} calls in a row; opening a new connection to replace this one"
         );
+        // Tried again after each failure until it works or the old connection answers again
+        // (which clears the count): while the breaker is open, calls that would time out
+        // come only once a period, and waiting for them would keep the breaker open a
+        // period longer after the server is reachable again.
         tokio::spawn(async move {
             let next = generation + 1;
-            match me.connect_now(next).await {
-                Ok(conn) => {
-                    let mut slot = me.slot.write();
-                    if slot.generation == generation {
-                        slot.generation = next;
-                        slot.cell = Arc::new(OnceCell::new_with(Some(conn)));
+            loop {
+                match me.connect_now(next).await {
+                    Ok(conn) => {
+                        let mut slot = me.slot.write();
+                        if slot.generation == generation {
+                            slot.generation = next;
+                            slot.cell = Arc::new(OnceCell::new_with(Some(conn)));
+                        }
+                        me.timeouts.store(0, Ordering::Relaxed);
+                        break;
                     }
-                    me.timeouts.store(0, Ordering::Relaxed);
+                    Err(e) => {
+                        tracing::warn!(server = %me.shown, error = %e, "no new connection to Redis yet; trying again");
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(server = %me.shown, error = %e, "no new connection to Redis yet; the next timeouts try again");
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+                if me.timeouts.load(Ordering::Relaxed) == 0
+                    || me.slot.read().generation != generation
+                {
+                    break;
                 }
             }
             me.reconnecting.store(false, Ordering::Release);
