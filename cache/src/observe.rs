@@ -60,6 +60,11 @@ pub struct CacheStats {
     /// Whether the near tier serves now: subscribed to invalidations (always, for a tier that
     /// relies on its ttl alone). `false` without a near tier.
     pub near_live: bool,
+    /// Writes of cached calls that outlived their call's cache budget and went on in the
+    /// background (their failures count in `errors`, like any write's).
+    pub background_writes: u64,
+    /// Writes dropped because too many were in flight in the background already.
+    pub background_writes_dropped: u64,
 }
 
 impl CacheStats {

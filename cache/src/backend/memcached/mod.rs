@@ -590,6 +590,10 @@ fn exptime_at(ttl: Option<Duration>, now: u64) -> u64 {
 
 #[async_trait]
 impl CacheBackend for MemcachedBackend {
+    fn op_timeout(&self) -> Option<Duration> {
+        Some(self.inner.op_timeout)
+    }
+
     fn kind(&self) -> &'static str {
         "memcached"
     }
