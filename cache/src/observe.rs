@@ -63,7 +63,8 @@ pub struct CacheStats {
     /// Writes of cached calls that outlived their call's cache budget and went on in the
     /// background (their failures count in `errors`, like any write's).
     pub background_writes: u64,
-    /// Writes dropped because too many were in flight in the background already.
+    /// Writes (stores, and releases of fill locks, which then expire with their ttl) dropped
+    /// because 1024 were waiting for the backend in the background already.
     pub background_writes_dropped: u64,
 }
 

@@ -120,7 +120,8 @@ pub struct CacheOptions {
     /// take (the read, the fill lock and its polls, the store and the unlock). When it is
     /// spent the call runs the body without the cache and returns its value; a store still
     /// going then finishes in the background. Default `None`: the backend's operation
-    /// timeout, so a call pays a sick server one timeout at most.
+    /// timeout, so a call pays a sick server one timeout at most. The memory backend makes
+    /// no round trips and ignores it.
     pub call_budget: Option<Duration>,
     /// An in-process tier in front of a remote backend, holding values as their Rust type
     /// (see [`NearOptions`]). Default `None` here; the configuration turns it on for Redis
