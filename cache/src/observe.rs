@@ -60,6 +60,12 @@ pub struct CacheStats {
     /// Whether the near tier serves now: subscribed to invalidations (always, for a tier that
     /// relies on its ttl alone). `false` without a near tier.
     pub near_live: bool,
+    /// Writes of cached calls that outlived their call's cache budget and went on in the
+    /// background (their failures count in `errors`, like any write's).
+    pub background_writes: u64,
+    /// Writes (stores, and releases of fill locks, which then expire with their ttl) dropped
+    /// because 1024 were waiting for the backend in the background already.
+    pub background_writes_dropped: u64,
 }
 
 impl CacheStats {

@@ -115,6 +115,7 @@ async fn build(
             0
         },
         breaker_open_for: service.breaker_open_for,
+        call_budget: b.call_budget,
         near: near_options(b),
     };
     match b.kind {

@@ -80,6 +80,11 @@ fn every_duration_has_a_range_checked_at_load() {
             "backends[0].op_timeout",
         ),
         (
+            "LEX_CACHE__BACKENDS__0__CALL_BUDGET",
+            "2days",
+            "backends[0].call_budget",
+        ),
+        (
             "LEX_CACHE__BACKENDS__0__MEMORY__TIME_TO_IDLE",
             "99999y",
             "backends[0].memory.time_to_idle",

@@ -29,6 +29,7 @@ const FIELDS: &[&str] = &[
     "backends.0.ca_file",
     "backends.0.connect_timeout",
     "backends.0.op_timeout",
+    "backends.0.call_budget",
     "backends.0.servers.0",
     "backends.0.pool_size",
     "backends.0.max_item_size",

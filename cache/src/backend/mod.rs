@@ -44,6 +44,14 @@ pub trait CacheBackend: Send + Sync + 'static {
     /// A short name of the backend kind, such as `memory` or `redis`, for logs and health.
     fn kind(&self) -> &'static str;
 
+    /// How long one operation may take before it fails as a timeout, if the backend bounds
+    /// its operations. A cached call's cache budget defaults to it
+    /// ([`CacheOptions::call_budget`](crate::CacheOptions::call_budget)). The default: `None`,
+    /// the backend does not say.
+    fn op_timeout(&self) -> Option<Duration> {
+        None
+    }
+
     /// The value under `key`, or `Ok(None)` when it is missing or expired.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError>;
 
@@ -165,6 +173,9 @@ macro_rules! forward_backend {
         impl<B: CacheBackend + ?Sized> CacheBackend for $ptr<B> {
             fn kind(&self) -> &'static str {
                 (**self).kind()
+            }
+            fn op_timeout(&self) -> Option<Duration> {
+                (**self).op_timeout()
             }
             async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
                 (**self).get(key).await

@@ -1,9 +1,11 @@
 //! The fill protocol: a read, then on a miss the body under single flight, the backend's fill
-//! lock, XFetch early refresh and stale-if-error, and the store of its `Ok` value.
+//! lock, XFetch early refresh and stale-if-error, and the store of its `Ok` value. All round
+//! trips of one fill share its cache budget ([`Budget`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::budget::Budget;
 use super::{Cache, CacheValue, FillPolicy, Ttl};
 use crate::clock::wall_ms;
 use crate::observe::{Counter, short_key};
@@ -58,14 +60,17 @@ impl Cache {
         if !self.inner.options.enabled {
             return init().await;
         }
+        let mut budget = Budget::new(self.inner.budget, self.inner.store.op_timeout());
         // The ttl is resolved only when a value is about to be stored: a hit needs none, and a
         // bad ttl is reported once per store, not once per read.
-        let stale = match self.read_quietly::<T>(key, version).await {
+        let stale = match self.read_quietly::<T>(&mut budget, key, version).await {
             Found::Fresh(v, timing) => {
                 self.inner.store.count_in(policy.function, Counter::Hits);
                 if policy.early_refresh && self.refresh_due(timing, policy.beta) {
                     let ttl = self.fill_ttl(key, ttl, policy);
-                    return Ok(self.refresh_early(key, ttl, version, policy, v, init).await);
+                    return Ok(self
+                        .refresh_early(&mut budget, key, ttl, version, policy, v, init)
+                        .await);
                 }
                 return Ok(v);
             }
@@ -86,7 +91,7 @@ impl Cache {
                 ..*policy
             };
             return self
-                .produce(key, ttl, version, &inner_policy, stale, init)
+                .produce(&mut budget, key, ttl, version, &inner_policy, stale, init)
                 .await
                 .map(|p| p.value);
         }
@@ -101,12 +106,15 @@ impl Cache {
                     // lock's attempt reads the value again in its own round trip; without the
                     // lock, read here.
                     if !self.locks(policy)
-                        && let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await
+                        && let Found::Fresh(v, _) =
+                            self.read_quietly::<T>(&mut budget, key, version).await
                     {
                         leader.publish(Arc::new(v.clone()), false);
                         return Ok(v);
                     }
-                    let produced = self.produce(key, ttl, version, policy, stale, init).await?;
+                    let produced = self
+                        .produce(&mut budget, key, ttl, version, policy, stale, init)
+                        .await?;
                     // A stale value served after a failed body goes to the waiters too, so
                     // they do not each run the failing body again.
                     leader.publish(Arc::new(produced.value.clone()), produced.stale);
@@ -139,7 +147,9 @@ impl Cache {
                 },
                 Ok(None) => {
                     // The leader is gone without a value: take over unless it stored one.
-                    if let Found::Fresh(v, _) = self.read_quietly::<T>(key, version).await {
+                    if let Found::Fresh(v, _) =
+                        self.read_quietly::<T>(&mut budget, key, version).await
+                    {
                         return Ok(v);
                     }
                 }
@@ -154,7 +164,7 @@ impl Cache {
                 }
             }
         }
-        self.produce(key, ttl, version, policy, stale, init)
+        self.produce(&mut budget, key, ttl, version, policy, stale, init)
             .await
             .map(|p| p.value)
     }
@@ -191,8 +201,10 @@ impl Cache {
     /// One caller recomputes a hot value shortly before it expires; callers meanwhile keep
     /// getting `current`. The refresh runs in this caller, not in a spawned task, because the
     /// body of a cached function may borrow its arguments; only this caller pays for it.
+    #[allow(clippy::too_many_arguments)]
     async fn refresh_early<T, E, F, Fut>(
         &self,
+        budget: &mut Budget,
         key: &str,
         ttl: Option<Option<Duration>>,
         version: u32,
@@ -221,15 +233,17 @@ impl Cache {
         // The current value is still valid: keep serving it.
         let Some(v) = result else { return current };
         leader.publish(Arc::new(v.clone()), false);
-        self.store_quietly(key, &v, ttl, version, started.elapsed(), policy)
+        self.store_quietly(budget, key, &v, ttl, version, started.elapsed(), policy)
             .await;
         v
     }
 
     /// Runs `init` and stores its `Ok` value: behind the backend's fill lock when the policy
     /// asks for it, serving `stale` if `init` fails inside the stale-if-error window.
+    #[allow(clippy::too_many_arguments)]
     async fn produce<T, E, F, Fut>(
         &self,
+        budget: &mut Budget,
         key: &str,
         ttl: Option<Option<Duration>>,
         version: u32,
@@ -243,8 +257,9 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let mut lock = None;
-        if self.locks(policy) {
-            match self.acquire_lock(key, version, policy).await {
+        // A spent budget skips the lock: the body runs now either way.
+        if self.locks(policy) && !budget.spent() {
+            match self.acquire_lock(budget, key, version, policy).await {
                 Acquired::Value(value) => {
                     return Ok(Produced {
                         value,
@@ -285,16 +300,18 @@ impl Cache {
                 "the body failed; serving the expired value (stale_if_error)"
             );
             if let Some(guard) = lock {
-                guard.release().await;
+                budget.write(self, guard.release()).await;
             }
         } else {
             match lock {
                 Some(guard) => {
-                    self.store_and_release(guard, key, &value, ttl, version, compute, policy)
-                        .await;
+                    self.store_and_release(
+                        budget, guard, key, &value, ttl, version, compute, policy,
+                    )
+                    .await;
                 }
                 None => {
-                    self.store_quietly(key, &value, ttl, version, compute, policy)
+                    self.store_quietly(budget, key, &value, ttl, version, compute, policy)
                         .await;
                 }
             }
@@ -315,9 +332,11 @@ impl Cache {
     }
 
     /// Takes the backend's fill lock, or waits for the holder's value. Gives up after
-    /// `lock_wait` (or when the backend cannot lock) and lets the caller run the body.
+    /// `lock_wait` (or when the backend cannot lock, or the call's budget is spent) and lets
+    /// the caller run the body.
     async fn acquire_lock<T: CacheValue>(
         &self,
+        budget: &mut Budget,
         key: &str,
         version: u32,
         policy: &FillPolicy,
@@ -327,17 +346,15 @@ impl Cache {
         let mut backoff = Duration::from_millis(2);
         let mut waited = false;
         loop {
-            let (token, value) = match self
-                .inner
-                .store
-                .try_lock::<T>(key, version, self.inner.options.lock_ttl)
-                .await
-            {
-                Ok(attempt) => attempt,
-                Err(e) => {
+            let store = &self.inner.store;
+            let attempt = store.try_lock::<T>(key, version, self.inner.options.lock_ttl);
+            let (token, value) = match budget.io(store, "lock", key, attempt).await {
+                Some(Ok(attempt)) => attempt,
+                Some(Err(e)) => {
                     tracing::debug!(cache = %self.name(), error = %e, "no fill lock; running the body");
                     return Acquired::Nothing;
                 }
+                None => return Acquired::Nothing,
             };
             let guard = token.map(|token| LockGuard {
                 cache: self.clone(),
@@ -349,7 +366,7 @@ impl Cache {
             // leader of this one) stored it meanwhile.
             if let Some(v) = value {
                 if let Some(guard) = guard {
-                    guard.release().await;
+                    budget.write(self, guard.release()).await;
                 }
                 return Acquired::Value(v);
             }
@@ -381,6 +398,7 @@ impl Cache {
     #[allow(clippy::too_many_arguments)]
     async fn store_and_release<T: CacheValue>(
         &self,
+        budget: &mut Budget,
         guard: LockGuard,
         key: &str,
         value: &T,
@@ -390,27 +408,42 @@ impl Cache {
         policy: &FillPolicy,
     ) {
         let Some(ttl) = ttl else {
-            guard.release().await;
+            budget.write(self, guard.release()).await;
             return;
         };
         let ttl = self.jittered(ttl);
-        guard
-            .store_and_release(key, value, ttl, version, compute, policy.stale_if_error)
-            .await;
+        let (key, value, keep) = (key.to_owned(), value.clone(), policy.stale_if_error);
+        let write = async move {
+            guard
+                .store_and_release(&key, &value, ttl, version, compute, keep)
+                .await;
+        };
+        budget.write(self, write).await;
     }
 
-    /// A read whose backend errors are a miss (already logged and counted).
-    async fn read_quietly<T: CacheValue>(&self, key: &str, version: u32) -> Found<T> {
-        self.inner
-            .store
-            .find::<T>(key, version)
+    /// A read whose backend errors are a miss (already logged and counted), as is a read the
+    /// call's budget cut short.
+    async fn read_quietly<T: CacheValue>(
+        &self,
+        budget: &mut Budget,
+        key: &str,
+        version: u32,
+    ) -> Found<T> {
+        let store = &self.inner.store;
+        match budget
+            .io(store, "get", key, store.find::<T>(key, version))
             .await
-            .unwrap_or(Found::Miss)
+        {
+            Some(Ok(found)) => found,
+            Some(Err(_)) | None => Found::Miss,
+        }
     }
 
     /// A write whose errors are logged and counted, never returned. `ttl: None` = do not store.
+    #[allow(clippy::too_many_arguments)]
     async fn store_quietly<T: CacheValue>(
         &self,
+        budget: &mut Budget,
         key: &str,
         value: &T,
         ttl: Option<Option<Duration>>,
@@ -420,10 +453,19 @@ impl Cache {
     ) {
         let Some(ttl) = ttl else { return };
         let ttl = self.jittered(ttl);
-        // Errors were logged and counted where they happened.
-        let _ = self
-            .store_value(key, value, ttl, version, compute, policy.stale_if_error)
-            .await;
+        let (cache, key, value, keep) = (
+            self.clone(),
+            key.to_owned(),
+            value.clone(),
+            policy.stale_if_error,
+        );
+        let write = async move {
+            // Errors were logged and counted where they happened.
+            let _ = cache
+                .store_value(&key, &value, ttl, version, compute, keep)
+                .await;
+        };
+        budget.write(self, write).await;
     }
 
     #[cfg(test)]
@@ -496,14 +538,15 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let (cache, key, token) = (
-                self.cache.clone(),
-                std::mem::take(&mut self.key),
-                std::mem::take(&mut self.token),
-            );
-            handle.spawn(async move { cache.unlock_quietly(&key, &token).await });
-        }
+        let (cache, key, token) = (
+            self.cache.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
+        // Bounded like every write that outlives its call; a dropped release expires with
+        // the lock's ttl.
+        self.cache
+            .in_background(async move { cache.unlock_quietly(&key, &token).await });
     }
 }
 

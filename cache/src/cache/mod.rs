@@ -1,6 +1,7 @@
 //! [`Cache`]: the typed handle. Thin: every read and write goes through the store layer
 //! ([`crate::store`]), every fill through the fill protocol ([`fill`]).
 
+mod budget;
 mod fill;
 mod options;
 
@@ -39,6 +40,9 @@ struct Inner {
     store: Store,
     options: CacheOptions,
     flights: SingleFlight,
+    /// The cache budget of one cached call: `call_budget`, or the backend's `op_timeout`.
+    budget: Option<std::time::Duration>,
+    background: budget::Background,
 }
 
 /// One backend with its codec and protection: what application code calls.
@@ -110,10 +114,19 @@ impl Cache {
         let name = name.into();
         let tier = split_backend(backend, options.near.as_ref());
         let breaker = Breaker::new(options.breaker_threshold, options.breaker_open_for);
+        let store = Store::new(name, tier, options.format, options.compression, breaker);
+        // The memory backend does no I/O to bound.
+        let budget = if store.is_shared() {
+            options.call_budget.or(store.op_timeout())
+        } else {
+            None
+        };
         Cache {
             inner: Arc::new(Inner {
-                store: Store::new(name, tier, options.format, options.compression, breaker),
+                store,
                 flights: SingleFlight::default(),
+                budget,
+                background: budget::Background::default(),
                 options,
             }),
         }
@@ -136,7 +149,10 @@ impl Cache {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> CacheStats {
-        self.inner.store.stats()
+        let mut stats = self.inner.store.stats();
+        stats.background_writes = self.inner.background.started();
+        stats.background_writes_dropped = self.inner.background.dropped();
+        stats
     }
 
     pub(crate) fn count(&self, c: Counter) {

@@ -115,6 +115,14 @@ pub struct CacheOptions {
     pub breaker_threshold: u32,
     /// How long an open breaker skips the backend before one call probes it. Default 5 s.
     pub breaker_open_for: Duration,
+    /// The cache budget of one cached call (a fill of `get_or_insert_with` or a
+    /// `#[cacheable]` function): the time all its round trips to the backend together may
+    /// take (the read, the fill lock and its polls, the store and the unlock). When it is
+    /// spent the call runs the body without the cache and returns its value; a store still
+    /// going then finishes in the background. Default `None`: the backend's operation
+    /// timeout, so a call pays a sick server one timeout at most. The memory backend makes
+    /// no round trips and ignores it.
+    pub call_budget: Option<Duration>,
     /// An in-process tier in front of a remote backend, holding values as their Rust type
     /// (see [`NearOptions`]). Default `None` here; the configuration turns it on for Redis
     /// backends by default.
@@ -138,6 +146,7 @@ impl Default for CacheOptions {
             stale_if_error: None,
             breaker_threshold: 5,
             breaker_open_for: Duration::from_secs(5),
+            call_budget: None,
             near: None,
         }
     }

@@ -23,8 +23,8 @@ pub(crate) const TTL: Range = Range {
     what: "a ttl",
 };
 
-/// Timeouts and waits: `connect_timeout`, `op_timeout`, `fill_wait`, `lock_ttl`, `lock_wait`,
-/// `breaker_open_for`, and the near cache's ttl cap `near.ttl`.
+/// Timeouts and waits: `connect_timeout`, `op_timeout`, `call_budget`, `fill_wait`, `lock_ttl`,
+/// `lock_wait`, `breaker_open_for`, and the near cache's ttl cap `near.ttl`.
 pub(crate) const WAIT: Range = Range {
     min: Duration::from_millis(1),
     max: Duration::from_secs(86_400),
@@ -134,6 +134,24 @@ pub(crate) mod wait {
 
     pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&text(d))
+    }
+}
+
+/// An optional timeout or wait ([`WAIT`]), absent when unset.
+pub(crate) mod optional_wait {
+    use super::*;
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        wait::deserialize(d).map(Some)
+    }
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => wait::serialize(d, s),
+            None => s.serialize_none(),
+        }
     }
 }
 

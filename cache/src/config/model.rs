@@ -232,6 +232,12 @@ pub struct BackendConfig {
     /// `500ms`: a cache that answers later than that is slower than most bodies it saves.
     #[serde(with = "duration::wait")]
     pub op_timeout: Duration,
+    /// Remote backends: the cache budget of one cached call, the time all its round trips
+    /// (read, fill lock, store) together may take before the call runs its body without the
+    /// cache; a store still going then finishes in the background. Default unset:
+    /// `op_timeout`.
+    #[serde(with = "duration::optional_wait")]
+    pub call_budget: Option<Duration>,
     /// Memcached: the servers, `host:port` each. Keys are spread over them by rendezvous
     /// hashing.
     #[serde(with = "super::list")]
@@ -270,6 +276,7 @@ impl Default for BackendConfig {
             ca_file: None,
             connect_timeout: Duration::from_secs(2),
             op_timeout: Duration::from_millis(500),
+            call_budget: None,
             allow_unprefixed_clear: false,
             servers: Vec::new(),
             pool_size: 8,

@@ -163,6 +163,7 @@ pub(crate) fn validate(config: &CacheConfig) -> Result<usize, CacheError> {
                 &WAIT,
                 Some(b.op_timeout),
             ),
+            (format!("backends[{i}].call_budget"), &WAIT, b.call_budget),
         ])?;
     }
     for (i, b) in config.backends.iter().enumerate() {

@@ -98,6 +98,27 @@ impl Store {
         }
     }
 
+    /// How long one backend operation may take, if the backend bounds it.
+    pub(crate) fn op_timeout(&self) -> Option<Duration> {
+        match &self.tier {
+            Tier::Memory(_) => None,
+            Tier::Remote { backend, .. } => backend.op_timeout(),
+        }
+    }
+
+    /// A remote call cut short by its call's cache budget. With `counts`, the call had as long
+    /// as the backend's own timeout, so its silence is a timeout for the breaker too.
+    pub(crate) fn cut(&self, op: &'static str, key: &str, after: Duration, counts: bool) {
+        if counts {
+            let timeout = BackendError::Timeout(after);
+            self.breaker.record(&self.name, Permit::Call, Err(&timeout));
+            self.count(Counter::Errors);
+            tracing::warn!(cache = %self.name, key = short_key(key), op, after = ?after, "cache backend timeout: the call's cache budget is spent; running without the cache");
+        } else {
+            tracing::debug!(cache = %self.name, key = short_key(key), op, after = ?after, "the call's cache budget is spent; running without the cache");
+        }
+    }
+
     /// Whether the backend is shared between processes (and so has a fill lock worth taking).
     pub(crate) fn is_shared(&self) -> bool {
         matches!(self.tier, Tier::Remote { .. })

@@ -283,6 +283,29 @@ impl fmt::Debug for MemcachedBackend {
 }
 
 impl MemcachedBackend {
+    /// `mn` to each server, in the order they were given: its address and round trip, or
+    /// why it did not answer. For health pages that show servers one by one; the backend's
+    /// [`ping`](CacheBackend::ping) answers while any server does.
+    pub async fn ping_each(&self) -> Vec<(String, Result<Duration, BackendError>)> {
+        let inner = &*self.inner;
+        join_all(inner.servers.iter().map(|server| async move {
+            let start = Instant::now();
+            let pinged = match inner.exchange(server, b"mn\r\n", 1).await {
+                Ok(mut replies) => match replies.pop() {
+                    Some(Reply::NoOp) => Ok(start.elapsed()),
+                    Some(other) => Err(inner.unexpected(server, other)),
+                    None => Err(BackendError::Protocol(format!(
+                        "memcached at {} sent no reply to a ping",
+                        server.addr()
+                    ))),
+                },
+                Err(e) => Err(e),
+            };
+            (server.addr().to_owned(), pinged)
+        }))
+        .await
+    }
+
     /// A builder over `servers` (`host:port`, or `memcached://host:port`).
     pub fn builder<S: Into<String>>(
         servers: impl IntoIterator<Item = S>,
@@ -590,6 +613,10 @@ fn exptime_at(ttl: Option<Duration>, now: u64) -> u64 {
 
 #[async_trait]
 impl CacheBackend for MemcachedBackend {
+    fn op_timeout(&self) -> Option<Duration> {
+        Some(self.inner.op_timeout)
+    }
+
     fn kind(&self) -> &'static str {
         "memcached"
     }
@@ -848,22 +875,34 @@ impl CacheBackend for MemcachedBackend {
         stored.and(check_unlocked(inner, server, replies.next()))
     }
 
-    /// `mn` to every server; the slowest round trip. Fails naming the first server that did
-    /// not answer.
+    /// `mn` to every server; the slowest round trip of those that answered. The backend
+    /// answers while one server does, as its calls do: the others only make their own keys
+    /// miss, and a warning names them ([`MemcachedBackend::ping_each`] has each server's
+    /// result). Fails, naming the first server, when none answers.
     async fn ping(&self) -> Result<Duration, BackendError> {
-        let inner = &*self.inner;
-        let results = join_all(inner.servers.iter().map(|server| async move {
-            let start = Instant::now();
-            match inner.exchange(server, b"mn\r\n", 1).await?.pop() {
-                Some(Reply::NoOp) => Ok(start.elapsed()),
-                Some(other) => Err(inner.unexpected(server, other)),
-                None => Err(BackendError::Protocol("no reply".into())),
+        let mut slowest = None;
+        let mut down = Vec::new();
+        for (addr, pinged) in self.ping_each().await {
+            match pinged {
+                Ok(took) => slowest = Some(slowest.unwrap_or(Duration::ZERO).max(took)),
+                Err(e) => down.push((addr, e)),
             }
-        }))
-        .await;
-        let mut slowest = Duration::ZERO;
-        for r in results {
-            slowest = slowest.max(r?);
+        }
+        let Some(slowest) = slowest else {
+            return Err(down.into_iter().next().map_or_else(
+                || BackendError::Protocol("no memcached server to ping".into()),
+                |(_, e)| e,
+            ));
+        };
+        if !down.is_empty() {
+            let servers: Vec<String> = down
+                .iter()
+                .map(|(addr, e)| format!("{addr}: {e}"))
+                .collect();
+            tracing::warn!(
+                down = %servers.join("; "),
+                "memcached servers did not answer the ping; the others serve, and only the keys these hold miss until they are back"
+            );
         }
         Ok(slowest)
     }

@@ -1004,6 +1004,10 @@ impl RedisBackend {
 
 #[async_trait]
 impl CacheBackend for RedisBackend {
+    fn op_timeout(&self) -> Option<Duration> {
+        Some(self.inner.op_timeout)
+    }
+
     fn kind(&self) -> &'static str {
         "redis"
     }
