@@ -55,6 +55,7 @@ mod protect;
 mod registry;
 mod request;
 mod store;
+mod tags;
 mod warm;
 
 #[doc(hidden)]

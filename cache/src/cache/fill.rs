@@ -10,6 +10,7 @@ use crate::observe::{Counter, short_key};
 use crate::protect::early;
 use crate::protect::single_flight::{self, Join};
 use crate::store::{Found, Timing};
+use crate::tags::Stamp;
 
 impl Cache {
     /// The protection of fills that did not choose their own: the cache's options.
@@ -21,6 +22,7 @@ impl Cache {
             early_refresh: o.early_refresh,
             beta: o.beta,
             stale_if_error: o.stale_if_error,
+            tags: None,
         }
     }
 
@@ -83,7 +85,7 @@ impl Cache {
             // The outer call holds this key's fill lock; waiting for it would wait for itself.
             let inner_policy = FillPolicy {
                 lock: false,
-                ..*policy
+                ..policy.clone()
             };
             return self
                 .produce(key, ttl, version, &inner_policy, stale, init)
@@ -213,6 +215,7 @@ impl Cache {
             .store
             .count_in(policy.function, Counter::EarlyRefreshes);
         tracing::debug!(cache = %self.name(), key = short_key(key), "early refresh");
+        let (ttl, stamp) = self.stamp_fill(key, ttl, policy).await;
         let started = Instant::now();
         // `.ok()` at once: an error held across the store below would make the caller's
         // future `!Send` whenever the error type is (`Box<dyn Error>`).
@@ -221,7 +224,7 @@ impl Cache {
         // The current value is still valid: keep serving it.
         let Some(v) = result else { return current };
         leader.publish(Arc::new(v.clone()), false);
-        self.store_quietly(key, &v, ttl, version, started.elapsed(), policy)
+        self.store_quietly(key, &v, ttl, version, started.elapsed(), policy, stamp)
             .await;
         v
     }
@@ -255,6 +258,7 @@ impl Cache {
                 Acquired::Nothing => {}
             }
         }
+        let (ttl, stamp) = self.stamp_fill(key, ttl, policy).await;
         let started = Instant::now();
         // No error is held across an await below (the body's result is matched where it is
         // made, so no local keeps it): that would make every caller's future `!Send` whenever
@@ -290,11 +294,11 @@ impl Cache {
         } else {
             match lock {
                 Some(guard) => {
-                    self.store_and_release(guard, key, &value, ttl, version, compute, policy)
+                    self.store_and_release(guard, key, &value, ttl, version, compute, policy, stamp)
                         .await;
                 }
                 None => {
-                    self.store_quietly(key, &value, ttl, version, compute, policy)
+                    self.store_quietly(key, &value, ttl, version, compute, policy, stamp)
                         .await;
                 }
             }
@@ -388,6 +392,7 @@ impl Cache {
         version: u32,
         compute: Duration,
         policy: &FillPolicy,
+        stamp: Option<Stamp>,
     ) {
         let Some(ttl) = ttl else {
             guard.release().await;
@@ -395,8 +400,34 @@ impl Cache {
         };
         let ttl = self.jittered(ttl);
         guard
-            .store_and_release(key, value, ttl, version, compute, policy.stale_if_error)
+            .store_and_release(key, value, ttl, version, compute, policy.stale_if_error, stamp)
             .await;
+    }
+
+    /// The tag versions a fill's value records, read before its body runs: an invalidation
+    /// of a tag while the body runs then makes the value a miss, whatever data the body saw.
+    /// When the versions cannot be read the value is not stored (`ttl` becomes `None`): an
+    /// untagged copy would escape the tags' invalidations.
+    async fn stamp_fill(
+        &self,
+        key: &str,
+        ttl: Option<Option<Duration>>,
+        policy: &FillPolicy,
+    ) -> (Option<Option<Duration>>, Option<Stamp>) {
+        let Some(tags) = &policy.tags else {
+            return (ttl, None);
+        };
+        if ttl.is_none() {
+            return (None, None);
+        }
+        match self.inner.store.stamp(tags).await {
+            Ok(stamp) => (ttl, stamp),
+            Err(e) => {
+                self.inner.store.count_in(policy.function, Counter::Errors);
+                tracing::warn!(cache = %self.name(), key = short_key(key), error = %e, "tag versions not read; the value will not be stored");
+                (None, None)
+            }
+        }
     }
 
     /// A read whose backend errors are a miss (already logged and counted).
@@ -409,6 +440,7 @@ impl Cache {
     }
 
     /// A write whose errors are logged and counted, never returned. `ttl: None` = do not store.
+    #[allow(clippy::too_many_arguments)]
     async fn store_quietly<T: CacheValue>(
         &self,
         key: &str,
@@ -417,12 +449,18 @@ impl Cache {
         version: u32,
         compute: Duration,
         policy: &FillPolicy,
+        stamp: Option<Stamp>,
     ) {
         let Some(ttl) = ttl else { return };
         let ttl = self.jittered(ttl);
+        if !self.inner.options.enabled {
+            return;
+        }
         // Errors were logged and counted where they happened.
         let _ = self
-            .store_value(key, value, ttl, version, compute, policy.stale_if_error)
+            .inner
+            .store
+            .put_tagged(key, value, ttl, version, compute, policy.stale_if_error, stamp)
             .await;
     }
 
@@ -476,12 +514,13 @@ impl LockGuard {
         version: u32,
         compute: Duration,
         keep: Option<Duration>,
+        stamp: Option<Stamp>,
     ) {
         let cache = self.cache.clone();
         match cache
             .inner
             .store
-            .put_and_unlock(key, value, ttl, version, compute, keep, &self.token)
+            .put_and_unlock(key, value, ttl, version, compute, keep, &self.token, stamp)
             .await
         {
             Ok(true) => self.released = true,

@@ -207,6 +207,53 @@ impl Cache {
             .await
     }
 
+    /// Stores `value` under `key` carrying `tags`: after
+    /// [`invalidate_tag`](Self::invalidate_tag) of any of them, in this process or another
+    /// sharing the backend, reads of `key` miss. Otherwise as [`set`](Self::set).
+    ///
+    /// The value records the versions its tags have now, so an invalidation that happens
+    /// before this call, while `value` was being computed from data it changed, is not seen:
+    /// for values computed from changing data, prefer a tagged `#[cacheable]` function, whose
+    /// versions are read before its body runs. A tag is 1 to 200 bytes; a value carries at
+    /// most 64.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), lexigram_cache::CacheError> {
+    /// let cache = lexigram_cache::CacheModule::stub().cache();
+    /// cache.set_tagged("user:7:profile", &"Ada".to_string(), None, &["user:7", "users"]).await?;
+    /// cache.set_tagged("user:8:profile", &"Bob".to_string(), None, &["user:8", "users"]).await?;
+    /// cache.invalidate_tag("user:7").await?;
+    /// assert_eq!(cache.get::<String>("user:7:profile").await?, None);
+    /// assert_eq!(cache.get::<String>("user:8:profile").await?, Some("Bob".into()));
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_tagged<T: CacheValue, S: AsRef<str>>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: impl Into<Ttl>,
+        tags: &[S],
+    ) -> Result<(), CacheError> {
+        let ttl = ttl.into().resolve(self.inner.options.default_ttl)?;
+        if !self.inner.options.enabled {
+            return Ok(());
+        }
+        let stamp = self.inner.store.stamp(tags).await?;
+        self.inner
+            .store
+            .put_tagged(key, value, ttl, 0, Duration::ZERO, None, stamp)
+            .await
+    }
+
+    /// Makes every value carrying `tag` a miss, in every process sharing the backend: one
+    /// write of a new version of the tag, however many values carry it (their bytes stay on
+    /// the server until they expire or are overwritten). On Redis with a near cache, other
+    /// processes drop their copy of the tag's version at once; with a ttl-only near cache
+    /// they see it within the near cache's ttl.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<(), CacheError> {
+        self.inner.store.invalidate_tag(tag).await
+    }
+
     /// Stores `value`; with `keep`, the value stays readable as stale that long past `ttl`.
     pub(crate) async fn store_value<T: CacheValue>(
         &self,
