@@ -61,11 +61,7 @@ fn setup() -> &'static Setup {
 }
 
 async fn get(cache: &'static Cache, key: &'static str) -> String {
-    cache
-        .get::<String>(key)
-        .await
-        .expect("get")
-        .expect("a hit")
+    cache.get::<String>(key).await.expect("get").expect("a hit")
 }
 
 fn warm() {
@@ -86,8 +82,14 @@ lexigram_cache_benches::hit_groups!(
         ("memory_tagged", |_task| get(&setup().memory, "tagged")),
         ("near_untagged", |_task| get(&setup().near, "untagged")),
         ("near_tagged", |_task| get(&setup().near, "tagged")),
-        ("redis_untagged_no_near", |_task| get(&setup().remote, "untagged")),
-        ("redis_tagged_no_near", |_task| get(&setup().remote, "tagged")),
+        ("redis_untagged_no_near", |_task| get(
+            &setup().remote,
+            "untagged"
+        )),
+        ("redis_tagged_no_near", |_task| get(
+            &setup().remote,
+            "tagged"
+        )),
     ]
 );
 

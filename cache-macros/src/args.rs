@@ -57,7 +57,8 @@ impl FromMeta for RequestScopeArg {
 #[derive(Debug, Clone)]
 pub struct TagsArg(pub Vec<syn::LitStr>);
 
-const TAGS_HINT: &str = "`tags` takes an array of string templates, such as `tags = [\"user:{id}\", \"users\"]`";
+const TAGS_HINT: &str =
+    "`tags` takes an array of string templates, such as `tags = [\"user:{id}\", \"users\"]`";
 
 impl FromMeta for TagsArg {
     fn from_expr(expr: &syn::Expr) -> darling::Result<Self> {

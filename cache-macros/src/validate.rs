@@ -164,10 +164,16 @@ fn tag_templates(args: &Args, sig: &signature::Signature) -> syn::Result<Vec<Vec
             return Err(syn::Error::new(lit.span(), "a tag cannot be empty"));
         }
         let segments = key::parse(lit).map_err(|e| {
-            syn::Error::new(lit.span(), e.to_string().replace("key template", "tag template"))
+            syn::Error::new(
+                lit.span(),
+                e.to_string().replace("key template", "tag template"),
+            )
         })?;
         key::validate(&segments, sig, lit.span()).map_err(|e| {
-            syn::Error::new(lit.span(), e.to_string().replace("key template", "tag template"))
+            syn::Error::new(
+                lit.span(),
+                e.to_string().replace("key template", "tag template"),
+            )
         })?;
         out.push(segments);
     }

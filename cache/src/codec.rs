@@ -644,7 +644,11 @@ mod tests {
             payload: &payload,
         };
         let plain = env.encode_tagged(Compression::OFF, &[]);
-        assert_eq!(plain, env.to_bytes(), "untagged bytes are what older builds wrote");
+        assert_eq!(
+            plain,
+            env.to_bytes(),
+            "untagged bytes are what older builds wrote"
+        );
         assert!(!is_tagged(&plain));
         assert_eq!(tags(&plain), Ok(vec![]));
         let tagged = env.encode_tagged(Compression::OFF, &[("user:7", 11), ("users", u64::MAX)]);
@@ -659,8 +663,13 @@ mod tests {
         longer.push(0);
         assert!(tags(&longer).is_err());
         // Compressed and tagged together.
-        let big = Format::MsgPack.to_vec(&"x".repeat(4096)).expect("serializes");
-        let env = Envelope { payload: &big, ..env };
+        let big = Format::MsgPack
+            .to_vec(&"x".repeat(4096))
+            .expect("serializes");
+        let env = Envelope {
+            payload: &big,
+            ..env
+        };
         let both = env.encode_tagged(Compression::above(1024), &[("t", 1)]);
         assert_eq!(both[3], LZ4 | TAGGED);
         assert_eq!(tags(&both), Ok(vec![("t", 1)]));

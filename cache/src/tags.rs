@@ -80,7 +80,9 @@ pub(crate) fn tag_keys<S: AsRef<str>>(cache: &str, tags: &[S]) -> Result<Vec<Str
         if tag.len() > MAX_TAG_LEN {
             return Err(bad(
                 tag,
-                &format!("is longer than {MAX_TAG_LEN} bytes; use a shorter name (an id rather than a description)"),
+                &format!(
+                    "is longer than {MAX_TAG_LEN} bytes; use a shorter name (an id rather than a description)"
+                ),
             ));
         }
         let key = tag_key(tag);

@@ -37,7 +37,12 @@ async fn requests(label: &str) {
         orders(id, 1).await;
         orders(id, 2).await;
     }
-    let catalog: Option<String> = installed().cache().get("catalog:books").await.ok().flatten();
+    let catalog: Option<String> = installed()
+        .cache()
+        .get("catalog:books")
+        .await
+        .ok()
+        .flatten();
     println!(
         "{label:<34} {} database queries, catalog cached: {}",
         QUERIES.load(Ordering::Relaxed) - before,

@@ -42,6 +42,30 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// `add` stores only into an absent key: what tag versions are created with.
+async fn check_add(b: &dyn CacheBackend) {
+    let what = b.kind();
+    assert!(
+        b.add("add:k", b"1", None).await.expect("add"),
+        "{what}: absent, stored"
+    );
+    assert!(
+        !b.add("add:k", b"2", None).await.expect("add"),
+        "{what}: present, refused"
+    );
+    assert_eq!(
+        b.get("add:k").await.expect("get").as_deref(),
+        Some(&b"1"[..]),
+        "{what}"
+    );
+    b.delete("add:k").await.expect("delete");
+    assert!(
+        b.add("add:k", b"3", None).await.expect("add"),
+        "{what}: absent again"
+    );
+    b.delete("add:k").await.expect("delete");
+}
+
 /// What every backend must do with tags.
 async fn check_tags(cache: &Cache) {
     let what = cache.kind();
@@ -62,33 +86,69 @@ async fn check_tags(cache: &Cache) {
     }
 
     cache.invalidate_tag("user:7").await.expect("invalidate");
-    assert_eq!(cache.get::<u32>("a").await.expect("get"), None, "{what}: a carries user:7");
-    assert!(!cache.exists("a").await.expect("exists"), "{what}");
-    assert_eq!(cache.get::<u32>("b").await.expect("get"), Some(2), "{what}: b does not");
     assert_eq!(
-        cache.get_many::<u32>(&["a", "b", "plain"]).await.expect("get_many"),
+        cache.get::<u32>("a").await.expect("get"),
+        None,
+        "{what}: a carries user:7"
+    );
+    assert!(!cache.exists("a").await.expect("exists"), "{what}");
+    assert_eq!(
+        cache.get::<u32>("b").await.expect("get"),
+        Some(2),
+        "{what}: b does not"
+    );
+    assert_eq!(
+        cache
+            .get_many::<u32>(&["a", "b", "plain"])
+            .await
+            .expect("get_many"),
         vec![None, Some(2), Some(3)],
         "{what}"
     );
 
     cache.invalidate_tag("users").await.expect("invalidate");
-    assert_eq!(cache.get::<u32>("b").await.expect("get"), None, "{what}: b carries users");
-    assert_eq!(cache.get::<u32>("plain").await.expect("get"), Some(3), "{what}: untagged");
+    assert_eq!(
+        cache.get::<u32>("b").await.expect("get"),
+        None,
+        "{what}: b carries users"
+    );
+    assert_eq!(
+        cache.get::<u32>("plain").await.expect("get"),
+        Some(3),
+        "{what}: untagged"
+    );
 
     // Written again after the invalidation, a value carries the new version and reads.
     cache
         .set_tagged("a", &10u32, ttl, &["user:7", "users"])
         .await
         .expect("set a again");
-    assert_eq!(cache.get::<u32>("a").await.expect("get"), Some(10), "{what}");
+    assert_eq!(
+        cache.get::<u32>("a").await.expect("get"),
+        Some(10),
+        "{what}"
+    );
     assert_eq!(
         cache.get_or_insert_with("a", ttl, || async { 99u32 }).await,
         10,
         "{what}: a fill reads the tagged value"
     );
 
+    if cache.kind() != "memcached" {
+        let mut keys = cache.keys("*", 100).await.expect("keys");
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["a", "b", "plain"],
+            "{what}: tag versions are not listed"
+        );
+    }
+
     // Bad tags are refused before anything is written.
-    assert!(cache.set_tagged("bad", &1u32, ttl, &[""]).await.is_err(), "{what}");
+    assert!(
+        cache.set_tagged("bad", &1u32, ttl, &[""]).await.is_err(),
+        "{what}"
+    );
     assert_eq!(cache.get::<u32>("bad").await.expect("get"), None, "{what}");
 }
 
@@ -106,6 +166,7 @@ async fn redis_tags_with_and_without_a_near_cache() {
             .build()
             .expect("backend")
     };
+    check_add(&backend()).await;
     check_tags(&Cache::with_options("plain", backend(), options(None))).await;
     server.raw("FLUSHALL");
     let cache = Cache::with_options("near", backend(), options(Some(near(false))));
@@ -123,6 +184,7 @@ async fn redis_cluster_tags() {
     }
     let backend = builder.connect().await.expect("connect to the cluster");
     assert!(backend.is_cluster());
+    check_add(&backend).await;
     check_tags(&Cache::with_options("cluster", backend, options(None))).await;
 }
 
@@ -135,8 +197,14 @@ async fn memcached_tags_with_and_without_a_near_cache() {
             .build()
             .expect("backend")
     };
+    check_add(&backend("t0:")).await;
     check_tags(&Cache::with_options("plain", backend("t1:"), options(None))).await;
-    check_tags(&Cache::with_options("near", backend("t2:"), options(Some(near(true))))).await;
+    check_tags(&Cache::with_options(
+        "near",
+        backend("t2:"),
+        options(Some(near(true))),
+    ))
+    .await;
 }
 
 /// A tag whose version is gone (evicted, deleted, expired) is a miss for every value that
@@ -170,7 +238,12 @@ async fn a_tag_whose_version_is_gone_is_a_miss_never_the_old_value() {
     // Memcached: delete it through the backend's own byte interface.
     let cache = Cache::from_backend("memcached", memcached_backend.clone());
     gone_is_a_miss(&cache, async {
-        assert!(memcached_backend.delete(&version_key("t")).await.expect("delete"));
+        assert!(
+            memcached_backend
+                .delete(&version_key("t"))
+                .await
+                .expect("delete")
+        );
     })
     .await;
     // Memory: the version is an entry of the store like any other.
@@ -184,16 +257,42 @@ async fn a_tag_whose_version_is_gone_is_a_miss_never_the_old_value() {
 async fn gone_is_a_miss(cache: &Cache, remove_version: impl Future<Output = ()>) {
     let what = cache.kind();
     let ttl = Duration::from_secs(60);
-    cache.set_tagged("old", &1u32, ttl, &["t"]).await.expect("set");
+    cache
+        .set_tagged("old", &1u32, ttl, &["t"])
+        .await
+        .expect("set");
     cache.set("untagged", &2u32, ttl).await.expect("set");
-    assert_eq!(cache.get::<u32>("old").await.expect("get"), Some(1), "{what}");
+    assert_eq!(
+        cache.get::<u32>("old").await.expect("get"),
+        Some(1),
+        "{what}"
+    );
     remove_version.await;
-    assert_eq!(cache.get::<u32>("old").await.expect("get"), None, "{what}: version gone");
+    assert_eq!(
+        cache.get::<u32>("old").await.expect("get"),
+        None,
+        "{what}: version gone"
+    );
     // A new value with the tag creates a new version; the old value stays a miss.
-    cache.set_tagged("new", &3u32, ttl, &["t"]).await.expect("set");
-    assert_eq!(cache.get::<u32>("new").await.expect("get"), Some(3), "{what}");
-    assert_eq!(cache.get::<u32>("old").await.expect("get"), None, "{what}: not revived");
-    assert_eq!(cache.get::<u32>("untagged").await.expect("get"), Some(2), "{what}");
+    cache
+        .set_tagged("new", &3u32, ttl, &["t"])
+        .await
+        .expect("set");
+    assert_eq!(
+        cache.get::<u32>("new").await.expect("get"),
+        Some(3),
+        "{what}"
+    );
+    assert_eq!(
+        cache.get::<u32>("old").await.expect("get"),
+        None,
+        "{what}: not revived"
+    );
+    assert_eq!(
+        cache.get::<u32>("untagged").await.expect("get"),
+        Some(2),
+        "{what}"
+    );
 }
 
 struct Users {
@@ -224,15 +323,27 @@ async fn check_macro(cache: Cache) {
     assert_eq!(users.profile(7).await, "user 7");
     assert_eq!(users.profile(7).await, "user 7");
     assert_eq!(users.profile(8).await, "user 8");
-    assert_eq!(users.runs.load(Ordering::SeqCst), 2, "{what}: one run per id");
+    assert_eq!(
+        users.runs.load(Ordering::SeqCst),
+        2,
+        "{what}: one run per id"
+    );
     cache.invalidate_tag("user:7").await.expect("invalidate");
     users.profile(7).await;
     users.profile(8).await;
-    assert_eq!(users.runs.load(Ordering::SeqCst), 3, "{what}: only 7 runs again");
+    assert_eq!(
+        users.runs.load(Ordering::SeqCst),
+        3,
+        "{what}: only 7 runs again"
+    );
     cache.invalidate_tag("users").await.expect("invalidate");
     users.profile(7).await;
     users.profile(8).await;
-    assert_eq!(users.runs.load(Ordering::SeqCst), 5, "{what}: both run again");
+    assert_eq!(
+        users.runs.load(Ordering::SeqCst),
+        5,
+        "{what}: both run again"
+    );
 
     // The body saw data an invalidation then changed: the versions were read before the body,
     // so the stored value is already stale and the next call runs again.
@@ -448,8 +559,12 @@ async fn a_tag_invalidated_in_one_process_is_a_miss_in_another() {
         .cache();
     until("A's near tier subscribes", || a.stats().near_live).await;
     let ttl = Duration::from_secs(60);
-    a.set_tagged("p7", &7u32, ttl, &["user:7"]).await.expect("set");
-    a.set_tagged("p8", &8u32, ttl, &["user:8"]).await.expect("set");
+    a.set_tagged("p7", &7u32, ttl, &["user:7"])
+        .await
+        .expect("set");
+    a.set_tagged("p8", &8u32, ttl, &["user:8"])
+        .await
+        .expect("set");
     a.set("plain", &1u32, ttl).await.expect("set");
 
     let mut child = ChildProcess::spawn(&server.url());

@@ -294,8 +294,10 @@ impl Cache {
         } else {
             match lock {
                 Some(guard) => {
-                    self.store_and_release(guard, key, &value, ttl, version, compute, policy, stamp)
-                        .await;
+                    self.store_and_release(
+                        guard, key, &value, ttl, version, compute, policy, stamp,
+                    )
+                    .await;
                 }
                 None => {
                     self.store_quietly(key, &value, ttl, version, compute, policy, stamp)
@@ -400,7 +402,15 @@ impl Cache {
         };
         let ttl = self.jittered(ttl);
         guard
-            .store_and_release(key, value, ttl, version, compute, policy.stale_if_error, stamp)
+            .store_and_release(
+                key,
+                value,
+                ttl,
+                version,
+                compute,
+                policy.stale_if_error,
+                stamp,
+            )
             .await;
     }
 
@@ -460,7 +470,15 @@ impl Cache {
         let _ = self
             .inner
             .store
-            .put_tagged(key, value, ttl, version, compute, policy.stale_if_error, stamp)
+            .put_tagged(
+                key,
+                value,
+                ttl,
+                version,
+                compute,
+                policy.stale_if_error,
+                stamp,
+            )
             .await;
     }
 

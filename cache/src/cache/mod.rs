@@ -363,12 +363,14 @@ impl Cache {
     ///
     /// Only keys that are UTF-8, the keys every other method here can name; another client may
     /// have stored keys that are not, which [`clear`](Self::clear) still removes. To see every
-    /// stored key, use [`raw_keys`](Self::raw_keys).
+    /// stored key, use [`raw_keys`](Self::raw_keys). The versions of tags, stored under
+    /// reserved keys, are left out too (`raw_keys` shows them).
     pub async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, CacheError> {
         let keys = self.inner.store.keys(pattern, limit).await?;
         Ok(keys
             .into_iter()
             .filter_map(|k| String::from_utf8(k).ok())
+            .filter(|k| !k.starts_with(crate::tags::TAG_KEY_PREFIX))
             .collect())
     }
 

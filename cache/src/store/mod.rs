@@ -342,9 +342,13 @@ impl Store {
                 let Some(bytes) = self.remote("exists", key, backend.get(key)).await? else {
                     return Ok(false);
                 };
-                let fresh = Envelope::parse(&bytes)
-                    .is_ok_and(|env| fresh_at(env.expires_at_ms, wall_ms()));
-                let found = if fresh { Found::Fresh((), None) } else { Found::Miss };
+                let fresh =
+                    Envelope::parse(&bytes).is_ok_and(|env| fresh_at(env.expires_at_ms, wall_ms()));
+                let found = if fresh {
+                    Found::Fresh((), None)
+                } else {
+                    Found::Miss
+                };
                 let (found, _) = self.check_tags(key, &bytes, found).await?;
                 Ok(matches!(found, Found::Fresh(..)))
             }

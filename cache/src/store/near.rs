@@ -219,7 +219,8 @@ impl Near {
         timing: Timing,
         tags: Option<Stamp>,
     ) {
-        self.shared.insert(key, ticket, Arc::new(value), timing, tags);
+        self.shared
+            .insert(key, ticket, Arc::new(value), timing, tags);
     }
 
     /// The version of the tag under reserved key `key`, if the tier holds it.
@@ -322,9 +323,9 @@ impl Shared {
     /// Whether every tag version in `tags` is the one the tier holds.
     fn tags_current(&self, tags: &Stamp, now: u64) -> bool {
         tags.iter().all(|(key, version)| {
-            self.entries.get(key.as_str()).is_some_and(|e| {
-                e.until > now && e.value.downcast_ref::<u64>() == Some(version)
-            })
+            self.entries
+                .get(key.as_str())
+                .is_some_and(|e| e.until > now && e.value.downcast_ref::<u64>() == Some(version))
         })
     }
 

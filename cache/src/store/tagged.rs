@@ -41,13 +41,17 @@ impl Store {
                 let raw = self
                     .remote("tags", first, backend.get_many(&missing))
                     .await?;
-                let mut read = missing.iter().zip(tickets).zip(raw).map(|((k, ticket), bytes)| {
-                    let version = bytes.as_deref().and_then(tags::decode_version);
-                    if let (Some(n), Some(t), Some(v)) = (near, ticket, version) {
-                        n.insert_tag_version(k, t, v);
-                    }
-                    version
-                });
+                let mut read = missing
+                    .iter()
+                    .zip(tickets)
+                    .zip(raw)
+                    .map(|((k, ticket), bytes)| {
+                        let version = bytes.as_deref().and_then(tags::decode_version);
+                        if let (Some(n), Some(t), Some(v)) = (near, ticket, version) {
+                            n.insert_tag_version(k, t, v);
+                        }
+                        version
+                    });
                 for slot in out.iter_mut() {
                     if slot.is_none() {
                         *slot = read.next().flatten();
@@ -61,7 +65,10 @@ impl Store {
     /// The versions a value written now records for `tags`: the current ones, a tag without
     /// a version getting a new random one (add-if-absent, so that concurrent writers agree).
     /// `None` for no tags.
-    pub(crate) async fn stamp<S: AsRef<str>>(&self, tags: &[S]) -> Result<Option<Stamp>, CacheError> {
+    pub(crate) async fn stamp<S: AsRef<str>>(
+        &self,
+        tags: &[S],
+    ) -> Result<Option<Stamp>, CacheError> {
         if tags.is_empty() {
             return Ok(None);
         }
@@ -198,9 +205,7 @@ impl Store {
     pub(crate) fn memory_tags_current(m: &MemoryBackend, entry: &MemEntry) -> bool {
         match &entry.tags {
             None => true,
-            Some(stamp) => stamp
-                .iter()
-                .all(|(k, v)| memory_version(m, k) == Some(*v)),
+            Some(stamp) => stamp.iter().all(|(k, v)| memory_version(m, k) == Some(*v)),
         }
     }
 }
