@@ -524,6 +524,7 @@ impl LockGuard {
     /// Stores the value and releases the lock in one backend call; a failed call is logged and
     /// counted as a failed store, and the release is tried again on its own (by `Drop`). A
     /// value that cannot be encoded only releases the lock.
+    #[allow(clippy::too_many_arguments)]
     async fn store_and_release<T: CacheValue>(
         mut self,
         key: &str,
