@@ -15,6 +15,10 @@
 //! - no entry lives longer than [`NearOptions::ttl`], so a message that never arrives (a writer
 //!   that could not publish, a network partition, a write by another tool) costs at most that.
 //!
+//! Tag versions are entries of the tier like values, under their reserved keys: an
+//! invalidation of a tag names that key, and a tagged value is served only while the tier
+//! holds the versions it was written with.
+//!
 //! Without an invalidation stream (Memcached, a custom backend) the tier is used only when
 //! [`NearOptions::ttl_only`] says so, and then the last rule is the only one.
 
