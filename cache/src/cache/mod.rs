@@ -63,8 +63,9 @@ struct Inner {
 ///
 /// # Errors and the circuit breaker
 ///
-/// Explicit calls (`get`, `get_many`, `exists`, `set`, `set_many`, `delete`, `delete_many`,
-/// `delete_pattern`, `clear`, `keys`, `raw`) say what happened to them: a backend failure is a
+/// Explicit calls (`get`, `get_many`, `exists`, `set`, `set_many`, `set_tagged`, `delete`,
+/// `delete_many`, `delete_pattern`, `invalidate_tag`, `clear`, `keys`, `raw`) say what
+/// happened to them: a backend failure is a
 /// [`CacheError::Backend`], and so is a call the open circuit breaker skipped (its source is
 /// [`BackendError::CircuitOpen`](crate::BackendError::CircuitOpen)). A write-through update that was not stored never looks stored,
 /// and a skipped read is not mistaken for a miss. [`ping`](Self::ping) always asks the backend.
