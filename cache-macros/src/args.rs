@@ -25,6 +25,8 @@ pub struct Args {
     pub companions: Option<bool>,
     /// `request_scope`: also answer repeated calls from the current request scope.
     pub request_scope: RequestScopeArg,
+    /// `tags = ["user:{id}", "users"]`: templates of the tags a stored value carries.
+    pub tags: Option<TagsArg>,
     /// `crate = "path"`: where lexigram-cache is, for a crate that renamed the dependency.
     #[darling(rename = "crate")]
     pub krate: Option<syn::Path>,
@@ -48,6 +50,44 @@ impl FromMeta for RequestScopeArg {
             )
             .with_span(other)),
         }
+    }
+}
+
+/// `tags = ["...", ...]`: an array of string literals, each a template like `key`'s.
+#[derive(Debug, Clone)]
+pub struct TagsArg(pub Vec<syn::LitStr>);
+
+const TAGS_HINT: &str =
+    "`tags` takes an array of string templates, such as `tags = [\"user:{id}\", \"users\"]`";
+
+impl FromMeta for TagsArg {
+    fn from_expr(expr: &syn::Expr) -> darling::Result<Self> {
+        let syn::Expr::Array(array) = expr else {
+            if let syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(one),
+                ..
+            }) = expr
+            {
+                return Err(darling::Error::custom(format!(
+                    "{TAGS_HINT}; for one tag write `tags = [\"{}\"]`",
+                    one.value()
+                ))
+                .with_span(expr));
+            }
+            return Err(darling::Error::custom(TAGS_HINT).with_span(expr));
+        };
+        array
+            .elems
+            .iter()
+            .map(|e| match e {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Ok(s.clone()),
+                other => Err(darling::Error::custom(TAGS_HINT).with_span(other)),
+            })
+            .collect::<darling::Result<Vec<_>>>()
+            .map(TagsArg)
     }
 }
 
@@ -132,6 +172,7 @@ const OPTIONS: &[&str] = &[
     "skip_on_error",
     "companions",
     "request_scope",
+    "tags",
     "crate",
 ];
 

@@ -17,6 +17,8 @@ pub struct Plan {
     pub skip: Vec<syn::Ident>,
     /// The path of the runtime crate: `::lexigram_cache`, or the `crate = "..."` option.
     pub krate: TokenStream,
+    /// The `tags` templates; empty without the option.
+    pub tags: Vec<Vec<Segment>>,
 }
 
 /// The expansion's own bindings: `Span::mixed_site()` keeps them out of the user's namespace,
@@ -35,6 +37,7 @@ pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
     let ret = &plan.sig.output;
     let adapter = adapter_method(&plan.args);
     let assertions = assertions(&plan, ret);
+    let tagging = tagging(&plan);
     // A function without the option calls `run` directly: not even a task-local check.
     let run = if plan.args.request_scope.0 {
         format_ident!("run_in_request")
@@ -55,6 +58,7 @@ pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
             use #k::__private::{ProbeOption as _, ProbePlain as _, ProbeResult as _};
             #assertions
             let __lex_adapter = (&&&#k::__private::Probe::<#ret>::new()).#adapter();
+            #tagging
             let __lex_body = async move {
                 // Tells inference the block's output type, so `?` in the body converts errors
                 // into the function's error type as it would without the attribute.
@@ -193,6 +197,56 @@ fn key_expr(plan: &Plan) -> TokenStream {
         let mut __lex_ok = true;
         #(#feeds)*
         #k::__private::auto_key(&__LEX_SITE, __lex_scope, &__lex_h, __lex_ok)
+    }}
+}
+
+/// With `tags`: the tags built from their templates, and the adapter wrapped to carry them.
+/// Nothing without the option, so untagged functions expand as before.
+fn tagging(plan: &Plan) -> TokenStream {
+    if plan.tags.is_empty() {
+        return TokenStream::new();
+    }
+    let k = &plan.krate;
+    let tags = plan
+        .tags
+        .iter()
+        .map(|segments| tag_expr(segments, &plan.sig, k));
+    quote_spanned! {Span::mixed_site()=>
+        let __lex_tags: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#tags),*];
+        let __lex_adapter = #k::__private::tagged(__lex_adapter, &__lex_tags);
+    }
+}
+
+/// A `String` expression building one tag from its template, values written with Display as
+/// in key templates.
+fn tag_expr(segments: &[Segment], sig: &Signature, krate: &TokenStream) -> TokenStream {
+    let capacity: usize = segments
+        .iter()
+        .map(|s| match s {
+            Segment::Text(t) => t.len(),
+            Segment::Value(_) => 16,
+        })
+        .sum();
+    let t = internal("__lex_t");
+    let pushes = segments.iter().map(|seg| match seg {
+        Segment::Text(text) => quote!(#t.push_str(#text);),
+        Segment::Value(path) => {
+            let span = path[0].span();
+            let idents = path.iter().enumerate().map(|(i, p)| {
+                if i == 0 && p == "self" {
+                    syn::Ident::new(&sig.self_ident.to_string(), span)
+                } else {
+                    p.clone()
+                }
+            });
+            let krate = respan(krate.clone(), span);
+            quote_spanned!(span=> #krate::__private::push_display(&mut #t, &(#(#idents).*));)
+        }
+    });
+    quote_spanned! {Span::mixed_site()=> {
+        let mut __lex_t = #krate::__private::template_tag(#capacity);
+        #(#pushes)*
+        __lex_t
     }}
 }
 

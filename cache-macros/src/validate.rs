@@ -127,6 +127,7 @@ pub fn plan(args: TokenStream, item: TokenStream) -> syn::Result<(Plan, ItemFn)>
             None
         }
     };
+    let tags = tag_templates(&args, &sig)?;
     let krate = match &args.krate {
         Some(path) => quote::quote!(#path),
         None => quote::quote!(::lexigram_cache),
@@ -139,9 +140,44 @@ pub fn plan(args: TokenStream, item: TokenStream) -> syn::Result<(Plan, ItemFn)>
             template,
             skip,
             krate,
+            tags,
         },
         f,
     ))
+}
+
+/// The parsed `tags` templates, each checked like a key template: every name must be a
+/// parameter (or `self`). A template need not name every parameter: a tag groups values.
+fn tag_templates(args: &Args, sig: &signature::Signature) -> syn::Result<Vec<Vec<key::Segment>>> {
+    let Some(tags) = &args.tags else {
+        return Ok(Vec::new());
+    };
+    if tags.0.is_empty() {
+        return Err(syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "`tags = []` gives no tags; leave the option out, or name at least one tag",
+        ));
+    }
+    let mut out = Vec::with_capacity(tags.0.len());
+    for lit in &tags.0 {
+        if lit.value().is_empty() {
+            return Err(syn::Error::new(lit.span(), "a tag cannot be empty"));
+        }
+        let segments = key::parse(lit).map_err(|e| {
+            syn::Error::new(
+                lit.span(),
+                e.to_string().replace("key template", "tag template"),
+            )
+        })?;
+        key::validate(&segments, sig, lit.span()).map_err(|e| {
+            syn::Error::new(
+                lit.span(),
+                e.to_string().replace("key template", "tag template"),
+            )
+        })?;
+        out.push(segments);
+    }
+    Ok(out)
 }
 
 /// The smallest `beta`: the value is used as given, and below this early refresh would in

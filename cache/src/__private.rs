@@ -368,6 +368,49 @@ pub trait Adapter: Copy + Send + Sync {
     fn strict(self) -> bool {
         false
     }
+    /// The tags a stored value carries (`tags = [...]`); `None` for an untagged function.
+    fn tags(&self) -> Option<&[String]> {
+        None
+    }
+}
+
+/// An adapter whose stored values carry `tags`: the expansion of `tags = [...]`, which wraps
+/// the function's adapter so that the wrapper needs no parameter of its own for them.
+#[derive(Clone, Copy)]
+pub struct Tagged<'a, A> {
+    adapter: A,
+    tags: &'a [String],
+}
+
+/// `adapter`, its stored values carrying `tags`.
+pub fn tagged<A: Adapter>(adapter: A, tags: &[String]) -> Tagged<'_, A> {
+    Tagged { adapter, tags }
+}
+
+impl<A: Adapter> Adapter for Tagged<'_, A> {
+    type Output = A::Output;
+    type Value = A::Value;
+    fn split(self, out: A::Output) -> Result<A::Value, A::Output> {
+        self.adapter.split(out)
+    }
+    fn join(self, value: A::Value) -> A::Output {
+        self.adapter.join(value)
+    }
+    fn fail(self, e: CacheError) -> Option<A::Output> {
+        self.adapter.fail(e)
+    }
+    fn strict(self) -> bool {
+        self.adapter.strict()
+    }
+    fn tags(&self) -> Option<&[String]> {
+        Some(self.tags)
+    }
+}
+
+/// Starts a tag template (`tags = ["user:{id}"]`): tags take no prefix.
+#[inline]
+pub fn template_tag(capacity: usize) -> String {
+    String::with_capacity(capacity)
 }
 
 macro_rules! adapter {
@@ -747,6 +790,7 @@ where
     if let Some(ms) = site.stale_if_error_ms {
         policy.stale_if_error = Some(Duration::from_millis(ms));
     }
+    policy.tags = adapter.tags().map(std::sync::Arc::from);
     let filled = cache
         .fill_with(&key, ttl, site.version, &policy, move || async move {
             adapter.split(body.await)

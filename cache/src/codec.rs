@@ -7,7 +7,7 @@
 //! | 0 | magic `0xC7` |
 //! | 1 | envelope format version: 1, or 2 when a flag is set |
 //! | 2 | format id: 1 = MessagePack, 2 = JSON |
-//! | 3 | flags: bits 0-1 the compression of the payload (0 = none, 1 = LZ4 block), others 0 |
+//! | 3 | flags: bits 0-1 the compression of the payload (0 = none, 1 = LZ4 block), bit 2 a tags section follows the payload, others 0 |
 //! | 4..12 | type fingerprint: XXH3-64 of the Rust type name and the key-space version |
 //! | 12..20 | stored at, ms since the UNIX epoch |
 //! | 20..28 | logical expiry, ms since the UNIX epoch (0 = never) |
@@ -15,6 +15,12 @@
 //! | 36..40 | measured compute time of the value, µs (for early refresh) |
 //! | 40..44 | payload length |
 //! | 44.. | payload |
+//! | after the payload | with flag bit 2 only: the tags section |
+//!
+//! The tags section records the version each tag of the value had when it was written: a
+//! count (2 bytes), then per tag its version (8 bytes), the length of its name (2 bytes) and
+//! the name (UTF-8). A read compares them with the tags' current versions (see
+//! [`Cache::set_tagged`](crate::Cache::set_tagged)).
 //!
 //! A compressed payload is the length of the serialized value (4 bytes) then its LZ4 block.
 //! Envelopes without a flag are written as version 1, byte for byte what builds before
@@ -41,6 +47,10 @@ pub const ENVELOPE_VERSION: u8 = 2;
 pub const MAX_INFLATED: usize = 64 * 1024 * 1024;
 /// Flag bits of the compression codec.
 const COMPRESSION_BITS: u8 = 0b11;
+/// Flag bit of a tags section after the payload.
+pub(crate) const TAGGED: u8 = 0b100;
+/// Every flag bit this build knows.
+const KNOWN_FLAGS: u8 = COMPRESSION_BITS | TAGGED;
 /// Compression codec id of LZ4 block compression.
 const LZ4: u8 = 1;
 /// LZ4 cannot inflate a block by more than this factor (a run of one byte costs one byte per
@@ -275,6 +285,41 @@ fn inflate_lz4(stored: &[u8]) -> Result<Vec<u8>, MissReason> {
     Ok(out)
 }
 
+/// Whether `bytes` (an envelope) carries a tags section: one flag check, so untagged values
+/// pay nothing more.
+#[inline]
+pub fn is_tagged(bytes: &[u8]) -> bool {
+    bytes.get(3).is_some_and(|flags| flags & TAGGED != 0)
+}
+
+/// The tags of an envelope and the version each had when the value was written; empty for an
+/// untagged envelope. Never panics, whatever the bytes: a damaged section is a [`MissReason`].
+pub fn tags(bytes: &[u8]) -> Result<Vec<(&str, u64)>, MissReason> {
+    if !is_tagged(bytes) {
+        return Ok(Vec::new());
+    }
+    let env = Envelope::parse(bytes)?;
+    let damaged = || MissReason::Undecodable("damaged tags section".into());
+    let mut rest = &bytes[HEADER_LEN + env.payload.len()..];
+    let (count, tail) = rest.split_first_chunk::<2>().ok_or_else(damaged)?;
+    rest = tail;
+    let count = u16::from_le_bytes(*count);
+    let mut out = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let (version, tail) = rest.split_first_chunk::<8>().ok_or_else(damaged)?;
+        let (len, tail) = tail.split_first_chunk::<2>().ok_or_else(damaged)?;
+        let len = usize::from(u16::from_le_bytes(*len));
+        let name = tail.get(..len).ok_or_else(damaged)?;
+        let name = std::str::from_utf8(name).map_err(|_| damaged())?;
+        out.push((name, u64::from_le_bytes(*version)));
+        rest = &tail[len..];
+    }
+    if !rest.is_empty() {
+        return Err(damaged());
+    }
+    Ok(out)
+}
+
 /// Why stored bytes were not accepted as a value. Every variant is treated as a miss.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -360,20 +405,30 @@ pub fn fingerprint<T: ?Sized>(version: u32) -> u64 {
 impl Envelope<'_> {
     /// Writes the header and payload into a new buffer, uncompressed (envelope version 1).
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.write(1, 0, self.payload)
+        self.write(1, 0, self.payload, &[])
     }
 
     /// Writes the header and payload into a new buffer, the payload compressed when
     /// `compression` says so (see [`Compression`]).
     pub fn encode(&self, compression: Compression) -> Vec<u8> {
+        self.encode_tagged(compression, &[])
+    }
+
+    /// [`encode`](Self::encode), with a tags section recording each tag's version at write
+    /// time when `tags` is not empty. More than `u16::MAX` tags, or a tag name longer than
+    /// `u16::MAX` bytes, cannot be recorded: callers refuse those before they get here.
+    pub fn encode_tagged(&self, compression: Compression, tags: &[(&str, u64)]) -> Vec<u8> {
+        let tag_flag = if tags.is_empty() { 0 } else { TAGGED };
         match compression.compress(self.payload) {
-            Some(packed) => self.write(ENVELOPE_VERSION, LZ4, &packed),
+            Some(packed) => self.write(ENVELOPE_VERSION, LZ4 | tag_flag, &packed, tags),
+            None if tag_flag != 0 => self.write(ENVELOPE_VERSION, tag_flag, self.payload, tags),
             None => self.to_bytes(),
         }
     }
 
-    fn write(&self, version: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    fn write(&self, version: u8, flags: u8, payload: &[u8], tags: &[(&str, u64)]) -> Vec<u8> {
+        let tags_len: usize = tags.iter().map(|(t, _)| 10 + t.len()).sum();
+        let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + 2 + tags_len);
         out.push(MAGIC);
         out.push(version);
         out.push(self.format.id());
@@ -386,6 +441,16 @@ impl Envelope<'_> {
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(payload);
+        if flags & TAGGED != 0 {
+            let count = u16::try_from(tags.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&count.to_le_bytes());
+            for (tag, version) in tags.iter().take(usize::from(count)) {
+                let name = &tag.as_bytes()[..tag.len().min(usize::from(u16::MAX))];
+                out.extend_from_slice(&version.to_le_bytes());
+                out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+                out.extend_from_slice(name);
+            }
+        }
         out
     }
 
@@ -406,7 +471,7 @@ impl Envelope<'_> {
             _ => {}
         }
         let format = Format::from_id(bytes[2]).ok_or(MissReason::UnknownFormat(bytes[2]))?;
-        if bytes[3] & !COMPRESSION_BITS != 0 || bytes[3] & COMPRESSION_BITS > LZ4 {
+        if bytes[3] & !KNOWN_FLAGS != 0 || bytes[3] & COMPRESSION_BITS > LZ4 {
             return Err(MissReason::UnknownFlags(bytes[3]));
         }
         let u64_at = |at: usize| {
@@ -420,10 +485,14 @@ impl Envelope<'_> {
             u32::from_le_bytes(b)
         };
         let len = u32_at(40) as usize;
-        let payload = bytes
-            .get(HEADER_LEN..)
-            .filter(|p| p.len() == len)
-            .ok_or(truncated)?;
+        let rest = bytes.get(HEADER_LEN..).unwrap_or_default();
+        // Untagged: the payload is the rest, exactly. Tagged: the tags section follows it.
+        let payload = if bytes[3] & TAGGED == 0 {
+            Some(rest).filter(|p| p.len() == len)
+        } else {
+            rest.get(..len)
+        }
+        .ok_or(truncated)?;
         Ok(Envelope {
             format,
             fingerprint: u64_at(4),
@@ -562,7 +631,67 @@ mod tests {
         assert_eq!(new.email, None);
     }
 
+    #[test]
+    fn tagged_envelopes_carry_their_tag_versions_and_untagged_ones_stay_version_1() {
+        let payload = Format::MsgPack.to_vec(&"v").expect("serializes");
+        let env = Envelope {
+            format: Format::MsgPack,
+            fingerprint: 9,
+            stored_at_ms: 1,
+            expires_at_ms: 2,
+            keep_until_ms: 3,
+            compute_us: 4,
+            payload: &payload,
+        };
+        let plain = env.encode_tagged(Compression::OFF, &[]);
+        assert_eq!(
+            plain,
+            env.to_bytes(),
+            "untagged bytes are what older builds wrote"
+        );
+        assert!(!is_tagged(&plain));
+        assert_eq!(tags(&plain), Ok(vec![]));
+        let tagged = env.encode_tagged(Compression::OFF, &[("user:7", 11), ("users", u64::MAX)]);
+        assert!(is_tagged(&tagged));
+        assert_eq!(tagged[1], ENVELOPE_VERSION);
+        assert_eq!(tags(&tagged), Ok(vec![("user:7", 11), ("users", u64::MAX)]));
+        let (back, _) = Envelope::decode::<String>(&tagged, 9).expect("decodes");
+        assert_eq!(back, "v");
+        // A section cut short, or with bytes past its end, is damage, never a panic.
+        assert!(tags(&tagged[..tagged.len() - 1]).is_err());
+        let mut longer = tagged.clone();
+        longer.push(0);
+        assert!(tags(&longer).is_err());
+        // Compressed and tagged together.
+        let big = Format::MsgPack
+            .to_vec(&"x".repeat(4096))
+            .expect("serializes");
+        let env = Envelope {
+            payload: &big,
+            ..env
+        };
+        let both = env.encode_tagged(Compression::above(1024), &[("t", 1)]);
+        assert_eq!(both[3], LZ4 | TAGGED);
+        assert_eq!(tags(&both), Ok(vec![("t", 1)]));
+        let (back, _) = Envelope::decode::<String>(&both, 9).expect("decodes");
+        assert_eq!(back.len(), 4096);
+    }
+
     proptest! {
+        #[test]
+        fn mutated_tagged_envelope_never_panics(at in 0usize..80, byte in any::<u8>(), cut in 0usize..90) {
+            let payload = Format::MsgPack.to_vec(&"value").expect("serializes");
+            let env = Envelope {
+                format: Format::MsgPack, fingerprint: 1, stored_at_ms: 0, expires_at_ms: 0,
+                keep_until_ms: 0, compute_us: 0, payload: &payload,
+            };
+            let mut bytes = env.encode_tagged(Compression::OFF, &[("a", 1), ("bc", 2)]);
+            if at < bytes.len() { bytes[at] = byte; }
+            bytes.truncate(cut.max(1).min(bytes.len()));
+            let _ = tags(&bytes);
+            let _ = Envelope::decode::<String>(&bytes, 1);
+        }
+
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = Envelope::decode::<User>(&bytes, fingerprint::<User>(0));

@@ -174,6 +174,10 @@ pub enum CacheError {
         /// What is wrong with it.
         message: String,
     },
+    /// A tag given to [`Cache::set_tagged`](crate::Cache::set_tagged) or a tagged fill cannot
+    /// be used; the message says why.
+    #[error("{0}")]
+    Tag(String),
     /// No cache with this name is registered.
     #[error("no cache named `{0}` is configured; add a backend with that name to `cache.backends`")]
     UnknownCache(String),

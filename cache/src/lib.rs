@@ -56,6 +56,7 @@ mod registry;
 mod request;
 mod secret;
 mod store;
+mod tags;
 mod warm;
 
 #[doc(hidden)]

@@ -188,7 +188,7 @@ fn a_hostile_inflated_length_is_refused_before_allocating() {
 #[test]
 fn unknown_flags_are_a_miss() {
     let raw = Format::MsgPack.to_vec(&page(1)).expect("serializes");
-    for flags in [2u8, 3, 4, 0x80] {
+    for flags in [2u8, 3, 8, 0x80] {
         let mut bytes = envelope(&raw, Format::MsgPack, 1).to_bytes();
         bytes[1] = 2;
         bytes[3] = flags;
@@ -197,6 +197,16 @@ fn unknown_flags_are_a_miss() {
             MissReason::UnknownFlags(flags)
         );
     }
+    // Bit 2 says a tags section follows the payload: without one, the tags do not read, and
+    // the cache treats the value as a miss.
+    let mut bytes = envelope(&raw, Format::MsgPack, 1).to_bytes();
+    bytes[1] = 2;
+    bytes[3] = 4;
+    assert!(lexigram_cache::codec::is_tagged(&bytes));
+    assert!(matches!(
+        lexigram_cache::codec::tags(&bytes),
+        Err(MissReason::Undecodable(_))
+    ));
 }
 
 proptest! {

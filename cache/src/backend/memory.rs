@@ -45,6 +45,8 @@ pub(crate) struct MemEntry {
     /// The entry is dropped from the store after this (stale-if-error keeps it past expiry).
     pub(crate) keep_until: u64,
     pub(crate) weight: u32,
+    /// A tagged value's tag versions at write time; `None` for an untagged value.
+    pub(crate) tags: Option<crate::tags::Stamp>,
 }
 
 /// Which eviction engine a [`MemoryBackend`] uses.
@@ -550,6 +552,7 @@ impl CacheBackend for MemoryBackend {
                 expires_at,
                 keep_until: expires_at,
                 weight,
+                tags: None,
             },
         );
         Ok(())
@@ -638,6 +641,7 @@ mod tests {
                 expires_at: NEVER,
                 keep_until: NEVER,
                 weight: u32::try_from(len).expect("small"),
+                tags: None,
             };
             let tenth = usize::try_from(MAX_WEIGHT / 10).expect("small");
             tracing::subscriber::with_default(CountWarnings(Arc::clone(&warnings)), || {

@@ -59,6 +59,25 @@ pub trait CacheBackend: Send + Sync + 'static {
     async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>)
     -> Result<(), BackendError>;
 
+    /// Stores `value` under `key` only if the key holds nothing; `Ok(true)` if this call
+    /// stored it. Tag versions are created with it, so that two processes creating the same
+    /// tag agree on one version. The default reads, then writes: two processes can interleave
+    /// there (each then keeps the version it wrote, and one's values read as misses in the
+    /// other until the next write settles it). Stores shared between processes override it
+    /// with one atomic command.
+    async fn add(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, BackendError> {
+        if self.get(key).await?.is_some() {
+            return Ok(false);
+        }
+        self.set(key, value, ttl).await?;
+        Ok(true)
+    }
+
     /// Removes `key`. `Ok(true)` if something was removed.
     async fn delete(&self, key: &str) -> Result<bool, BackendError>;
 
@@ -187,6 +206,14 @@ macro_rules! forward_backend {
                 ttl: Option<Duration>,
             ) -> Result<(), BackendError> {
                 (**self).set(key, value, ttl).await
+            }
+            async fn add(
+                &self,
+                key: &str,
+                value: &[u8],
+                ttl: Option<Duration>,
+            ) -> Result<bool, BackendError> {
+                (**self).add(key, value, ttl).await
             }
             async fn delete(&self, key: &str) -> Result<bool, BackendError> {
                 (**self).delete(key).await

@@ -12,6 +12,7 @@ use crate::observe::{Counter, short_key};
 use crate::protect::early;
 use crate::protect::single_flight::{self, Join};
 use crate::store::{Found, Timing};
+use crate::tags::Stamp;
 
 impl Cache {
     /// The protection of fills that did not choose their own: the cache's options.
@@ -23,6 +24,7 @@ impl Cache {
             early_refresh: o.early_refresh,
             beta: o.beta,
             stale_if_error: o.stale_if_error,
+            tags: None,
         }
     }
 
@@ -88,7 +90,7 @@ impl Cache {
             // The outer call holds this key's fill lock; waiting for it would wait for itself.
             let inner_policy = FillPolicy {
                 lock: false,
-                ..*policy
+                ..policy.clone()
             };
             return self
                 .produce(&mut budget, key, ttl, version, &inner_policy, stale, init)
@@ -225,6 +227,7 @@ impl Cache {
             .store
             .count_in(policy.function, Counter::EarlyRefreshes);
         tracing::debug!(cache = %self.name(), key = short_key(key), "early refresh");
+        let (ttl, stamp) = self.stamp_fill(key, ttl, policy).await;
         let started = Instant::now();
         // `.ok()` at once: an error held across the store below would make the caller's
         // future `!Send` whenever the error type is (`Box<dyn Error>`).
@@ -233,7 +236,7 @@ impl Cache {
         // The current value is still valid: keep serving it.
         let Some(v) = result else { return current };
         leader.publish(Arc::new(v.clone()), false);
-        self.store_quietly(budget, key, &v, ttl, version, started.elapsed(), policy)
+        self.store_quietly(budget, key, &v, ttl, version, started.elapsed(), policy, stamp)
             .await;
         v
     }
@@ -270,6 +273,7 @@ impl Cache {
                 Acquired::Nothing => {}
             }
         }
+        let (ttl, stamp) = self.stamp_fill(key, ttl, policy).await;
         let started = Instant::now();
         // No error is held across an await below (the body's result is matched where it is
         // made, so no local keeps it): that would make every caller's future `!Send` whenever
@@ -306,12 +310,12 @@ impl Cache {
             match lock {
                 Some(guard) => {
                     self.store_and_release(
-                        budget, guard, key, &value, ttl, version, compute, policy,
+                        budget, guard, key, &value, ttl, version, compute, policy, stamp,
                     )
                     .await;
                 }
                 None => {
-                    self.store_quietly(budget, key, &value, ttl, version, compute, policy)
+                    self.store_quietly(budget, key, &value, ttl, version, compute, policy, stamp)
                         .await;
                 }
             }
@@ -406,6 +410,7 @@ impl Cache {
         version: u32,
         compute: Duration,
         policy: &FillPolicy,
+        stamp: Option<Stamp>,
     ) {
         let Some(ttl) = ttl else {
             budget.write(self, guard.release()).await;
@@ -415,10 +420,36 @@ impl Cache {
         let (key, value, keep) = (key.to_owned(), value.clone(), policy.stale_if_error);
         let write = async move {
             guard
-                .store_and_release(&key, &value, ttl, version, compute, keep)
+                .store_and_release(&key, &value, ttl, version, compute, keep, stamp)
                 .await;
         };
         budget.write(self, write).await;
+    }
+
+    /// The tag versions a fill's value records, read before its body runs: an invalidation
+    /// of a tag while the body runs then makes the value a miss, whatever data the body saw.
+    /// When the versions cannot be read the value is not stored (`ttl` becomes `None`): an
+    /// untagged copy would escape the tags' invalidations.
+    async fn stamp_fill(
+        &self,
+        key: &str,
+        ttl: Option<Option<Duration>>,
+        policy: &FillPolicy,
+    ) -> (Option<Option<Duration>>, Option<Stamp>) {
+        let Some(tags) = &policy.tags else {
+            return (ttl, None);
+        };
+        if ttl.is_none() {
+            return (None, None);
+        }
+        match self.inner.store.stamp(tags).await {
+            Ok(stamp) => (ttl, stamp),
+            Err(e) => {
+                self.inner.store.count_in(policy.function, Counter::Errors);
+                tracing::warn!(cache = %self.name(), key = short_key(key), error = %e, "tag versions not read; the value will not be stored");
+                (None, None)
+            }
+        }
     }
 
     /// A read whose backend errors are a miss (already logged and counted), as is a read the
@@ -450,9 +481,13 @@ impl Cache {
         version: u32,
         compute: Duration,
         policy: &FillPolicy,
+        stamp: Option<Stamp>,
     ) {
         let Some(ttl) = ttl else { return };
         let ttl = self.jittered(ttl);
+        if !self.inner.options.enabled {
+            return;
+        }
         let (cache, key, value, keep) = (
             self.clone(),
             key.to_owned(),
@@ -462,7 +497,9 @@ impl Cache {
         let write = async move {
             // Errors were logged and counted where they happened.
             let _ = cache
-                .store_value(&key, &value, ttl, version, compute, keep)
+                .inner
+                .store
+                .put_tagged(&key, &value, ttl, version, compute, keep, stamp)
                 .await;
         };
         budget.write(self, write).await;
@@ -510,6 +547,7 @@ impl LockGuard {
     /// Stores the value and releases the lock in one backend call; a failed call is logged and
     /// counted as a failed store, and the release is tried again on its own (by `Drop`). A
     /// value that cannot be encoded only releases the lock.
+    #[allow(clippy::too_many_arguments)]
     async fn store_and_release<T: CacheValue>(
         mut self,
         key: &str,
@@ -518,12 +556,13 @@ impl LockGuard {
         version: u32,
         compute: Duration,
         keep: Option<Duration>,
+        stamp: Option<Stamp>,
     ) {
         let cache = self.cache.clone();
         match cache
             .inner
             .store
-            .put_and_unlock(key, value, ttl, version, compute, keep, &self.token)
+            .put_and_unlock(key, value, ttl, version, compute, keep, &self.token, stamp)
             .await
         {
             Ok(true) => self.released = true,

@@ -67,8 +67,9 @@ struct Inner {
 ///
 /// # Errors and the circuit breaker
 ///
-/// Explicit calls (`get`, `get_many`, `exists`, `set`, `set_many`, `delete`, `delete_many`,
-/// `delete_pattern`, `clear`, `keys`, `raw`) say what happened to them: a backend failure is a
+/// Explicit calls (`get`, `get_many`, `exists`, `set`, `set_many`, `set_tagged`, `delete`,
+/// `delete_many`, `delete_pattern`, `invalidate_tag`, `clear`, `keys`, `raw`) say what
+/// happened to them: a backend failure is a
 /// [`CacheError::Backend`], and so is a call the open circuit breaker skipped (its source is
 /// [`BackendError::CircuitOpen`](crate::BackendError::CircuitOpen)). A write-through update that was not stored never looks stored,
 /// and a skipped read is not mistaken for a miss. [`ping`](Self::ping) always asks the backend.
@@ -223,6 +224,53 @@ impl Cache {
             .await
     }
 
+    /// Stores `value` under `key` carrying `tags`: after
+    /// [`invalidate_tag`](Self::invalidate_tag) of any of them, in this process or another
+    /// sharing the backend, reads of `key` miss. Otherwise as [`set`](Self::set).
+    ///
+    /// The value records the versions its tags have now, so an invalidation that happens
+    /// before this call, while `value` was being computed from data it changed, is not seen:
+    /// for values computed from changing data, prefer a tagged `#[cacheable]` function, whose
+    /// versions are read before its body runs. A tag is 1 to 200 bytes; a value carries at
+    /// most 64.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), lexigram_cache::CacheError> {
+    /// let cache = lexigram_cache::CacheModule::stub().cache();
+    /// cache.set_tagged("user:7:profile", &"Ada".to_string(), None, &["user:7", "users"]).await?;
+    /// cache.set_tagged("user:8:profile", &"Bob".to_string(), None, &["user:8", "users"]).await?;
+    /// cache.invalidate_tag("user:7").await?;
+    /// assert_eq!(cache.get::<String>("user:7:profile").await?, None);
+    /// assert_eq!(cache.get::<String>("user:8:profile").await?, Some("Bob".into()));
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_tagged<T: CacheValue, S: AsRef<str>>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: impl Into<Ttl>,
+        tags: &[S],
+    ) -> Result<(), CacheError> {
+        let ttl = ttl.into().resolve(self.inner.options.default_ttl)?;
+        if !self.inner.options.enabled {
+            return Ok(());
+        }
+        let stamp = self.inner.store.stamp(tags).await?;
+        self.inner
+            .store
+            .put_tagged(key, value, ttl, 0, Duration::ZERO, None, stamp)
+            .await
+    }
+
+    /// Makes every value carrying `tag` a miss, in every process sharing the backend: one
+    /// write of a new version of the tag, however many values carry it (their bytes stay on
+    /// the server until they expire or are overwritten). On Redis with a near cache, other
+    /// processes drop their copy of the tag's version at once; with a ttl-only near cache
+    /// they see it within the near cache's ttl.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<(), CacheError> {
+        self.inner.store.invalidate_tag(tag).await
+    }
+
     /// Stores `value`; with `keep`, the value stays readable as stale that long past `ttl`.
     pub(crate) async fn store_value<T: CacheValue>(
         &self,
@@ -332,12 +380,14 @@ impl Cache {
     ///
     /// Only keys that are UTF-8, the keys every other method here can name; another client may
     /// have stored keys that are not, which [`clear`](Self::clear) still removes. To see every
-    /// stored key, use [`raw_keys`](Self::raw_keys).
+    /// stored key, use [`raw_keys`](Self::raw_keys). The versions of tags, stored under
+    /// reserved keys, are left out too (`raw_keys` shows them).
     pub async fn keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, CacheError> {
         let keys = self.inner.store.keys(pattern, limit).await?;
         Ok(keys
             .into_iter()
             .filter_map(|k| String::from_utf8(k).ok())
+            .filter(|k| !k.starts_with(crate::tags::TAG_KEY_PREFIX))
             .collect())
     }
 

@@ -154,7 +154,7 @@ impl Default for CacheOptions {
 
 /// How one fill is protected: the cache's options, with a `#[cacheable]` function's own
 /// `protect`, `early_refresh`, `beta` and `stale_if_error` on top.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct FillPolicy {
     /// The `#[cacheable]` function this fill is for, whose own counters are bumped too.
     pub(crate) function: Option<(&'static str, &'static FnStats)>,
@@ -162,4 +162,6 @@ pub(crate) struct FillPolicy {
     pub(crate) early_refresh: bool,
     pub(crate) beta: f64,
     pub(crate) stale_if_error: Option<Duration>,
+    /// The tags a filled value carries (`#[cacheable(tags = [...])]`); `None` for none.
+    pub(crate) tags: Option<std::sync::Arc<[String]>>,
 }

@@ -6,6 +6,7 @@
 //! one place. Freshness is decided by [`fresh_at`] for every kind of store.
 
 pub(crate) mod near;
+mod tagged;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use crate::observe::{
     CacheStats, Counter, Counters, FnStats, MetricHandles, record_latency, short_key,
 };
 use crate::protect::breaker::{Breaker, Permit};
+use crate::tags::Stamp;
 
 use near::{Near, Ticket};
 
@@ -66,6 +68,8 @@ pub(crate) struct Store {
     counters: Counters,
     /// Metric handles for calls made outside any `#[cacheable]` function.
     metrics: MetricHandles,
+    /// Serializes the creation and replacement of tag versions in the memory backend.
+    tag_lock: parking_lot::Mutex<()>,
 }
 
 impl Store {
@@ -84,6 +88,7 @@ impl Store {
             compression,
             breaker,
             counters: Counters::default(),
+            tag_lock: parking_lot::Mutex::new(()),
         }
     }
 
@@ -231,6 +236,9 @@ impl Store {
         if !fresh_at(entry.expires_at, m.clock().now_ms()) {
             return None;
         }
+        if entry.tags.is_some() && !Self::memory_tags_current(m, &entry) {
+            return None;
+        }
         self.downcast(key, &entry.value)
     }
 
@@ -257,7 +265,9 @@ impl Store {
     /// An expired memory entry still inside its stale-if-error window.
     fn memory_stale<T: CacheValue>(m: &MemoryBackend, key: &str) -> Found<T> {
         match m.entry(key) {
-            Some(entry) if entry.keep_until != entry.expires_at => {
+            Some(entry)
+                if entry.keep_until != entry.expires_at && Self::memory_tags_current(m, &entry) =>
+            {
                 match entry.value.downcast_ref::<T>() {
                     Some(v) => Found::Stale(v.clone()),
                     None => Found::Miss,
@@ -304,14 +314,17 @@ impl Store {
                         return Err(e);
                     }
                 };
-                let found = match read {
-                    Some(bytes) => self.decode::<T>(key, &bytes, version),
-                    None => Found::Miss,
+                let (found, stamp) = match read {
+                    Some(bytes) => {
+                        let found = self.decode::<T>(key, &bytes, version);
+                        self.check_tags(key, &bytes, found).await?
+                    }
+                    None => (Found::Miss, None),
                 };
                 if let (Some(n), Some(ticket), Found::Fresh(v, Some(timing))) =
                     (near, ticket, &found)
                 {
-                    n.insert(key, ticket, v.clone(), *timing);
+                    n.insert(key, ticket, v.clone(), *timing, stamp);
                 }
                 Ok(found)
             }
@@ -352,19 +365,27 @@ impl Store {
     /// Whether `key` holds a value before its expiry, of any type.
     pub(crate) async fn exists(&self, key: &str) -> Result<bool, CacheError> {
         match &self.tier {
-            Tier::Memory(m) => Ok(m
-                .entry(key)
-                .is_some_and(|e| fresh_at(e.expires_at, m.clock().now_ms()))),
+            Tier::Memory(m) => Ok(m.entry(key).is_some_and(|e| {
+                fresh_at(e.expires_at, m.clock().now_ms()) && Self::memory_tags_current(m, &e)
+            })),
             Tier::Remote { backend, near } => {
                 if near.as_ref().is_some_and(|n| n.contains(key)) {
                     return Ok(true);
                 }
                 // The server keeps a value through its stale window too; only the envelope
                 // knows the expiry a read goes by.
-                let bytes = self.remote("exists", key, backend.get(key)).await?;
-                Ok(bytes.is_some_and(|bytes| {
-                    Envelope::parse(&bytes).is_ok_and(|env| fresh_at(env.expires_at_ms, wall_ms()))
-                }))
+                let Some(bytes) = self.remote("exists", key, backend.get(key)).await? else {
+                    return Ok(false);
+                };
+                let fresh =
+                    Envelope::parse(&bytes).is_ok_and(|env| fresh_at(env.expires_at_ms, wall_ms()));
+                let found = if fresh {
+                    Found::Fresh((), None)
+                } else {
+                    Found::Miss
+                };
+                let (found, _) = self.check_tags(key, &bytes, found).await?;
+                Ok(matches!(found, Found::Fresh(..)))
             }
         }
     }
@@ -400,23 +421,27 @@ impl Store {
                 let raw = self
                     .remote("get_many", first, backend.get_many(&missing))
                     .await?;
-                let mut filled =
-                    missing
-                        .iter()
-                        .zip(tickets)
-                        .zip(raw)
-                        .map(|((k, ticket), bytes)| {
-                            match bytes.map(|b| self.decode::<T>(k, &b, 0)) {
-                                Some(Found::Fresh(v, Some(timing))) => {
-                                    if let (Some(n), Some(ticket)) = (near, ticket) {
-                                        n.insert(k, ticket, v.clone(), timing);
-                                    }
-                                    Some(v)
-                                }
-                                Some(Found::Fresh(v, None)) => Some(v),
-                                _ => None,
+                let mut filled = Vec::with_capacity(missing.len());
+                for ((k, ticket), bytes) in missing.iter().zip(tickets).zip(raw) {
+                    let (found, stamp) = match bytes {
+                        Some(b) => {
+                            let found = self.decode::<T>(k, &b, 0);
+                            self.check_tags(k, &b, found).await?
+                        }
+                        None => (Found::Miss, None),
+                    };
+                    filled.push(match found {
+                        Found::Fresh(v, Some(timing)) => {
+                            if let (Some(n), Some(ticket)) = (near, ticket) {
+                                n.insert(k, ticket, v.clone(), timing, stamp);
                             }
-                        });
+                            Some(v)
+                        }
+                        Found::Fresh(v, None) => Some(v),
+                        _ => None,
+                    });
+                }
+                let mut filled = filled.into_iter();
                 for slot in out.iter_mut() {
                     if slot.is_none() {
                         *slot = filled.next().flatten();
@@ -438,6 +463,22 @@ impl Store {
         compute: Duration,
         keep: Option<Duration>,
     ) -> Result<(), CacheError> {
+        self.put_tagged(key, value, ttl, version, compute, keep, None)
+            .await
+    }
+
+    /// [`put`](Self::put), the value recording the tag versions of `stamp`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn put_tagged<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+        version: u32,
+        compute: Duration,
+        keep: Option<Duration>,
+        stamp: Option<Stamp>,
+    ) -> Result<(), CacheError> {
         match &self.tier {
             Tier::Memory(m) => {
                 let weight = if m.weighted() {
@@ -458,17 +499,25 @@ impl Store {
                         expires_at,
                         keep_until,
                         weight,
+                        tags: stamp,
                     },
                 );
             }
             Tier::Remote { backend, near } => {
-                let (bytes, backend_ttl, timing) =
-                    self.encode_remote(key, value, ttl, version, compute, keep)?;
+                let (bytes, backend_ttl, timing) = self.encode_remote_tagged(
+                    key,
+                    value,
+                    ttl,
+                    version,
+                    compute,
+                    keep,
+                    stamp.as_ref(),
+                )?;
                 let ticket = near.as_ref().and_then(|n| n.ticket(key));
                 let stored = self
                     .remote("set", key, backend.set(key, &bytes, backend_ttl))
                     .await;
-                self.after_write(key, stored.is_ok().then_some(value), ticket, timing)
+                self.after_write(key, stored.is_ok().then_some(value), ticket, timing, stamp)
                     .await;
                 stored?;
             }
@@ -486,10 +535,11 @@ impl Store {
         written: Option<&T>,
         ticket: Option<Ticket>,
         timing: Timing,
+        stamp: Option<Stamp>,
     ) {
         if let Some(n) = self.near() {
             match written {
-                Some(v) => n.written(key, ticket, v.clone(), timing),
+                Some(v) => n.written_tagged(key, ticket, v.clone(), timing, stamp),
                 None => n.apply(&near::Change::Key(key)),
             }
             self.announce(n, near::Change::Key(key)).await;
@@ -560,6 +610,27 @@ impl Store {
         compute: Duration,
         keep: Option<Duration>,
     ) -> Result<(Vec<u8>, Option<Duration>, Timing), CacheError> {
+        self.encode_remote_tagged(key, value, ttl, version, compute, keep, None)
+    }
+
+    /// [`encode_remote`](Self::encode_remote), the envelope recording the tag versions of
+    /// `stamp`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn encode_remote_tagged<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+        version: u32,
+        compute: Duration,
+        keep: Option<Duration>,
+        stamp: Option<&Stamp>,
+    ) -> Result<(Vec<u8>, Option<Duration>, Timing), CacheError> {
+        let recorded: Vec<(&str, u64)> = stamp.map_or_else(Vec::new, |s| {
+            s.iter()
+                .map(|(k, v)| (crate::tags::tag_name(k), *v))
+                .collect()
+        });
         let payload = self.serialize(key, value)?;
         let now = wall_ms();
         let expires_at_ms = ttl.map_or(0, |d| now.saturating_add(duration_ms(d)));
@@ -577,7 +648,7 @@ impl Store {
             compute_us,
             payload: &payload,
         }
-        .encode(self.compression);
+        .encode_tagged(self.compression, &recorded);
         // The server keeps the value through its stale window; saturating, because "never" is
         // the longest window. The backend clamps to what its server can store.
         let backend_ttl = ttl.map(|t| t.saturating_add(keep.unwrap_or_default()));
@@ -713,10 +784,14 @@ impl Store {
         };
         let attempt = self.guarded("lock", backend.try_lock(key, ttl)).await?;
         let value = match attempt.value {
-            Some(bytes) => match self.decode::<T>(key, &bytes, version) {
-                Found::Fresh(v, _) => Some(v),
-                _ => None,
-            },
+            Some(bytes) => {
+                let found = self.decode::<T>(key, &bytes, version);
+                // A failed read of the tag versions leaves the value unread: the body runs.
+                match self.check_tags(key, &bytes, found).await {
+                    Ok((Found::Fresh(v, _), _)) => Some(v),
+                    _ => None,
+                }
+            }
             None => None,
         };
         Ok((attempt.token, value))
@@ -743,14 +818,16 @@ impl Store {
         compute: Duration,
         keep: Option<Duration>,
         token: &str,
+        stamp: Option<Stamp>,
     ) -> Result<bool, CacheError> {
         let Tier::Remote { backend, near } = &self.tier else {
-            self.put(key, value, ttl, version, compute, keep).await?;
+            self.put_tagged(key, value, ttl, version, compute, keep, stamp)
+                .await?;
             return Ok(true);
         };
         // Encoding errors were logged and counted where they happened.
         let Ok((bytes, backend_ttl, timing)) =
-            self.encode_remote(key, value, ttl, version, compute, keep)
+            self.encode_remote_tagged(key, value, ttl, version, compute, keep, stamp.as_ref())
         else {
             return Ok(false);
         };
@@ -762,7 +839,7 @@ impl Store {
                 backend.set_and_unlock(key, &bytes, backend_ttl, token),
             )
             .await;
-        self.after_write(key, stored.is_ok().then_some(value), ticket, timing)
+        self.after_write(key, stored.is_ok().then_some(value), ticket, timing, stamp)
             .await;
         stored?;
         self.count(Counter::Sets);

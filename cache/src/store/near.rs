@@ -15,6 +15,10 @@
 //! - no entry lives longer than [`NearOptions::ttl`], so a message that never arrives (a writer
 //!   that could not publish, a network partition, a write by another tool) costs at most that.
 //!
+//! Tag versions are entries of the tier like values, under their reserved keys: an
+//! invalidation of a tag names that key, and a tagged value is served only while the tier
+//! holds the versions it was written with.
+//!
 //! Without an invalidation stream (Memcached, a custom backend) the tier is used only when
 //! [`NearOptions::ttl_only`] says so, and then the last rule is the only one.
 
@@ -31,6 +35,7 @@ use crate::error::BackendError;
 use crate::observe::CacheStats;
 
 use super::Timing;
+use crate::tags::Stamp;
 
 /// The near tier of a remote cache: how many values, and how long at most.
 ///
@@ -98,6 +103,9 @@ struct Entry {
     /// Coarse clock ms after which the entry is not served.
     until: u64,
     timing: Timing,
+    /// A tagged value's tag versions at write time: served only while the tier holds the
+    /// same versions (tag versions are entries of the tier too, under their reserved keys).
+    tags: Option<Stamp>,
 }
 
 struct Shared {
@@ -169,7 +177,13 @@ impl Near {
             return None;
         }
         let entry = s.entries.get(key)?;
-        if entry.until <= s.clock.now_ms() {
+        let now = s.clock.now_ms();
+        if entry.until <= now {
+            return None;
+        }
+        if let Some(tags) = &entry.tags
+            && !s.tags_current(tags, now)
+        {
             return None;
         }
         // Another type under this key is a miss here; the server read decides what it is.
@@ -191,16 +205,27 @@ impl Near {
         if !super::fresh_at(entry.timing.expires_ms, crate::clock::wall_ms()) {
             return None;
         }
+        // Its tags' versions are held the same way: an invalidation heard removed them.
+        if let Some(tags) = &entry.tags
+            && !tags.iter().all(|(tag, version)| {
+                s.entries
+                    .get(tag.as_str())
+                    .is_some_and(|e| e.value.downcast_ref::<u64>() == Some(version))
+            })
+        {
+            return None;
+        }
         let v = entry.value.downcast_ref::<T>()?.clone();
         Some((v, entry.timing))
     }
 
     pub(crate) fn contains(&self, key: &str) -> bool {
         let s = &*self.shared;
+        let now = s.clock.now_ms();
         s.live.load(Ordering::Acquire)
-            && s.entries
-                .get(key)
-                .is_some_and(|e| e.until > s.clock.now_ms())
+            && s.entries.get(key).is_some_and(|e| {
+                e.until > now && e.tags.as_ref().is_none_or(|t| s.tags_current(t, now))
+            })
     }
 
     /// A ticket for a read of `key` about to start; `None` while the tier is not live.
@@ -217,15 +242,33 @@ impl Near {
         })
     }
 
-    /// Stores a value read from the server under `ticket`, unless the ticket is void.
+    /// Stores a value read from the server under `ticket`, unless the ticket is void; a tagged
+    /// value is served only while the tier holds the versions in `tags`.
     pub(crate) fn insert<T: CacheValue>(
         &self,
         key: &str,
         ticket: Ticket,
         value: T,
         timing: Timing,
+        tags: Option<Stamp>,
     ) {
-        self.shared.insert(key, ticket, Arc::new(value), timing);
+        self.shared
+            .insert(key, ticket, Arc::new(value), timing, tags);
+    }
+
+    /// The version of the tag under reserved key `key`, if the tier holds it.
+    pub(crate) fn tag_version(&self, key: &str) -> Option<u64> {
+        self.get::<u64>(key).map(|(v, _)| v)
+    }
+
+    /// Keeps a tag version read from the server (or written by this process) under `ticket`.
+    pub(crate) fn insert_tag_version(&self, key: &str, ticket: Ticket, version: u64) {
+        let timing = Timing {
+            expires_ms: 0,
+            compute_us: 0,
+        };
+        self.shared
+            .insert(key, ticket, Arc::new(version), timing, None);
     }
 
     /// After this process wrote `value` under `key` (`ticket` taken before the write): reads
@@ -238,6 +281,18 @@ impl Near {
         value: T,
         timing: Timing,
     ) {
+        self.written_tagged(key, ticket, value, timing, None);
+    }
+
+    /// [`written`](Self::written) for a tagged value.
+    pub(crate) fn written_tagged<T: CacheValue>(
+        &self,
+        key: &str,
+        ticket: Option<Ticket>,
+        value: T,
+        timing: Timing,
+        tags: Option<Stamp>,
+    ) {
         let s = &*self.shared;
         let slot = slot_of(key);
         let before = s.slots[slot].fetch_add(1, Ordering::SeqCst);
@@ -249,7 +304,7 @@ impl Near {
                 seq: before.wrapping_add(1),
                 ..t
             };
-            s.insert(key, after, Arc::new(value), timing);
+            s.insert(key, after, Arc::new(value), timing, tags);
         }
     }
 
@@ -298,7 +353,23 @@ impl Shared {
             && self.slots[t.slot].load(Ordering::SeqCst) == t.seq
     }
 
-    fn insert(&self, key: &str, ticket: Ticket, value: AnyValue, timing: Timing) {
+    /// Whether every tag version in `tags` is the one the tier holds.
+    fn tags_current(&self, tags: &Stamp, now: u64) -> bool {
+        tags.iter().all(|(key, version)| {
+            self.entries
+                .get(key.as_str())
+                .is_some_and(|e| e.until > now && e.value.downcast_ref::<u64>() == Some(version))
+        })
+    }
+
+    fn insert(
+        &self,
+        key: &str,
+        ticket: Ticket,
+        value: AnyValue,
+        timing: Timing,
+        tags: Option<Stamp>,
+    ) {
         if !self.valid(&ticket) {
             return;
         }
@@ -320,6 +391,7 @@ impl Shared {
                 value,
                 until,
                 timing,
+                tags,
             },
         );
         // An invalidation between the check above and the insert removed nothing yet, or
@@ -474,11 +546,11 @@ mod tests {
         let near = live();
         let ticket = near.ticket("k").expect("live");
         near.apply(&Change::Key("k"));
-        near.insert("k", ticket, 1u32, timing());
+        near.insert("k", ticket, 1u32, timing(), None);
         assert!(near.get::<u32>("k").is_none());
         // A read that starts after the invalidation stores as usual.
         let ticket = near.ticket("k").expect("live");
-        near.insert("k", ticket, 2u32, timing());
+        near.insert("k", ticket, 2u32, timing(), None);
         assert_eq!(near.get::<u32>("k").map(|(v, _)| v), Some(2));
     }
 
@@ -486,12 +558,12 @@ mod tests {
     fn a_reset_voids_every_ticket_and_empties_the_tier() {
         let near = live();
         let ticket = near.ticket("a").expect("live");
-        near.insert("b", near.ticket("b").expect("live"), 1u8, timing());
+        near.insert("b", near.ticket("b").expect("live"), 1u8, timing(), None);
         near.shared.lost();
         assert!(near.get::<u8>("b").is_none(), "not served while lost");
         assert!(near.ticket("a").is_none(), "no tickets while lost");
         near.shared.subscribed();
-        near.insert("a", ticket, 1u8, timing());
+        near.insert("a", ticket, 1u8, timing(), None);
         assert!(
             near.get::<u8>("a").is_none(),
             "a ticket from before the loss is void"
@@ -507,14 +579,14 @@ mod tests {
         let read = near.ticket("k").expect("live");
         let write = near.ticket("k").expect("live");
         near.written("k", Some(write), 2u8, timing());
-        near.insert("k", read, 1u8, timing());
+        near.insert("k", read, 1u8, timing(), None);
         assert_eq!(near.get::<u8>("k").map(|(v, _)| v), Some(2));
     }
 
     #[test]
     fn own_echoes_are_ignored_and_others_apply() {
         let near = live();
-        near.insert("k", near.ticket("k").expect("live"), 1u8, timing());
+        near.insert("k", near.ticket("k").expect("live"), 1u8, timing(), None);
         near.shared
             .message(&encode(near.shared.origin, &Change::Key("k")));
         assert!(near.get::<u8>("k").is_some());
@@ -531,7 +603,7 @@ mod tests {
             expires_ms: now.saturating_sub(1),
             compute_us: 0,
         };
-        near.insert("k", near.ticket("k").expect("live"), 1u8, expired);
+        near.insert("k", near.ticket("k").expect("live"), 1u8, expired, None);
         assert!(near.get::<u8>("k").is_none());
     }
 }

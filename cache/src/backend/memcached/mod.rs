@@ -654,6 +654,27 @@ impl CacheBackend for MemcachedBackend {
         }
     }
 
+    /// `ms <key> ... ME` (add): only the first writer of an absent key stores.
+    async fn add(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, BackendError> {
+        let inner = &*self.inner;
+        let wk = WireKey::new(&inner.prefix, key);
+        inner.check_size(&wk, value)?;
+        let server = inner.server(&wk);
+        let mut req = Vec::with_capacity(value.len() + wk.encoded.len() + 32);
+        protocol::add(&mut req, &wk.encoded, &wk.frame(value), exptime(ttl));
+        match inner.exchange(server, &req, 1).await?.pop() {
+            Some(Reply::StoredCas(_) | Reply::Stored) => Ok(true),
+            Some(Reply::NotStored) => Ok(false),
+            Some(other) => Err(inner.unexpected(server, other)),
+            None => Err(BackendError::Protocol("no reply".into())),
+        }
+    }
+
     async fn delete(&self, key: &str) -> Result<bool, BackendError> {
         let inner = &*self.inner;
         let wk = WireKey::new(&inner.prefix, key);

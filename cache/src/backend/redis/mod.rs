@@ -1029,6 +1029,19 @@ impl CacheBackend for RedisBackend {
             .await
     }
 
+    /// `SET <key> <value> NX [PX <ttl>]`.
+    async fn add(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, BackendError> {
+        let mut cmd = set_command(&self.inner, key, value, ttl);
+        cmd.arg("NX");
+        let stored: Option<String> = self.inner.query(&cmd).await?;
+        Ok(stored.is_some())
+    }
+
     async fn delete(&self, key: &str) -> Result<bool, BackendError> {
         let n: u64 = self
             .inner
