@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{Cache, CacheValue, FillPolicy, Ttl};
 use crate::clock::wall_ms;
+use crate::events::EventKind;
 use crate::observe::{Counter, short_key};
 use crate::protect::early;
 use crate::protect::single_flight::{self, Join};
@@ -63,6 +64,7 @@ impl Cache {
         let stale = match self.read_quietly::<T>(key, version).await {
             Found::Fresh(v, timing) => {
                 self.inner.store.count_in(policy.function, Counter::Hits);
+                self.emit(EventKind::Hit, key, policy);
                 if policy.early_refresh && self.refresh_due(timing, policy.beta) {
                     let ttl = self.fill_ttl(key, ttl, policy);
                     return Ok(self.refresh_early(key, ttl, version, policy, v, init).await);
@@ -71,10 +73,12 @@ impl Cache {
             }
             Found::Stale(v) => {
                 self.inner.store.count_in(policy.function, Counter::Misses);
+                self.emit(EventKind::Miss, key, policy);
                 Some(v)
             }
             Found::Miss => {
                 self.inner.store.count_in(policy.function, Counter::Misses);
+                self.emit(EventKind::Miss, key, policy);
                 None
             }
         };
@@ -131,6 +135,7 @@ impl Cache {
                             self.inner
                                 .store
                                 .count_in(policy.function, Counter::StaleServed);
+                            self.emit(EventKind::StaleServed, key, policy);
                         }
                         return Ok(v.clone());
                     }
@@ -279,6 +284,7 @@ impl Cache {
             self.inner
                 .store
                 .count_in(policy.function, Counter::StaleServed);
+            self.emit(EventKind::StaleServed, key, policy);
             tracing::warn!(
                 cache = %self.name(),
                 key = short_key(key),
@@ -394,9 +400,12 @@ impl Cache {
             return;
         };
         let ttl = self.jittered(ttl);
-        guard
+        let stored = guard
             .store_and_release(key, value, ttl, version, compute, policy.stale_if_error)
             .await;
+        if stored {
+            self.emit(EventKind::Set, key, policy);
+        }
     }
 
     /// A read whose backend errors are a miss (already logged and counted).
@@ -421,9 +430,18 @@ impl Cache {
         let Some(ttl) = ttl else { return };
         let ttl = self.jittered(ttl);
         // Errors were logged and counted where they happened.
+        let function = policy.function.map(|f| f.0);
+        let keep = policy.stale_if_error;
         let _ = self
-            .store_value(key, value, ttl, version, compute, policy.stale_if_error)
+            .store_value_as(function, key, value, ttl, version, compute, keep)
             .await;
+    }
+
+    /// An event of a fill, with the scope of its function.
+    #[inline]
+    fn emit(&self, kind: EventKind, key: &str, policy: &FillPolicy) {
+        let function = policy.function.map(|f| f.0);
+        self.inner.store.events.emit(kind, key, function);
     }
 
     #[cfg(test)]
@@ -467,7 +485,7 @@ impl LockGuard {
 
     /// Stores the value and releases the lock in one backend call; a failed call is logged and
     /// counted as a failed store, and the release is tried again on its own (by `Drop`). A
-    /// value that cannot be encoded only releases the lock.
+    /// value that cannot be encoded only releases the lock. `true` if the value was stored.
     async fn store_and_release<T: CacheValue>(
         mut self,
         key: &str,
@@ -476,7 +494,7 @@ impl LockGuard {
         version: u32,
         compute: Duration,
         keep: Option<Duration>,
-    ) {
+    ) -> bool {
         let cache = self.cache.clone();
         match cache
             .inner
@@ -484,9 +502,15 @@ impl LockGuard {
             .put_and_unlock(key, value, ttl, version, compute, keep, &self.token)
             .await
         {
-            Ok(true) => self.released = true,
-            Ok(false) => self.release().await,
-            Err(_) => {}
+            Ok(true) => {
+                self.released = true;
+                true
+            }
+            Ok(false) => {
+                self.release().await;
+                false
+            }
+            Err(_) => false,
         }
     }
 }

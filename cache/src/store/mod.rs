@@ -16,6 +16,7 @@ use crate::cache::CacheValue;
 use crate::clock::{duration_ms, wall_ms};
 use crate::codec::{Envelope, Format, fingerprint};
 use crate::error::{BackendError, CacheError};
+use crate::events::{Emitter, EventKind};
 use crate::observe::{
     CacheStats, Counter, Counters, FnStats, MetricHandles, record_latency, short_key,
 };
@@ -66,6 +67,8 @@ pub(crate) struct Store {
     counters: Counters,
     /// Metric handles for calls made outside any `#[cacheable]` function.
     metrics: MetricHandles,
+    /// The cache's events.
+    pub(crate) events: Arc<Emitter>,
 }
 
 impl Store {
@@ -76,7 +79,12 @@ impl Store {
         compression: crate::codec::Compression,
         breaker: Breaker,
     ) -> Store {
+        let events = Emitter::new(&name);
+        if let Tier::Memory(m) = &tier {
+            m.connect_events(&events);
+        }
         Store {
+            events,
             metrics: MetricHandles::new(&name, ""),
             name,
             tier,
@@ -171,8 +179,12 @@ impl Store {
         let started = Instant::now();
         let result = call.await;
         record_latency(&self.name, op, started.elapsed());
-        self.breaker
-            .record(&self.name, permit, result.as_ref().map(drop));
+        if let Some(change) = self
+            .breaker
+            .record(&self.name, permit, result.as_ref().map(drop))
+        {
+            self.events.emit_cache(change);
+        }
         result
     }
 
@@ -222,6 +234,7 @@ impl Store {
             Some(v) => Some(v.clone()),
             None => {
                 self.count(Counter::DecodeFailures);
+                self.events.emit(EventKind::DecodeFailure, key, None);
                 tracing::warn!(
                     cache = %self.name,
                     key = short_key(key),
@@ -303,6 +316,7 @@ impl Store {
             }
             Err(reason) => {
                 self.count(Counter::DecodeFailures);
+                self.events.emit(EventKind::DecodeFailure, key, None);
                 tracing::warn!(
                     cache = %self.name,
                     key = short_key(key),
