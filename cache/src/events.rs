@@ -66,7 +66,6 @@ pub struct CacheEvent {
 
 /// Why [`CacheEvents::recv`] returned no event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum EventError {
     /// The receiver fell behind and lost this many of the oldest events; the next call
     /// returns the oldest one still held. Drain faster, or accept the gap.
@@ -148,6 +147,10 @@ impl Emitter {
             rx,
             emitter: Arc::downgrade(self),
         }
+    }
+
+    pub(crate) fn receivers(&self) -> usize {
+        self.listeners.load(Ordering::Relaxed)
     }
 
     /// Whether anyone listens: for a caller with several events to send.

@@ -478,6 +478,12 @@ impl Cache {
         self.inner.store.events.subscribe()
     }
 
+    /// How many receivers from [`events`](Self::events) are alive; events are made only while
+    /// this is above zero.
+    pub fn event_receivers(&self) -> usize {
+        self.inner.store.events.receivers()
+    }
+
     /// A hit or a miss event per key of a batch read.
     fn emit_each<'k>(&self, found: impl Iterator<Item = (&'k str, bool)>) {
         let events = &self.inner.store.events;
