@@ -47,6 +47,31 @@ pub enum EventKind {
     StaleServed,
 }
 
+impl EventKind {
+    /// The kind in snake case (`hit`, `decode_failure`, ...), for log fields and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Hit => "hit",
+            EventKind::Miss => "miss",
+            EventKind::Set => "set",
+            EventKind::Delete => "delete",
+            EventKind::DeletePattern => "delete_pattern",
+            EventKind::Clear => "clear",
+            EventKind::Eviction => "eviction",
+            EventKind::BreakerOpen => "breaker_open",
+            EventKind::BreakerClose => "breaker_close",
+            EventKind::DecodeFailure => "decode_failure",
+            EventKind::StaleServed => "stale_served",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One thing that happened in a cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
