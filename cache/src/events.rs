@@ -35,7 +35,7 @@ pub enum EventKind {
     /// Every key of the cache was deleted; no key.
     Clear,
     /// The memory backend dropped a value to stay within its bound (or, on `tinylfu`, past
-    /// its time to idle).
+    /// its time to idle), or a near tier did to stay within its `max_entries`.
     Eviction,
     /// The circuit breaker opened: calls skip the backend. No key.
     BreakerOpen,
@@ -215,8 +215,9 @@ impl Emitter {
     }
 }
 
-/// Where the memory backend reports its evictions: empty until a cache takes the backend,
-/// then that cache's emitter. A backend shared by several caches reports to the first.
+/// Where the memory backend or a near tier reports its evictions: empty until a cache takes
+/// the store, then that cache's emitter. A backend shared by several caches reports to the
+/// first.
 #[derive(Debug)]
 pub(crate) struct EvictionSink {
     /// The backend's key prefix, which events leave out.
@@ -245,5 +246,16 @@ impl EvictionSink {
             let key = full_key.strip_prefix(&self.prefix).unwrap_or(full_key);
             emitter.send(EventKind::Eviction, Some(Arc::from(key)), None);
         }
+    }
+}
+
+/// The near tier's engine hook: its evictions, reported to the sink.
+#[derive(Clone, Debug)]
+pub(crate) struct ReportEvictions(pub(crate) Arc<EvictionSink>);
+
+impl<V> quick_cache::Lifecycle<String, V> for ReportEvictions {
+    type RequestState = ();
+    fn on_evict(&self, _state: &mut (), key: String, _value: V) {
+        self.0.evicted(&key);
     }
 }

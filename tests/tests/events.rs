@@ -241,6 +241,42 @@ async fn evictions_are_events_with_the_key_without_the_prefix() {
     }
 }
 
+/// A near tier that makes room is an eviction too; the value stays on the server.
+#[tokio::test]
+async fn near_tier_evictions_are_events() {
+    let server = MemcachedServer::start();
+    let backend = MemcachedBackend::builder([server.addr()])
+        .prefix("near-evict:")
+        .build()
+        .expect("build");
+    let mut near = lexigram_cache::NearOptions::default();
+    near.max_entries = 10;
+    near.ttl_only = true;
+    let mut options = CacheOptions::default();
+    options.near = Some(near);
+    let cache = Cache::with_options("near-evict", backend, options);
+    let mut rx = cache.events();
+    for i in 0..100u32 {
+        cache
+            .set(&format!("k{i}"), &i, Duration::from_secs(60))
+            .await
+            .expect("set");
+    }
+    let evicted: Vec<String> = drain(&mut rx)
+        .into_iter()
+        .filter(|(kind, ..)| *kind == EventKind::Eviction)
+        .map(|(_, key, _)| key.expect("an eviction has a key"))
+        .collect();
+    assert!(evicted.len() >= 50, "100 values in 10 places: {evicted:?}");
+    for key in &evicted {
+        let i: u32 = key
+            .strip_prefix('k')
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("{key}: a key as written"));
+        assert_eq!(cache.get::<u32>(key).await.expect("get"), Some(i));
+    }
+}
+
 #[tokio::test]
 async fn a_stale_value_served_is_an_event() {
     let clock = Clock::manual(1_000);

@@ -80,8 +80,10 @@ impl Store {
         breaker: Breaker,
     ) -> Store {
         let events = Emitter::new(&name);
-        if let Tier::Memory(m) = &tier {
-            m.connect_events(&events);
+        match &tier {
+            Tier::Memory(m) => m.connect_events(&events),
+            Tier::Remote { near: Some(n), .. } => n.connect_events(&events),
+            Tier::Remote { near: None, .. } => {}
         }
         Store {
             events,
