@@ -452,15 +452,17 @@ impl Cache {
 
 // Events: the receiver, and the hits and misses of a batch read.
 impl Cache {
-    /// A receiver of this cache's events: hits, misses, sets, deletes, evictions of the
-    /// memory backend, circuit breaker changes, decode failures and stale values served, each
-    /// with the cache's name, the key and, from a `#[cacheable]` function, its scope.
+    /// A receiver of this cache's events: hits, misses, sets, deletes, evictions (of the
+    /// memory backend or the near tier), circuit breaker changes, decode failures and stale
+    /// values served, each with the cache's name, the key and, from a `#[cacheable]`
+    /// function, its scope.
     ///
-    /// Events are sent after their effect, on a bounded channel ([`EVENTS_CAPACITY`](crate::EVENTS_CAPACITY)): a
-    /// receiver that falls behind is told how many it missed ([`EventError::Lagged`](crate::EventError::Lagged)) and the
-    /// cache never waits for it. While no receiver is alive an event costs one relaxed atomic
-    /// load; dropping the last receiver turns them off again. Every clone of the cache sends
-    /// to every receiver.
+    /// Events are sent after their effect, on a bounded channel
+    /// ([`EVENTS_CAPACITY`](crate::EVENTS_CAPACITY)): a receiver that falls behind is told
+    /// how many it missed ([`EventError::Lagged`](crate::EventError::Lagged)) and the cache
+    /// never waits for it. While no receiver is alive an event costs one relaxed atomic load;
+    /// dropping the last receiver turns them off again. Every clone of the cache sends to
+    /// every receiver.
     ///
     /// ```
     /// use lexigram_cache::{CacheModule, EventKind};
