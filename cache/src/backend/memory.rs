@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::{BackendError, CacheBackend, glob};
 use crate::clock::{Clock, duration_ms};
 use crate::error::CacheError;
+use crate::events::{Emitter, EvictionSink};
 
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
 
@@ -87,12 +88,13 @@ impl quick_cache::Weighter<String, MemEntry> for EntryWeighter {
 }
 
 #[derive(Clone)]
-struct CountEvictions(Arc<AtomicU64>);
+struct CountEvictions(Arc<AtomicU64>, Arc<EvictionSink>);
 
 impl quick_cache::Lifecycle<String, MemEntry> for CountEvictions {
     type RequestState = ();
-    fn on_evict(&self, _state: &mut (), _key: String, _val: MemEntry) {
+    fn on_evict(&self, _state: &mut (), key: String, _val: MemEntry) {
         self.0.fetch_add(1, Ordering::Relaxed);
+        self.1.evicted(&key);
     }
 }
 
@@ -261,6 +263,7 @@ impl MemoryBackendBuilder {
             return Err(bad("memory.time_to_idle", "must be greater than zero"));
         }
         let evictions = Arc::new(AtomicU64::new(0));
+        let evicted = EvictionSink::new(&self.prefix);
         let weighted = self.max_weight.is_some();
         let capacity = self.max_weight.unwrap_or(self.max_entries);
         let engine: Box<dyn Engine> = match self.engine {
@@ -283,16 +286,18 @@ impl MemoryBackendBuilder {
                     options,
                     EntryWeighter { weighted },
                     quick_cache::DefaultHashBuilder::default(),
-                    CountEvictions(Arc::clone(&evictions)),
+                    CountEvictions(Arc::clone(&evictions), Arc::clone(&evicted)),
                 ))
             }
             MemoryEngine::TinyLfu => {
                 let counter = Arc::clone(&evictions);
+                let sink = Arc::clone(&evicted);
                 let mut b = moka::sync::Cache::builder()
                     .max_capacity(capacity)
-                    .eviction_listener(move |_k, _v, cause| {
+                    .eviction_listener(move |k: std::sync::Arc<String>, _v, cause| {
                         if cause.was_evicted() {
                             counter.fetch_add(1, Ordering::Relaxed);
+                            sink.evicted(&k);
                         }
                     });
                 if weighted {
@@ -315,6 +320,7 @@ impl MemoryBackendBuilder {
                     .map_or(u64::MAX, |w| (w / HEAVIEST_SHARE).max(1)),
                 warned_heavy: AtomicBool::new(false),
                 evictions,
+                evicted,
                 kind: self.engine,
             }),
         })
@@ -339,6 +345,8 @@ struct MemInner {
     /// Whether a too-heavy entry has been warned about.
     warned_heavy: AtomicBool,
     evictions: Arc<AtomicU64>,
+    /// Where evictions are reported as events.
+    evicted: Arc<EvictionSink>,
     kind: MemoryEngine,
 }
 
@@ -384,6 +392,11 @@ impl MemoryBackend {
     /// How many entries the engine has evicted to stay within its bound.
     pub fn evictions(&self) -> u64 {
         self.inner.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Sends this backend's evictions to a cache's events.
+    pub(crate) fn connect_events(&self, emitter: &Arc<Emitter>) {
+        self.inner.evicted.connect(emitter);
     }
 
     pub(crate) fn clock(&self) -> &Clock {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::budget::Budget;
 use super::{Cache, CacheValue, FillPolicy, Ttl};
 use crate::clock::wall_ms;
+use crate::events::EventKind;
 use crate::observe::{Counter, short_key};
 use crate::protect::early;
 use crate::protect::single_flight::{self, Join};
@@ -68,6 +69,7 @@ impl Cache {
         let stale = match self.read_quietly::<T>(&mut budget, key, version).await {
             Found::Fresh(v, timing) => {
                 self.inner.store.count_in(policy.function, Counter::Hits);
+                self.emit(EventKind::Hit, key, policy);
                 if policy.early_refresh && self.refresh_due(timing, policy.beta) {
                     let ttl = self.fill_ttl(key, ttl, policy);
                     return Ok(self
@@ -78,10 +80,12 @@ impl Cache {
             }
             Found::Stale(v) => {
                 self.inner.store.count_in(policy.function, Counter::Misses);
+                self.emit(EventKind::Miss, key, policy);
                 Some(v)
             }
             Found::Miss => {
                 self.inner.store.count_in(policy.function, Counter::Misses);
+                self.emit(EventKind::Miss, key, policy);
                 None
             }
         };
@@ -141,6 +145,7 @@ impl Cache {
                             self.inner
                                 .store
                                 .count_in(policy.function, Counter::StaleServed);
+                            self.emit(EventKind::StaleServed, key, policy);
                         }
                         return Ok(v.clone());
                     }
@@ -236,8 +241,17 @@ impl Cache {
         // The current value is still valid: keep serving it.
         let Some(v) = result else { return current };
         leader.publish(Arc::new(v.clone()), false);
-        self.store_quietly(budget, key, &v, ttl, version, started.elapsed(), policy, stamp)
-            .await;
+        self.store_quietly(
+            budget,
+            key,
+            &v,
+            ttl,
+            version,
+            started.elapsed(),
+            policy,
+            stamp,
+        )
+        .await;
         v
     }
 
@@ -298,6 +312,7 @@ impl Cache {
             self.inner
                 .store
                 .count_in(policy.function, Counter::StaleServed);
+            self.emit(EventKind::StaleServed, key, policy);
             tracing::warn!(
                 cache = %self.name(),
                 key = short_key(key),
@@ -417,11 +432,24 @@ impl Cache {
             return;
         };
         let ttl = self.jittered(ttl);
-        let (key, value, keep) = (key.to_owned(), value.clone(), policy.stale_if_error);
+        let (cache, key, value, keep) = (
+            self.clone(),
+            key.to_owned(),
+            value.clone(),
+            policy.stale_if_error,
+        );
+        let function = policy.function.map(|f| f.0);
         let write = async move {
-            guard
+            if guard
                 .store_and_release(&key, &value, ttl, version, compute, keep, stamp)
-                .await;
+                .await
+            {
+                cache
+                    .inner
+                    .store
+                    .events
+                    .emit(EventKind::Set, &key, function);
+            }
         };
         budget.write(self, write).await;
     }
@@ -494,15 +522,30 @@ impl Cache {
             value.clone(),
             policy.stale_if_error,
         );
+        let function = policy.function.map(|f| f.0);
         let write = async move {
             // Errors were logged and counted where they happened.
-            let _ = cache
+            let stored = cache
                 .inner
                 .store
                 .put_tagged(&key, &value, ttl, version, compute, keep, stamp)
                 .await;
+            if stored.is_ok() {
+                cache
+                    .inner
+                    .store
+                    .events
+                    .emit(EventKind::Set, &key, function);
+            }
         };
         budget.write(self, write).await;
+    }
+
+    /// An event of a fill, with the scope of its function.
+    #[inline]
+    fn emit(&self, kind: EventKind, key: &str, policy: &FillPolicy) {
+        let function = policy.function.map(|f| f.0);
+        self.inner.store.events.emit(kind, key, function);
     }
 
     #[cfg(test)]
@@ -546,7 +589,7 @@ impl LockGuard {
 
     /// Stores the value and releases the lock in one backend call; a failed call is logged and
     /// counted as a failed store, and the release is tried again on its own (by `Drop`). A
-    /// value that cannot be encoded only releases the lock.
+    /// value that cannot be encoded only releases the lock. `true` if the value was stored.
     #[allow(clippy::too_many_arguments)]
     async fn store_and_release<T: CacheValue>(
         mut self,
@@ -557,7 +600,7 @@ impl LockGuard {
         compute: Duration,
         keep: Option<Duration>,
         stamp: Option<Stamp>,
-    ) {
+    ) -> bool {
         let cache = self.cache.clone();
         match cache
             .inner
@@ -565,9 +608,15 @@ impl LockGuard {
             .put_and_unlock(key, value, ttl, version, compute, keep, &self.token, stamp)
             .await
         {
-            Ok(true) => self.released = true,
-            Ok(false) => self.release().await,
-            Err(_) => {}
+            Ok(true) => {
+                self.released = true;
+                true
+            }
+            Ok(false) => {
+                self.release().await;
+                false
+            }
+            Err(_) => false,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::backend::CacheBackend;
 use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
 use crate::error::CacheError;
+use crate::events::{CacheEvents, EventKind};
 use crate::observe::{CacheStats, Counter, FnStats, short_key};
 use crate::protect::breaker::Breaker;
 use crate::protect::single_flight::SingleFlight;
@@ -182,11 +183,13 @@ impl Cache {
         match self.inner.store.find::<T>(key, version).await? {
             Found::Fresh(v, _) => {
                 self.count(Counter::Hits);
+                self.inner.store.events.emit(EventKind::Hit, key, None);
                 tracing::debug!(cache = %self.name(), key = short_key(key), "cache hit");
                 Ok(Some(v))
             }
             Found::Stale(_) | Found::Miss => {
                 self.count(Counter::Misses);
+                self.inner.store.events.emit(EventKind::Miss, key, None);
                 tracing::debug!(cache = %self.name(), key = short_key(key), "cache miss");
                 Ok(None)
             }
@@ -206,6 +209,8 @@ impl Cache {
         }
         let v = self.inner.store.memory_hit::<T>(key)?;
         self.inner.store.count_in(function, Counter::Hits);
+        let events = &self.inner.store.events;
+        events.emit(EventKind::Hit, key, function.map(|f| f.0));
         Some(v)
     }
 
@@ -259,7 +264,9 @@ impl Cache {
         self.inner
             .store
             .put_tagged(key, value, ttl, 0, Duration::ZERO, None, stamp)
-            .await
+            .await?;
+        self.inner.store.events.emit(EventKind::Set, key, None);
+        Ok(())
     }
 
     /// Makes every value carrying `tag` a miss, in every process sharing the backend: one
@@ -287,7 +294,9 @@ impl Cache {
         self.inner
             .store
             .put(key, value, ttl, version, compute, keep)
-            .await
+            .await?;
+        self.inner.store.events.emit(EventKind::Set, key, None);
+        Ok(())
     }
 
     /// Removes `key`; `true` if a value was there. On Redis with a near cache, other
@@ -297,6 +306,7 @@ impl Cache {
         self.inner
             .store
             .count_n(Counter::Deletes, u64::from(removed));
+        self.inner.store.events.emit(EventKind::Delete, key, None);
         Ok(removed)
     }
 
@@ -325,6 +335,7 @@ impl Cache {
         self.inner
             .store
             .count_n(Counter::Misses, found.len() as u64 - hits);
+        self.emit_each(keys.iter().zip(&found).map(|(k, v)| (*k, v.is_some())));
         Ok(found)
     }
 
@@ -339,13 +350,26 @@ impl Cache {
         if !self.inner.options.enabled {
             return Ok(());
         }
-        self.inner.store.put_many(items, ttl).await
+        self.inner.store.put_many(items, ttl).await?;
+        let events = &self.inner.store.events;
+        if events.on() {
+            for (k, _) in items {
+                events.emit(EventKind::Set, k.as_ref(), None);
+            }
+        }
+        Ok(())
     }
 
     /// Removes several keys; returns how many existed.
     pub async fn delete_many(&self, keys: &[&str]) -> Result<u64, CacheError> {
         let n = self.inner.store.delete_many(keys).await?;
         self.inner.store.count_n(Counter::Deletes, n);
+        let events = &self.inner.store.events;
+        if events.on() {
+            for k in keys {
+                events.emit(EventKind::Delete, k, None);
+            }
+        }
         Ok(n)
     }
 
@@ -365,6 +389,8 @@ impl Cache {
     pub async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
         let n = self.inner.store.delete_pattern(pattern).await?;
         self.inner.store.count_n(Counter::Deletes, n);
+        let events = &self.inner.store.events;
+        events.emit(EventKind::DeletePattern, pattern, None);
         Ok(n)
     }
 
@@ -372,6 +398,7 @@ impl Cache {
     pub async fn clear(&self) -> Result<u64, CacheError> {
         let n = self.inner.store.clear().await?;
         self.inner.store.count_n(Counter::Deletes, n);
+        self.inner.store.events.emit_cache(EventKind::Clear);
         Ok(n)
     }
 
@@ -472,6 +499,54 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         self.fill(key, ttl.into(), 0, init).await
+    }
+}
+
+// Events: the receiver, and the hits and misses of a batch read.
+impl Cache {
+    /// A receiver of this cache's events: hits, misses, sets, deletes, evictions (of the
+    /// memory backend or the near tier), circuit breaker changes, decode failures and stale
+    /// values served, each with the cache's name, the key and, from a `#[cacheable]`
+    /// function, its scope.
+    ///
+    /// Events are sent after their effect, on a bounded channel
+    /// ([`EVENTS_CAPACITY`](crate::EVENTS_CAPACITY)): a receiver that falls behind is told
+    /// how many it missed ([`EventError::Lagged`](crate::EventError::Lagged)) and the cache
+    /// never waits for it. While no receiver is alive an event costs one relaxed atomic load;
+    /// dropping the last receiver turns them off again. Every clone of the cache sends to
+    /// every receiver.
+    ///
+    /// ```
+    /// use lexigram_cache::{CacheModule, EventKind};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cache = CacheModule::stub().cache();
+    /// let mut events = cache.events();
+    /// cache.set("k", &1u32, None).await?;
+    /// let event = events.recv().await?;
+    /// assert_eq!(event.kind, EventKind::Set);
+    /// assert_eq!(event.key.as_deref(), Some("k"));
+    /// # Ok(()) }
+    /// ```
+    pub fn events(&self) -> CacheEvents {
+        self.inner.store.events.subscribe()
+    }
+
+    /// How many receivers from [`events`](Self::events) are alive; events are made only while
+    /// this is above zero.
+    pub fn event_receivers(&self) -> usize {
+        self.inner.store.events.receivers()
+    }
+
+    /// A hit or a miss event per key of a batch read.
+    fn emit_each<'k>(&self, found: impl Iterator<Item = (&'k str, bool)>) {
+        let events = &self.inner.store.events;
+        if events.on() {
+            for (key, hit) in found {
+                let kind = if hit { EventKind::Hit } else { EventKind::Miss };
+                events.emit(kind, key, None);
+            }
+        }
     }
 }
 

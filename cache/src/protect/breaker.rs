@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::BackendError;
+use crate::events::EventKind;
 
 /// Breaker state, shared by every clone of a cache.
 #[derive(Debug)]
@@ -93,8 +94,14 @@ impl Breaker {
         }
     }
 
-    /// Records the outcome of a permitted call.
-    pub(crate) fn record(&self, name: &str, permit: Permit, outcome: Result<(), &BackendError>) {
+    /// Records the outcome of a permitted call; says whether it opened or closed the breaker,
+    /// for the cache's events.
+    pub(crate) fn record(
+        &self,
+        name: &str,
+        permit: Permit,
+        outcome: Result<(), &BackendError>,
+    ) -> Option<EventKind> {
         let failed = match outcome {
             Ok(()) => false,
             // A refused request, one server of several, a full pool: not the backend's health.
@@ -111,12 +118,13 @@ impl Breaker {
                     cache = name,
                     "circuit breaker closed: the backend answers again"
                 );
+                return Some(EventKind::BreakerClose);
             }
-            return;
+            return None;
         }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if self.threshold == 0 {
-            return;
+            return None;
         }
         if permit == Permit::Probe || failures >= self.threshold {
             let was_closed = self
@@ -131,8 +139,10 @@ impl Breaker {
                     open_for = ?self.open_for,
                     "circuit breaker opened: the backend is skipped until a probe succeeds"
                 );
+                return Some(EventKind::BreakerOpen);
             }
         }
+        None
     }
 
     /// Whether calls are being skipped now.
@@ -167,7 +177,10 @@ mod tests {
             b.record("t", Permit::Call, Err(&timeout()));
         }
         assert!(!b.is_open());
-        b.record("t", Permit::Call, Err(&timeout()));
+        assert_eq!(
+            b.record("t", Permit::Call, Err(&timeout())),
+            Some(EventKind::BreakerOpen)
+        );
         assert!(b.is_open());
         assert_eq!(b.opened(), 1);
         assert!(matches!(b.permit(), Permit::Open(_)));
@@ -179,8 +192,12 @@ mod tests {
         assert!(matches!(b.permit(), Permit::Open(_)));
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(b.permit(), Permit::Probe);
-        b.record("t", Permit::Probe, Ok(()));
+        assert_eq!(
+            b.record("t", Permit::Probe, Ok(())),
+            Some(EventKind::BreakerClose)
+        );
         assert!(!b.is_open());
+        assert_eq!(b.record("t", Permit::Call, Ok(())), None);
         assert_eq!(b.permit(), Permit::Call);
         assert_eq!(b.opened(), 1, "reopening from half-open is the same outage");
         assert!(b.short_circuits() >= 3);

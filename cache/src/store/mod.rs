@@ -17,6 +17,7 @@ use crate::cache::CacheValue;
 use crate::clock::{duration_ms, wall_ms};
 use crate::codec::{Envelope, Format, fingerprint};
 use crate::error::{BackendError, CacheError};
+use crate::events::{Emitter, EventKind};
 use crate::observe::{
     CacheStats, Counter, Counters, FnStats, MetricHandles, record_latency, short_key,
 };
@@ -70,6 +71,8 @@ pub(crate) struct Store {
     metrics: MetricHandles,
     /// Serializes the creation and replacement of tag versions in the memory backend.
     tag_lock: parking_lot::Mutex<()>,
+    /// The cache's events.
+    pub(crate) events: Arc<Emitter>,
 }
 
 impl Store {
@@ -80,7 +83,14 @@ impl Store {
         compression: crate::codec::Compression,
         breaker: Breaker,
     ) -> Store {
+        let events = Emitter::new(&name);
+        match &tier {
+            Tier::Memory(m) => m.connect_events(&events),
+            Tier::Remote { near: Some(n), .. } => n.connect_events(&events),
+            Tier::Remote { near: None, .. } => {}
+        }
         Store {
+            events,
             metrics: MetricHandles::new(&name, ""),
             name,
             tier,
@@ -197,8 +207,12 @@ impl Store {
         let started = Instant::now();
         let result = call.await;
         record_latency(&self.name, op, started.elapsed());
-        self.breaker
-            .record(&self.name, permit, result.as_ref().map(drop));
+        if let Some(change) = self
+            .breaker
+            .record(&self.name, permit, result.as_ref().map(drop))
+        {
+            self.events.emit_cache(change);
+        }
         result
     }
 
@@ -251,6 +265,7 @@ impl Store {
             Some(v) => Some(v.clone()),
             None => {
                 self.count(Counter::DecodeFailures);
+                self.events.emit(EventKind::DecodeFailure, key, None);
                 tracing::warn!(
                     cache = %self.name,
                     key = short_key(key),
@@ -351,6 +366,7 @@ impl Store {
             }
             Err(reason) => {
                 self.count(Counter::DecodeFailures);
+                self.events.emit(EventKind::DecodeFailure, key, None);
                 tracing::warn!(
                     cache = %self.name,
                     key = short_key(key),

@@ -32,6 +32,7 @@ use crate::backend::redis::invalidation::Listener;
 use crate::cache::CacheValue;
 use crate::clock::{Clock, duration_ms};
 use crate::error::BackendError;
+use crate::events::{Emitter, EvictionSink, ReportEvictions};
 use crate::observe::CacheStats;
 
 use super::Timing;
@@ -108,8 +109,18 @@ struct Entry {
     tags: Option<Stamp>,
 }
 
+type NearEntries = quick_cache::sync::Cache<
+    String,
+    Entry,
+    quick_cache::UnitWeighter,
+    quick_cache::DefaultHashBuilder,
+    ReportEvictions,
+>;
+
 struct Shared {
-    entries: quick_cache::sync::Cache<String, Entry>,
+    entries: NearEntries,
+    /// Where evictions are reported as events.
+    evicted: Arc<EvictionSink>,
     cap_ms: u64,
     clock: Clock,
     epoch: AtomicU64,
@@ -167,6 +178,11 @@ impl Near {
                 _stop: stop,
             }),
         })
+    }
+
+    /// Sends this tier's evictions to a cache's events.
+    pub(crate) fn connect_events(&self, emitter: &Arc<Emitter>) {
+        self.shared.evicted.connect(emitter);
     }
 
     /// A fresh value of type `T` under `key`, and its timing.
@@ -334,8 +350,16 @@ impl Near {
 impl Shared {
     fn new(options: &NearOptions) -> Arc<Shared> {
         let capacity = usize::try_from(options.max_entries.max(1)).unwrap_or(usize::MAX);
+        let evicted = EvictionSink::new("");
         Arc::new(Shared {
-            entries: quick_cache::sync::Cache::new(capacity),
+            entries: NearEntries::with(
+                capacity,
+                capacity as u64,
+                quick_cache::UnitWeighter,
+                quick_cache::DefaultHashBuilder::default(),
+                ReportEvictions(Arc::clone(&evicted)),
+            ),
+            evicted,
             cap_ms: duration_ms(options.ttl),
             clock: Clock::system(),
             epoch: AtomicU64::new(0),
