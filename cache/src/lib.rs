@@ -74,7 +74,7 @@ pub use config::{BackendConfig, BackendKind, CacheConfig, ServerUrl};
 pub use error::{BackendError, CacheError};
 pub use events::{CacheEvent, CacheEvents, EVENTS_CAPACITY, EventError, EventKind};
 pub use observe::{CacheStats, FunctionStats, function_stats};
-pub use registry::{BackendHealth, CacheModule, Caches, HealthReport, installed};
+pub use registry::{BackendHealth, CacheModule, Caches, HealthReport, ServerHealth, installed};
 pub use request::{in_request_scope, inherit_request_scope, request_scope};
 pub use store::near::NearOptions;
 pub use warm::{WarmOptions, WarmOutcome, WarmReport};

@@ -42,10 +42,13 @@ impl CacheModule {
             config::production_reason(|k| std::env::var(k).ok()),
         )?;
         let mut caches = Vec::with_capacity(config.backends.len());
+        let mut servers = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
-            caches.push((b.name.clone(), build(i, b, &config, i == default).await?));
+            let (cache, spread) = build(i, b, &config, i == default).await?;
+            caches.push((b.name.clone(), cache));
+            servers.push(spread);
         }
-        Ok(Caches::new(caches, default, config))
+        Ok(Caches::new(caches, servers, default, config))
     }
 
     /// Loads the configuration from `application.yaml` (or `LEX_CONFIG_FILE`), the
@@ -75,7 +78,7 @@ impl CacheModule {
                 .build()
                 .unwrap_or_else(|e| unreachable!("default memory options are valid: {e}")),
         );
-        Caches::new(vec![("default".into(), cache)], 0, config)
+        Caches::new(vec![("default".into(), cache)], vec![None], 0, config)
     }
 }
 
@@ -94,7 +97,7 @@ async fn build(
     b: &BackendConfig,
     config: &CacheConfig,
     is_default: bool,
-) -> Result<Cache, CacheError> {
+) -> Result<(Cache, Option<MemcachedBackend>), CacheError> {
     let service = &config.service;
     let options = CacheOptions {
         default_ttl: b.default_ttl,
@@ -131,7 +134,7 @@ async fn build(
                 builder = builder.time_to_idle(tti);
             }
             let backend = builder.build().map_err(at_backend(index))?;
-            Ok(Cache::with_options(b.name.clone(), backend, options))
+            Ok((Cache::with_options(b.name.clone(), backend, options), None))
         }
         BackendKind::Redis => {
             let mut urls = b.redis_urls().into_iter();
@@ -156,7 +159,7 @@ async fn build(
             }
             let backend = builder.build().map_err(at_backend(index))?;
             reachable_at_boot(b, is_default, backend.ensure_connected().await)?;
-            Ok(Cache::with_options(b.name.clone(), backend, options))
+            Ok((Cache::with_options(b.name.clone(), backend, options), None))
         }
         BackendKind::Memcached => {
             let mut builder = MemcachedBackend::builder(b.servers.iter().cloned())
@@ -177,7 +180,12 @@ async fn build(
             }
             let backend = builder.build().map_err(at_backend(index))?;
             reachable_at_boot(b, is_default, backend.ensure_connected().await.map(drop))?;
-            Ok(Cache::with_options(b.name.clone(), backend, options))
+            // Kept beside the cache so that the health report can show each server.
+            let spread = (backend.servers().len() > 1).then(|| backend.clone());
+            Ok((
+                Cache::with_options(b.name.clone(), backend, options),
+                spread,
+            ))
         }
     }
 }
@@ -252,15 +260,24 @@ pub struct Caches {
 #[derive(Debug)]
 struct CachesInner {
     caches: Vec<(String, Cache)>,
+    /// Per cache, in the same order: its Memcached backend when that spreads keys over
+    /// several servers, whose health is reported one by one.
+    servers: Vec<Option<MemcachedBackend>>,
     default: usize,
     config: CacheConfig,
 }
 
 impl Caches {
-    fn new(caches: Vec<(String, Cache)>, default: usize, config: CacheConfig) -> Self {
+    fn new(
+        caches: Vec<(String, Cache)>,
+        servers: Vec<Option<MemcachedBackend>>,
+        default: usize,
+        config: CacheConfig,
+    ) -> Self {
         Caches {
             inner: std::sync::Arc::new(CachesInner {
                 caches,
+                servers,
                 default,
                 config,
             }),
@@ -315,7 +332,10 @@ impl Caches {
         GENERATION.fetch_add(1, Ordering::Release);
     }
 
-    /// Pings every backend (each with a 2 s timeout) and reports status and latency.
+    /// Pings every backend (each with a 2 s timeout) and reports status and latency; for a
+    /// Memcached backend over several servers, each server's too. Such a backend answers
+    /// while one of its servers does (the others only make their own keys miss), so it is
+    /// healthy then, and its [`servers`](BackendHealth::servers) name the ones that are down.
     ///
     /// ```
     /// # #[tokio::main] async fn main() {
@@ -327,24 +347,15 @@ impl Caches {
     pub async fn health(&self) -> HealthReport {
         // Pinged together: one slow backend must not add its timeout to the others'.
         let mut pings = tokio::task::JoinSet::new();
-        for (index, (name, cache)) in self.inner.caches.iter().enumerate() {
-            let (name, cache) = (name.clone(), cache.clone());
-            pings.spawn(async move {
-                let pinged = tokio::time::timeout(HEALTH_TIMEOUT, cache.ping()).await;
-                let (latency, error) = match pinged {
-                    Ok(Ok(latency)) => (Some(latency), None),
-                    Ok(Err(e)) => (None, Some(e.to_string())),
-                    Err(_) => (None, Some(format!("no answer within {HEALTH_TIMEOUT:?}"))),
-                };
-                let health = BackendHealth {
-                    name,
-                    kind: cache.kind(),
-                    healthy: error.is_none(),
-                    latency,
-                    error,
-                };
-                (index, health)
-            });
+        for (index, ((name, cache), servers)) in self
+            .inner
+            .caches
+            .iter()
+            .zip(&self.inner.servers)
+            .enumerate()
+        {
+            let (name, cache, servers) = (name.clone(), cache.clone(), servers.clone());
+            pings.spawn(async move { (index, backend_health(name, cache, servers).await) });
         }
         let mut backends: Vec<(usize, BackendHealth)> = Vec::new();
         while let Some(joined) = pings.join_next().await {
@@ -358,9 +369,71 @@ impl Caches {
             backends: backends.into_iter().map(|(_, h)| h).collect(),
         }
     }
+
+    /// The health of the backend named `name`, pinged as [`health`](Self::health) pings
+    /// each; `None` for a name that is not configured.
+    pub async fn health_of(&self, name: &str) -> Option<BackendHealth> {
+        let inner = &*self.inner;
+        let index = inner.caches.iter().position(|(n, _)| n == name)?;
+        let (name, cache) = inner.caches[index].clone();
+        let servers = inner.servers.get(index).cloned().flatten();
+        Some(backend_health(name, cache, servers).await)
+    }
 }
 
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Pings one backend within [`HEALTH_TIMEOUT`]. With `servers`, every server is pinged once
+/// and the backend's line sums them up as its own ping does: it answers while one server does.
+async fn backend_health(
+    name: String,
+    cache: Cache,
+    servers: Option<MemcachedBackend>,
+) -> BackendHealth {
+    let kind = cache.kind();
+    let late = || format!("no answer within {HEALTH_TIMEOUT:?}");
+    let (pinged, servers) = match servers {
+        None => {
+            let pinged = match tokio::time::timeout(HEALTH_TIMEOUT, cache.ping()).await {
+                Ok(pinged) => pinged.map_err(|e| e.to_string()),
+                Err(_) => Err(late()),
+            };
+            (pinged, Vec::new())
+        }
+        Some(backend) => match tokio::time::timeout(HEALTH_TIMEOUT, backend.ping_each()).await {
+            Ok(each) => {
+                let servers: Vec<ServerHealth> = each
+                    .into_iter()
+                    .map(|(addr, pinged)| ServerHealth {
+                        addr,
+                        healthy: pinged.is_ok(),
+                        latency: pinged.as_ref().ok().copied(),
+                        error: pinged.err().map(|e| e.to_string()),
+                    })
+                    .collect();
+                let slowest = servers.iter().filter_map(|s| s.latency).max();
+                let pinged = slowest.ok_or_else(|| {
+                    let why: Vec<&str> =
+                        servers.iter().filter_map(|s| s.error.as_deref()).collect();
+                    format!(
+                        "cache `{name}`: no memcached server answers ({})",
+                        why.join("; ")
+                    )
+                });
+                (pinged, servers)
+            }
+            Err(_) => (Err(late()), Vec::new()),
+        },
+    };
+    BackendHealth {
+        name,
+        kind,
+        healthy: pinged.is_ok(),
+        latency: pinged.as_ref().ok().copied(),
+        error: pinged.err(),
+        servers,
+    }
+}
 
 /// The outcome of [`Caches::health`].
 #[derive(Clone, Debug)]
@@ -387,9 +460,33 @@ pub struct BackendHealth {
     pub kind: &'static str,
     /// Whether it answered a ping in time.
     pub healthy: bool,
-    /// The ping's round-trip time, when it answered.
+    /// The ping's round-trip time, when it answered (the slowest server's, over several).
     pub latency: Option<Duration>,
     /// Why it is unhealthy.
+    pub error: Option<String>,
+    /// For a Memcached backend over several servers, each of them in configuration order;
+    /// empty for other backends, whose line says it all.
+    pub servers: Vec<ServerHealth>,
+}
+
+impl BackendHealth {
+    /// The servers of [`servers`](Self::servers) that did not answer.
+    pub fn servers_down(&self) -> impl Iterator<Item = &ServerHealth> {
+        self.servers.iter().filter(|s| !s.healthy)
+    }
+}
+
+/// The health of one server of a backend, as its own ping found it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerHealth {
+    /// Its address, `host:port`.
+    pub addr: String,
+    /// Whether it answered in time.
+    pub healthy: bool,
+    /// Its round-trip time, when it answered.
+    pub latency: Option<Duration>,
+    /// Why it did not answer (its keys miss meanwhile).
     pub error: Option<String>,
 }
 

@@ -5,7 +5,7 @@
 //! whichever that is, so it moves the default to that backend before booting.
 
 use lexigram_cache::config::ConfigSources;
-use lexigram_cache::{Cache, CacheConfig, CacheError, CacheModule};
+use lexigram_cache::{Cache, CacheConfig, CacheError, CacheModule, Caches};
 
 /// The backend named `target` (the configured default when `None`), booted with the whole
 /// configuration: the other backends are built too, but may be down.
@@ -32,6 +32,8 @@ pub struct Booted {
     pub prefix: String,
     /// The cache, or why it could not be booted.
     pub cache: Result<Cache, CacheError>,
+    /// The registry it was booted in, which reports its health server by server.
+    pub caches: Option<Caches>,
 }
 
 /// Every backend, in configuration order. One boot of the whole configuration serves them all
@@ -50,6 +52,7 @@ pub async fn each(config: &CacheConfig) -> Result<Vec<Booted>, CacheError> {
                     cache: caches
                         .named(&b.name)
                         .ok_or_else(|| CacheError::UnknownCache(b.name.clone())),
+                    caches: Some(caches.clone()),
                 })
                 .collect());
         }
@@ -61,7 +64,7 @@ pub async fn each(config: &CacheConfig) -> Result<Vec<Booted>, CacheError> {
     let mut failed_default = Some(failed_default);
     let mut booted = Vec::with_capacity(config.backends.len());
     for b in &config.backends {
-        let cache = match failed_default.take_if(|e| is_about(e, &b.name)) {
+        let caches = match failed_default.take_if(|e| is_about(e, &b.name)) {
             Some(e) => Err(e),
             None => {
                 let mut alone = config.clone();
@@ -70,14 +73,19 @@ pub async fn each(config: &CacheConfig) -> Result<Vec<Booted>, CacheError> {
                 alone.backends = vec![backend];
                 // Function overrides may name the backends left out.
                 alone.functions.clear();
-                CacheModule::configure(alone).await.map(|c| c.cache())
+                CacheModule::configure(alone).await
             }
+        };
+        let (cache, caches) = match caches {
+            Ok(caches) => (Ok(caches.cache()), Some(caches)),
+            Err(e) => (Err(e), None),
         };
         booted.push(Booted {
             name: b.name.clone(),
             kind: b.kind.as_str(),
             prefix: b.prefix.clone(),
             cache,
+            caches,
         });
     }
     match failed_default {

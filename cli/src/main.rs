@@ -138,18 +138,39 @@ async fn remote(
     Ok(cache)
 }
 
+/// One line per backend; below a backend over several servers, one line per server, so a
+/// dead one is named even while the backend answers.
 async fn ping(backends: Vec<boot::Booted>) -> Result<ExitCode, CliError> {
     let mut healthy = true;
     for b in backends {
-        let pinged = match &b.cache {
-            Ok(cache) => cache.ping().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+        let health = match &b.caches {
+            Some(caches) => caches.health_of(&b.name).await,
+            None => None,
+        };
+        let pinged = match (&b.cache, &health) {
+            (Err(e), _) => Err(e.to_string()),
+            (Ok(_), Some(h)) => h.latency.filter(|_| h.healthy).ok_or_else(|| {
+                h.error
+                    .clone()
+                    .unwrap_or_else(|| "did not answer".to_owned())
+            }),
+            (Ok(cache), None) => cache.ping().await.map_err(|e| e.to_string()),
         };
         match pinged {
             Ok(latency) => println!("{:<16} {:<10} ok      {latency:?}", b.name, b.kind),
             Err(e) => {
                 healthy = false;
                 println!("{:<16} {:<10} FAILED  {e}", b.name, b.kind);
+            }
+        }
+        for s in health.iter().flat_map(|h| &h.servers) {
+            match (&s.latency, &s.error) {
+                (Some(latency), None) => println!("  {:<25} up      {latency:?}", s.addr),
+                (_, error) => println!(
+                    "  {:<25} DOWN    {}",
+                    s.addr,
+                    error.as_deref().unwrap_or("did not answer")
+                ),
             }
         }
     }

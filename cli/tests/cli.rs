@@ -286,6 +286,40 @@ fn clear_on_memcached_says_it_cannot_before_asking() {
     );
 }
 
+/// A Memcached backend over three servers, one of them killed: `ping` succeeds, as the backend
+/// serves while a server answers, and lists each server under it, naming the dead one.
+#[test]
+fn ping_lists_each_memcached_server_and_names_the_dead_one() {
+    let mut servers: Vec<MemcachedServer> = (0..3).map(|_| MemcachedServer::start()).collect();
+    let addrs: Vec<String> = servers.iter().map(MemcachedServer::addr).collect();
+    let mut vars = vec![("LEX_CACHE__BACKENDS__0__TYPE", "memcached".to_owned())];
+    for (key, addr) in [
+        "LEX_CACHE__BACKENDS__0__SERVERS__0",
+        "LEX_CACHE__BACKENDS__0__SERVERS__1",
+        "LEX_CACHE__BACKENDS__0__SERVERS__2",
+    ]
+    .into_iter()
+    .zip(&addrs)
+    {
+        vars.push((key, addr.clone()));
+    }
+    servers[1].kill();
+    let o = run(&vars, &["ping"], "");
+    assert!(o.status.success(), "{o:?}");
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "the backend and its three servers:\n{text}");
+    assert!(
+        lines[0].starts_with("default") && lines[0].contains(" ok "),
+        "{text}"
+    );
+    for (line, addr) in lines[1..].iter().zip(&addrs) {
+        assert!(line.trim_start().starts_with(addr.as_str()), "{text}");
+        let state = if *addr == addrs[1] { " DOWN " } else { " up " };
+        assert!(line.contains(state), "{addr} should be{state}:\n{text}");
+    }
+}
+
 /// `main` (the default) points at a port nobody listens on; `other` is a live Redis.
 fn default_down_vars(server: &RedisServer) -> Vec<(&'static str, String)> {
     let dead = free_port(false);

@@ -161,7 +161,9 @@ async fn shipping_cents() -> Result<u64, String> {
 }
 
 /// Per backend: whether it answers a ping, and its breaker. A backend whose breaker is open is
-/// unhealthy even when it answers again: calls skip it until a probe succeeds.
+/// unhealthy even when it answers again: calls skip it until a probe succeeds. A Memcached
+/// backend over several servers lists each: one down makes its keys miss, not the backend
+/// unhealthy, and is named here.
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let report = state.caches.health().await;
     let mut all_healthy = true;
@@ -189,6 +191,12 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
                 "breaker_opens": stats.as_ref().map(|s| s.breaker_opens),
                 "latency_us": b.latency.map(|l| l.as_micros() as u64),
                 "error": error,
+                "servers": b.servers.iter().map(|s| serde_json::json!({
+                    "addr": s.addr,
+                    "up": s.healthy,
+                    "latency_us": s.latency.map(|l| l.as_micros() as u64),
+                    "error": s.error,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -9,7 +9,9 @@
 //! either way: a server that stopped answering) and reset connections (every open connection,
 //! and every new one, is closed with a TCP reset: a server that went away abruptly). It can also
 //! send new connections to another server while the open ones keep what they have (a failover
-//! to a new address while the old one went silent).
+//! to a new address while the old one went silent). And it can lose one reply: a chosen request
+//! reaches the server, which applies it, and the client's connection is reset instead of
+//! getting the answer (a connection that died while the request was in flight).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +48,8 @@ struct Shared {
     /// The mode channels of connections opened before a reroute; kept open so that those
     /// connections keep their mode, and told to reset when the proxy stops.
     retired: std::sync::Mutex<Vec<watch::Sender<Mode>>>,
+    /// Set by [`Proxy::lose_reply_to`]; taken by the first request that holds these bytes.
+    lose_reply_to: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 struct Route {
@@ -96,6 +100,7 @@ impl Proxy {
                 mode,
             }),
             retired: std::sync::Mutex::new(Vec::new()),
+            lose_reply_to: std::sync::Mutex::new(None),
         });
         let accept = tokio::spawn({
             let shared = shared.clone();
@@ -169,6 +174,14 @@ impl Proxy {
             .collect()
     }
 
+    /// The next request (round trip, on any connection) whose bytes hold `needle` is
+    /// forwarded, and when the server answers it, the answer is dropped and that connection
+    /// is reset: the server applied the request, the client never hears so. Everything else,
+    /// before and after, is forwarded as usual.
+    pub fn lose_reply_to(&self, needle: &[u8]) {
+        *lock(&self.shared.lose_reply_to) = Some(needle.to_vec());
+    }
+
     /// Starts counting from zero.
     pub fn reset_counts(&self) {
         *self.shared.counts() = Counts::default();
@@ -214,17 +227,18 @@ async fn connection(mut client: TcpStream, shared: Arc<Shared>) {
         // Whether the last bytes forwarded went to the client: the next bytes from the
         // client then start a new round trip.
         let answered = AtomicBool::new(true);
+        let lost = Lost::default();
         let up = pump(
             client_read,
             server_write,
-            Direction::Request(&answered),
+            Direction::Request(&answered, &lost),
             &shared,
             mode.clone(),
         );
         let down = pump(
             server_read,
             client_write,
-            Direction::Reply(&answered),
+            Direction::Reply(&answered, &lost),
             &shared,
             mode.clone(),
         );
@@ -238,6 +252,11 @@ async fn connection(mut client: TcpStream, shared: Arc<Shared>) {
         tokio::select! {
             _ = async { tokio::join!(up, down) } => {}
             () = reset_asked => {}
+            () = lost.reply.notified() => {
+                reset(client);
+                reset(server);
+                return;
+            }
         }
     }
     if *mode.borrow() == Mode::Reset {
@@ -247,8 +266,17 @@ async fn connection(mut client: TcpStream, shared: Arc<Shared>) {
 }
 
 enum Direction<'a> {
-    Request(&'a AtomicBool),
-    Reply(&'a AtomicBool),
+    Request(&'a AtomicBool, &'a Lost),
+    Reply(&'a AtomicBool, &'a Lost),
+}
+
+/// One connection's part in [`Proxy::lose_reply_to`].
+#[derive(Default)]
+struct Lost {
+    /// This connection's current request took the lost reply.
+    taken: AtomicBool,
+    /// The server answered it: the connection is to be reset.
+    reply: tokio::sync::Notify,
 }
 
 /// Copies one direction until either side closes, counting round trips; in
@@ -271,16 +299,28 @@ async fn pump(
             continue;
         }
         match direction {
-            Direction::Request(answered) => {
+            Direction::Request(answered, lost) => {
                 let mut counts = shared.counts();
                 if answered.swap(false, Ordering::SeqCst) || counts.trips.is_empty() {
                     counts.trips.push(Vec::new());
                 }
                 if let Some(last) = counts.trips.last_mut() {
                     last.extend_from_slice(&buf[..n]);
+                    let mut wanted = lock(&shared.lose_reply_to);
+                    if wanted.as_deref().is_some_and(|needle| {
+                        needle.is_empty() || last.windows(needle.len()).any(|w| w == needle)
+                    }) {
+                        *wanted = None;
+                        lost.taken.store(true, Ordering::SeqCst);
+                    }
                 }
             }
-            Direction::Reply(answered) => answered.store(true, Ordering::SeqCst),
+            Direction::Reply(_, lost) if lost.taken.load(Ordering::SeqCst) => {
+                // notify_one keeps the wake-up if the select has not polled yet.
+                lost.reply.notify_one();
+                return;
+            }
+            Direction::Reply(answered, _) => answered.store(true, Ordering::SeqCst),
         }
         if to.write_all(&buf[..n]).await.is_err() {
             break;

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use lexigram_cache::{
     BackendConfig, BackendError, Cache, CacheBackend, CacheConfig, CacheError, CacheModule,
-    MemcachedBackend,
+    CacheOptions, MemcachedBackend,
 };
+use lexigram_cache_tests::RunCounter;
+use lexigram_cache_tests::proxy::Proxy;
 use lexigram_cache_tests::servers::MemcachedServer;
 
 fn backend(addrs: &[String]) -> MemcachedBackend {
@@ -332,4 +334,102 @@ async fn boots_with_one_of_three_servers_down() {
         .await
         .expect_err("no server answers");
     assert!(err.to_string().contains(&gone), "{err}");
+}
+
+/// The request line of the fill lock's `add` (`ms <key> <len> b T<ttl> ME c`).
+const LOCK_ADD: &[u8] = b" ME c\r\n";
+
+/// A backend through `proxy` with one pooled connection, open and idle.
+async fn warm_backend_through(proxy: &Proxy) -> MemcachedBackend {
+    let b = MemcachedBackend::builder([proxy.addr()])
+        .prefix("lost:")
+        .pool_size(1)
+        .op_timeout(Duration::from_secs(2))
+        .build()
+        .expect("build");
+    b.ping().await.expect("ping through the proxy");
+    assert_eq!(b.idle_connections(), vec![1]);
+    proxy.reset_counts();
+    b
+}
+
+/// The server took the fill lock, then the connection died before its answer came back: the
+/// `add` is not sent again on a fresh connection, where it would find our own lock and report
+/// it held by another caller until the lock expires. The attempt fails instead.
+#[tokio::test]
+async fn a_lock_attempt_whose_reply_was_lost_is_not_sent_again() {
+    let server = MemcachedServer::start();
+    let proxy = Proxy::start(&server.addr()).await;
+    let b = warm_backend_through(&proxy).await;
+    proxy.lose_reply_to(LOCK_ADD);
+    let attempt = b.try_lock("k", Duration::from_secs(30)).await;
+    let (trips, transcript) = (proxy.round_trips(), proxy.transcript());
+    assert!(
+        attempt.is_err(),
+        "the reply was lost, yet the attempt reports {attempt:?} after {trips} round trips:\n{transcript}"
+    );
+    assert_eq!(trips, 1, "the add was sent again:\n{transcript}");
+    // The server did apply it: the lock exists, only its holder does not know its token.
+    let again = b
+        .try_lock("k", Duration::from_secs(30))
+        .await
+        .expect("lock");
+    assert!(again.token.is_none(), "{again:?}");
+}
+
+/// A cached call whose fill-lock reply was lost runs its body at once, instead of waiting
+/// `lock_wait` for a holder that is itself.
+#[tokio::test]
+async fn a_fill_whose_lock_reply_was_lost_runs_the_body_at_once() {
+    let server = MemcachedServer::start();
+    let proxy = Proxy::start(&server.addr()).await;
+    let b = warm_backend_through(&proxy).await;
+    let mut options = CacheOptions::default();
+    options.lock_wait = Duration::from_secs(4);
+    options.call_budget = Some(Duration::from_secs(10));
+    let cache = Cache::with_options("lost", b, options);
+    proxy.lose_reply_to(LOCK_ADD);
+    let runs = RunCounter::default();
+    let started = Instant::now();
+    let v = cache
+        .get_or_insert_with("k", Duration::from_secs(60), || async {
+            runs.hit();
+            7u32
+        })
+        .await;
+    let took = started.elapsed();
+    assert_eq!((v, runs.get()), (7, 1));
+    // Waiting for the lock it holds itself takes the whole `lock_wait` of 4 s.
+    assert!(
+        took < Duration::from_secs(2),
+        "{took:?}:\n{}",
+        proxy.transcript()
+    );
+    assert_eq!(cache.stats().coalesced, 0, "{:?}", cache.stats());
+}
+
+/// A pooled connection that a server restart closed is found closed before the lock's `add`
+/// is written: the attempt goes out once, on a fresh connection, and takes the lock.
+#[tokio::test]
+async fn a_lock_attempt_on_a_pooled_connection_closed_by_a_restart_is_sent_on_a_fresh_one() {
+    let mut server = MemcachedServer::start();
+    let port = server.port();
+    let proxy = Proxy::start(&server.addr()).await;
+    let b = warm_backend_through(&proxy).await;
+    server.kill();
+    let _server = MemcachedServer::start_at(port);
+    // Until the close has reached the pooled connection.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.reset_counts();
+    let attempt = b
+        .try_lock("k", Duration::from_secs(30))
+        .await
+        .expect("sent on a fresh connection");
+    assert!(attempt.token.is_some(), "{attempt:?}");
+    assert_eq!(
+        proxy.round_trips(),
+        1,
+        "the add was written to the closed connection first:\n{}",
+        proxy.transcript()
+    );
 }

@@ -1,5 +1,6 @@
 //! The health of a Memcached backend over several real `memcached` servers: one dead server of
-//! three makes its keys miss, not the whole backend unhealthy, and the ping says which one.
+//! three makes its keys miss, not the whole backend unhealthy, and the ping and the health
+//! report say which one.
 
 use std::time::Duration;
 
@@ -29,6 +30,25 @@ async fn one_dead_server_of_three_leaves_the_backend_healthy_and_is_named() {
             .expect("two of three servers answer, so the backend answers");
         let health = caches.health().await;
         assert!(health.is_healthy(), "{health:?}");
+        // The report names the dead server, and only that one.
+        let servers = &health.backends[0].servers;
+        assert_eq!(
+            servers.iter().map(|s| s.addr.as_str()).collect::<Vec<_>>(),
+            addrs,
+            "{health:?}"
+        );
+        for s in servers {
+            if s.addr == dead {
+                assert!(!s.healthy && s.latency.is_none(), "{s:?}");
+                let why = s.error.as_deref().unwrap_or_default();
+                assert!(why.contains(&dead), "says why, naming the server: {s:?}");
+            } else {
+                assert!(
+                    s.healthy && s.latency.is_some() && s.error.is_none(),
+                    "{s:?}"
+                );
+            }
+        }
     }
 
     let direct = MemcachedBackend::builder(addrs.iter().cloned())
@@ -53,5 +73,29 @@ async fn one_dead_server_of_three_leaves_the_backend_healthy_and_is_named() {
     servers[0].kill();
     servers[2].kill();
     assert!(cache.ping().await.is_err());
-    assert!(!caches.health().await.is_healthy());
+    let health = caches.health().await;
+    assert!(!health.is_healthy());
+    assert_eq!(health.backends[0].servers.len(), 3, "{health:?}");
+    assert!(
+        health.backends[0].servers.iter().all(|s| !s.healthy),
+        "{health:?}"
+    );
+}
+
+/// A backend with a single server, or of another kind, lists no servers of its own: the
+/// backend's line says it all.
+#[tokio::test]
+async fn one_server_backends_and_memory_list_no_servers() {
+    let server = MemcachedServer::start();
+    let mut config = CacheConfig::default();
+    let mut one = BackendConfig::memcached("one", [server.addr()]);
+    one.default = true;
+    config.backends = vec![one, BackendConfig::memory("near")];
+    let caches = CacheModule::configure(config).await.expect("boots");
+    let health = caches.health().await;
+    assert!(health.is_healthy(), "{health:?}");
+    assert!(
+        health.backends.iter().all(|b| b.servers.is_empty()),
+        "{health:?}"
+    );
 }

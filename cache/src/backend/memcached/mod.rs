@@ -19,11 +19,23 @@ use async_trait::async_trait;
 use futures::future::join_all;
 
 use self::keys::WireKey;
-use self::pool::{Lease, Server, Tls};
+use self::pool::{Failed, Lease, Server, Tls};
 use self::protocol::Reply;
 use self::ring::Ring;
 use super::{CacheBackend, LockAttempt};
 use crate::error::{BackendError, CacheError};
+
+/// Whether a request may go out again on a fresh connection after its pooled connection
+/// broke during the exchange (the server may have applied it before the connection died).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resend {
+    /// A second run changes nothing the first did not: reads, plain stores and deletes, and
+    /// the lock's compare-and-delete (whose every answer, gone or another's, means done).
+    Safe,
+    /// A second run answers differently (an `add` finds the item the first one created):
+    /// sent again only when no byte of it went out.
+    IfUnsent,
+}
 
 /// memcached reads an expiry above 30 days as a Unix time, not as seconds from now.
 const RELATIVE_TTL_MAX: u64 = 30 * 24 * 3600;
@@ -290,7 +302,7 @@ impl MemcachedBackend {
         let inner = &*self.inner;
         join_all(inner.servers.iter().map(|server| async move {
             let start = Instant::now();
-            let pinged = match inner.exchange(server, b"mn\r\n", 1).await {
+            let pinged = match inner.exchange(server, b"mn\r\n", 1, Resend::Safe).await {
                 Ok(mut replies) => match replies.pop() {
                     Some(Reply::NoOp) => Ok(start.elapsed()),
                     Some(other) => Err(inner.unexpected(server, other)),
@@ -342,7 +354,11 @@ impl MemcachedBackend {
         let results = join_all(inner.servers.iter().map(|server| async move {
             // The answer is read, not only awaited: a `-Y` server that was not given
             // credentials answers `CLIENT_ERROR unauthenticated`, a refusal of the settings.
-            match inner.exchange_within(server, b"mn\r\n", 1).await?.pop() {
+            match inner
+                .exchange_within(server, b"mn\r\n", 1, Resend::Safe)
+                .await?
+                .pop()
+            {
                 Some(Reply::NoOp) => {
                     server.answered();
                     Ok(())
@@ -421,8 +437,11 @@ impl Inner {
         server: &Server,
         request: &[u8],
         expected: usize,
+        resend: Resend,
     ) -> Result<Vec<Reply>, BackendError> {
-        let result = self.exchange_within(server, request, expected).await;
+        let result = self
+            .exchange_within(server, request, expected, resend)
+            .await;
         match &result {
             Ok(_) => server.answered(),
             Err(e @ (BackendError::Connection(_) | BackendError::Timeout(_))) => {
@@ -447,12 +466,15 @@ impl Inner {
 
     /// Every step (a place in the pool, a connection, the round trip) shares one deadline. A
     /// pooled connection that turns out dead (the server restarted, or something on the way
-    /// dropped the idle connection) is replaced by a fresh one once before the call fails.
+    /// dropped the idle connection) is replaced by a fresh one once before the call fails, when
+    /// `resend` allows: a request that went out and may have been applied is sent again only
+    /// if that is [`Resend::Safe`].
     async fn exchange_within(
         &self,
         server: &Server,
         request: &[u8],
         expected: usize,
+        resend: Resend,
     ) -> Result<Vec<Reply>, BackendError> {
         if let Some(e) = server.paused() {
             return Err(e);
@@ -476,13 +498,17 @@ impl Inner {
             .round_trip(&mut lease, request, expected, deadline)
             .await;
         match first {
-            Err(BackendError::Connection(_)) if pooled => {
+            Err(Failed {
+                error: BackendError::Connection(_),
+                sent,
+            }) if pooled && (!sent || resend == Resend::Safe) => {
                 server.drop_idle();
                 lease.replace(self.connect(server, deadline).await?);
                 self.round_trip(&mut lease, request, expected, deadline)
                     .await
+                    .map_err(|f| f.error)
             }
-            other => other,
+            other => other.map_err(|f| f.error),
         }
     }
 
@@ -508,7 +534,7 @@ impl Inner {
         request: &[u8],
         expected: usize,
         deadline: tokio::time::Instant,
-    ) -> Result<Vec<Reply>, BackendError> {
+    ) -> Result<Vec<Reply>, Failed> {
         let mut seen = 0;
         let exchanged = lease.exchange(request, |_| {
             seen += 1;
@@ -516,7 +542,7 @@ impl Inner {
         });
         let replies = match tokio::time::timeout_at(deadline, exchanged).await {
             Ok(replies) => replies?,
-            Err(_) => return Err(BackendError::Timeout(self.op_timeout)),
+            Err(_) => return Err(Failed::sent(BackendError::Timeout(self.op_timeout))),
         };
         if replies.iter().any(|r| {
             matches!(
@@ -627,7 +653,7 @@ impl CacheBackend for MemcachedBackend {
         let server = inner.server(&wk);
         let mut req = Vec::with_capacity(wk.encoded.len() + 12);
         protocol::get(&mut req, &wk.encoded);
-        match inner.exchange(server, &req, 1).await?.pop() {
+        match inner.exchange(server, &req, 1, Resend::Safe).await?.pop() {
             Some(Reply::Value(v)) => Ok(wk.unframe(v)),
             Some(Reply::Miss) => Ok(None),
             Some(other) => Err(inner.unexpected(server, other)),
@@ -647,7 +673,7 @@ impl CacheBackend for MemcachedBackend {
         let server = inner.server(&wk);
         let mut req = Vec::with_capacity(value.len() + wk.encoded.len() + 32);
         protocol::set(&mut req, &wk.encoded, &wk.frame(value), exptime(ttl));
-        match inner.exchange(server, &req, 1).await?.pop() {
+        match inner.exchange(server, &req, 1, Resend::Safe).await?.pop() {
             Some(Reply::Stored) => Ok(()),
             Some(other) => Err(inner.unexpected(server, other)),
             None => Err(BackendError::Protocol("no reply".into())),
@@ -681,7 +707,7 @@ impl CacheBackend for MemcachedBackend {
         let server = inner.server(&wk);
         let mut req = Vec::new();
         protocol::delete(&mut req, &wk.encoded);
-        match inner.exchange(server, &req, 1).await?.pop() {
+        match inner.exchange(server, &req, 1, Resend::Safe).await?.pop() {
             Some(Reply::Stored) => Ok(true),
             Some(Reply::NotFound) => Ok(false),
             Some(other) => Err(inner.unexpected(server, other)),
@@ -706,7 +732,9 @@ impl CacheBackend for MemcachedBackend {
             protocol::noop(&mut req);
             let server = &inner.servers[*s];
             async move {
-                let replies = inner.exchange(server, &req, members.len() + 1).await?;
+                let replies = inner
+                    .exchange(server, &req, members.len() + 1, Resend::Safe)
+                    .await?;
                 check_pipeline(inner, server, replies)
             }
         }))
@@ -760,7 +788,9 @@ impl CacheBackend for MemcachedBackend {
             protocol::noop(&mut req);
             let server = &inner.servers[s];
             async move {
-                let replies = inner.exchange(server, &req, members.len() + 1).await?;
+                let replies = inner
+                    .exchange(server, &req, members.len() + 1, Resend::Safe)
+                    .await?;
                 for reply in check_pipeline(inner, server, replies)? {
                     if reply != Reply::Stored {
                         return Err(inner.unexpected(server, reply));
@@ -787,7 +817,9 @@ impl CacheBackend for MemcachedBackend {
             protocol::noop(&mut req);
             let server = &inner.servers[s];
             async move {
-                let replies = inner.exchange(server, &req, members.len() + 1).await?;
+                let replies = inner
+                    .exchange(server, &req, members.len() + 1, Resend::Safe)
+                    .await?;
                 let mut removed = 0u64;
                 for reply in check_pipeline(inner, server, replies)? {
                     match reply {
@@ -838,7 +870,10 @@ impl CacheBackend for MemcachedBackend {
             exptime(Some(ttl)),
         );
         protocol::get(&mut req, &wk.encoded);
-        let mut replies = inner.exchange(server, &req, 2).await?.into_iter();
+        let mut replies = inner
+            .exchange(server, &req, 2, Resend::IfUnsent)
+            .await?
+            .into_iter();
         let token = match replies.next() {
             Some(Reply::StoredCas(cas)) => Some(cas.to_string()),
             Some(Reply::NotStored) => None,
@@ -865,7 +900,7 @@ impl CacheBackend for MemcachedBackend {
         let (_, lock, server) = inner.with_lock(key);
         let mut req = Vec::new();
         protocol::delete_cas(&mut req, &lock.encoded, cas);
-        let reply = inner.exchange(server, &req, 1).await?.pop();
+        let reply = inner.exchange(server, &req, 1, Resend::Safe).await?.pop();
         check_unlocked(inner, server, reply)
     }
 
@@ -887,7 +922,10 @@ impl CacheBackend for MemcachedBackend {
         let mut req = Vec::with_capacity(value.len() + wk.encoded.len() + 64);
         protocol::set(&mut req, &wk.encoded, &wk.frame(value), exptime(ttl));
         protocol::delete_cas(&mut req, &lock.encoded, cas);
-        let mut replies = inner.exchange(server, &req, 2).await?.into_iter();
+        let mut replies = inner
+            .exchange(server, &req, 2, Resend::Safe)
+            .await?
+            .into_iter();
         let stored = match replies.next() {
             Some(Reply::Stored) => Ok(()),
             Some(other) => Err(inner.unexpected(server, other)),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -337,6 +338,26 @@ impl Server {
     }
 }
 
+/// A failed exchange, and whether the server may have seen any of its request.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) error: BackendError,
+    /// Some byte of the request left for the server, which may have applied it: sending it
+    /// again is safe only for a request whose second run changes nothing.
+    pub(crate) sent: bool,
+}
+
+impl Failed {
+    /// A failure after the request went out, or whose request's fate is unknown.
+    pub(crate) fn sent(error: BackendError) -> Failed {
+        Failed { error, sent: true }
+    }
+
+    fn unsent(error: BackendError) -> Failed {
+        Failed { error, sent: false }
+    }
+}
+
 /// A leased connection. Returned to the pool on drop only after a finished exchange.
 #[derive(Debug)]
 pub(crate) struct Lease<'a> {
@@ -365,22 +386,46 @@ impl<'a> Lease<'a> {
 
     /// Writes `request` and reads replies until `done` says the last one arrived. A reply the
     /// protocol does not allow here, a broken stream or a closed connection is an error, and
-    /// the connection is not reused.
+    /// the connection is not reused. A connection found closed before the request is written
+    /// fails as not sent.
     pub(crate) async fn exchange(
         &mut self,
         request: &[u8],
         mut done: impl FnMut(&Reply) -> bool,
-    ) -> Result<Vec<Reply>, BackendError> {
+    ) -> Result<Vec<Reply>, Failed> {
         self.finished = false;
         let server = self.server;
-        let conn = self
-            .conn
-            .as_mut()
-            .ok_or_else(|| BackendError::Other("lease used after failure".into()))?;
+        let conn = self.conn.as_mut().ok_or_else(|| {
+            Failed::unsent(BackendError::Other("lease used after failure".into()))
+        })?;
         let io = |e: std::io::Error| {
             BackendError::Connection(format!("memcached at {}: {e}", server.addr))
         };
-        conn.stream.write_all(request).await.map_err(io)?;
+        if let Some(e) = closed_while_idle(conn, &server.addr) {
+            self.conn = None;
+            return Err(Failed::unsent(e));
+        }
+        let mut written = 0;
+        while written < request.len() {
+            match conn.stream.write(&request[written..]).await {
+                Ok(0) => {
+                    self.conn = None;
+                    return Err(Failed {
+                        error: io(std::io::ErrorKind::WriteZero.into()),
+                        sent: written > 0,
+                    });
+                }
+                Ok(n) => written += n,
+                Err(e) => {
+                    self.conn = None;
+                    return Err(Failed {
+                        error: io(e),
+                        sent: written > 0,
+                    });
+                }
+            }
+        }
+        let io = |e| Failed::sent(io(e));
         let mut replies = Vec::new();
         loop {
             match protocol::parse(&conn.buf[conn.start..]) {
@@ -396,10 +441,10 @@ impl<'a> Lease<'a> {
                 Ok(None) => {}
                 Err(desync) => {
                     self.conn = None;
-                    return Err(BackendError::Protocol(format!(
+                    return Err(Failed::sent(BackendError::Protocol(format!(
                         "memcached at {}: {}; the connection was closed",
                         self.server.addr, desync.0
-                    )));
+                    ))));
                 }
             }
             if conn.start > 0 {
@@ -410,10 +455,10 @@ impl<'a> Lease<'a> {
             let n = conn.stream.read_buf(&mut conn.buf).await.map_err(io)?;
             if n == 0 {
                 self.conn = None;
-                return Err(BackendError::Connection(format!(
+                return Err(Failed::sent(BackendError::Connection(format!(
                     "memcached at {} closed the connection",
                     self.server.addr
-                )));
+                ))));
             }
         }
         if conn.start == conn.buf.len() {
@@ -422,10 +467,10 @@ impl<'a> Lease<'a> {
         } else {
             // Bytes nobody asked for: the stream is out of step with our requests.
             self.conn = None;
-            return Err(BackendError::Protocol(format!(
+            return Err(Failed::sent(BackendError::Protocol(format!(
                 "memcached at {} sent more replies than requests; the connection was closed",
                 self.server.addr
-            )));
+            ))));
         }
         self.finished = true;
         Ok(replies)
@@ -434,6 +479,24 @@ impl<'a> Lease<'a> {
     /// Closes the connection instead of returning it to the pool.
     pub(crate) fn discard(&mut self) {
         self.conn = None;
+    }
+}
+
+/// Reads once without waiting from a connection that should hold nothing to read: a server
+/// that closed it (a restart, its idle timeout) left an end of stream or a reset there, and a
+/// request written to it would be lost with no way to tell whether it was applied.
+fn closed_while_idle(conn: &mut Conn, addr: &str) -> Option<BackendError> {
+    let mut probe = [0u8; 1];
+    match conn.stream.read(&mut probe).now_or_never()? {
+        Ok(0) => Some(BackendError::Connection(format!(
+            "memcached at {addr} had closed the pooled connection"
+        ))),
+        Ok(_) => Some(BackendError::Protocol(format!(
+            "memcached at {addr} sent bytes on an idle connection; the connection was closed"
+        ))),
+        Err(e) => Some(BackendError::Connection(format!(
+            "memcached at {addr}: the pooled connection is broken: {e}"
+        ))),
     }
 }
 
