@@ -693,7 +693,11 @@ impl CacheBackend for MemcachedBackend {
         let server = inner.server(&wk);
         let mut req = Vec::with_capacity(value.len() + wk.encoded.len() + 32);
         protocol::add(&mut req, &wk.encoded, &wk.frame(value), exptime(ttl));
-        match inner.exchange(server, &req, 1).await?.pop() {
+        match inner
+            .exchange(server, &req, 1, Resend::IfUnsent)
+            .await?
+            .pop()
+        {
             Some(Reply::StoredCas(_) | Reply::Stored) => Ok(true),
             Some(Reply::NotStored) => Ok(false),
             Some(other) => Err(inner.unexpected(server, other)),
