@@ -272,3 +272,43 @@ async fn a_replacement_connection_is_retried_while_the_breaker_is_open() {
     assert!(!after.breaker_open, "{after:?}");
     assert_eq!(after.breaker_opens, opens, "{after:?}");
 }
+
+/// The same black hole met by cached calls, whose round trips run under the call's budget:
+/// the backend still sees its own timeouts (the budget does not cut a round trip that has a
+/// whole operation timeout to run), so it replaces the silent connection and the calls are
+/// served from the cache again once new connections reach a live Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_calls_through_a_black_hole_move_to_a_new_connection() {
+    let old = RedisServer::start();
+    let new = RedisServer::start();
+    let proxy = Proxy::start(&format!("127.0.0.1:{}", old.port())).await;
+    let cache = cache_at(
+        &format!("redis://{}", proxy.addr()),
+        Duration::from_millis(300),
+    );
+    let on_new = cache_at(&new.url(), Duration::from_millis(300));
+    on_new
+        .set("k", &"cached".to_string(), None)
+        .await
+        .expect("set");
+    let call = || {
+        cache.get_or_insert_with("k", None, || async { "from the body".to_string() })
+    };
+    assert_eq!(call().await, "from the body", "a cold call over the proxy");
+
+    proxy.set_mode(Mode::BlackHole);
+    for _ in 0..5 {
+        assert_eq!(call().await, "from the body");
+    }
+    proxy.reroute(&format!("127.0.0.1:{}", new.port()));
+    let started = Instant::now();
+    while call().await != "cached" {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "cached calls never reached the live server: {:?}",
+            cache.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("cached calls served again {:?} after the reroute", started.elapsed());
+}

@@ -33,6 +33,8 @@ pub(crate) struct Budget {
     left: Option<Duration>,
     /// A round trip given this long that is cut counts as a backend timeout.
     full: Duration,
+    /// The backend's own operation timeout, which bounds each of its round trips.
+    bound: Option<Duration>,
 }
 
 impl Budget {
@@ -42,7 +44,11 @@ impl Budget {
             (Some(b), None) => b,
             (None, _) => Duration::ZERO,
         };
-        Budget { left: budget, full }
+        Budget {
+            left: budget,
+            full,
+            bound: op_timeout,
+        }
     }
 
     /// Whether nothing is left for another round trip.
@@ -67,6 +73,14 @@ impl Budget {
             return None;
         }
         let started = Instant::now();
+        // With a whole operation timeout left, the backend's own timeout ends the round trip
+        // at the same moment. Cutting it here first would hide that timeout from the backend,
+        // which counts timeouts in a row to replace a connection whose peer went silent.
+        if self.bound.is_some_and(|bound| left >= bound) {
+            let r = round_trip.await;
+            self.left = Some(left.saturating_sub(started.elapsed()));
+            return Some(r);
+        }
         match tokio::time::timeout(left, round_trip).await {
             Ok(r) => {
                 self.left = Some(left.saturating_sub(started.elapsed()));

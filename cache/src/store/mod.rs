@@ -126,7 +126,9 @@ impl Store {
     pub(crate) fn cut(&self, op: &'static str, key: &str, after: Duration, counts: bool) {
         if counts {
             let timeout = BackendError::Timeout(after);
-            self.breaker.record(&self.name, Permit::Call, Err(&timeout));
+            if let Some(change) = self.breaker.record(&self.name, Permit::Call, Err(&timeout)) {
+                self.events.emit_cache(change);
+            }
             self.count(Counter::Errors);
             tracing::warn!(cache = %self.name, key = short_key(key), op, after = ?after, "cache backend timeout: the call's cache budget is spent; running without the cache");
         } else {
