@@ -18,7 +18,7 @@
 
 use serde::Serialize;
 use serde::ser;
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::Xxh3Default as Xxh3;
 
 /// Why an argument could not be hashed: its `Serialize` impl reported an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,7 +98,130 @@ pub fn stable_hash<T: Serialize + ?Sized>(value: &T) -> Result<u128, KeyError> {
 /// );
 /// ```
 pub fn auto_key(prefix: &str, scope: &str, version: u32, hash: u128) -> String {
-    format!("{prefix}{scope}:v{version}:{hash:032x}")
+    let mut k = KeyText::new();
+    write_auto_key(&mut k, prefix, scope, version, hash);
+    k.into_string()
+}
+
+/// The text of a key, written into a buffer its thread reuses, so that building the key of a
+/// hit never allocates; only a miss, which stores the key, copies it into a `String` of its own.
+///
+/// ```
+/// use lexigram_cache::key::KeyText;
+/// use std::fmt::Write as _;
+///
+/// let mut k = KeyText::new();
+/// k.push_str("user:");
+/// write!(k, "{}", 42).unwrap();
+/// assert_eq!(k.as_str(), "user:42");
+/// // Two at once (a key built while another is alive) do not share a buffer.
+/// let mut other = KeyText::new();
+/// other.push_str("x");
+/// assert_eq!((k.as_str(), other.as_str()), ("user:42", "x"));
+/// assert_eq!(k.into_string(), "user:42");
+/// ```
+pub struct KeyText {
+    text: String,
+}
+
+thread_local! {
+    /// The buffer of the last key this thread dropped, emptied, capacity kept.
+    static SPARE: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
+impl Default for KeyText {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for KeyText {
+    fn drop(&mut self) {
+        let mut text = std::mem::take(&mut self.text);
+        if text.capacity() > 0 && text.capacity() <= SPARE_MAX {
+            text.clear();
+            let _ = SPARE.try_with(|spare| spare.set(text));
+        }
+    }
+}
+
+/// A buffer larger than this is not kept for the next key.
+const SPARE_MAX: usize = 4096;
+
+impl std::fmt::Debug for KeyText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl KeyText {
+    /// An empty key.
+    #[inline]
+    pub fn new() -> Self {
+        KeyText {
+            text: SPARE.try_with(std::cell::Cell::take).unwrap_or_default(),
+        }
+    }
+
+    /// Appends `s`.
+    #[inline]
+    pub fn push_str(&mut self, s: &str) {
+        self.text.push_str(s);
+    }
+
+    /// The text.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The text as a `String` of its own.
+    pub fn into_string(self) -> String {
+        self.text.clone()
+    }
+}
+
+impl std::fmt::Write for KeyText {
+    #[inline]
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push_str(s);
+        Ok(())
+    }
+}
+
+/// Appends an automatic key, `{prefix}{scope}:v{version}:{hash as 32 hex digits}`, to `out`
+/// without allocating: the one formatter of automatic keys.
+///
+/// ```
+/// use lexigram_cache::key::{KeyText, write_auto_key};
+/// let mut k = KeyText::new();
+/// write_auto_key(&mut k, "app:", "shop::load_user", 2, 0xab);
+/// assert_eq!(k.as_str(), "app:shop::load_user:v2:000000000000000000000000000000ab");
+/// ```
+#[inline]
+pub fn write_auto_key(out: &mut KeyText, prefix: &str, scope: &str, version: u32, hash: u128) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push_str(prefix);
+    out.push_str(scope);
+    out.push_str(":v");
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = version;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
+    out.push_str(":");
+    let mut hex = [0u8; 32];
+    for (i, d) in hex.iter_mut().enumerate() {
+        *d = HEX[((hash >> ((31 - i) * 4)) & 0xf) as usize];
+    }
+    out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
 }
 
 mod tag {

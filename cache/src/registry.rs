@@ -412,16 +412,17 @@ pub(crate) fn with_installed<R>(f: impl FnOnce(&Caches) -> R) -> R {
     let generation = GENERATION.load(Ordering::Acquire);
     let mut f = Some(f);
     let fast = LOCAL.try_with(|local| {
-        let stale = local
-            .try_borrow()
-            .map(|s| s.0 != generation || s.1.is_none())
-            .unwrap_or(false);
-        if stale && let Ok(mut slot) = local.try_borrow_mut() {
-            *slot = (generation, Some(installed_now()));
+        {
+            let slot = local.try_borrow().ok()?;
+            if slot.0 == generation
+                && let Some(caches) = &slot.1
+            {
+                return Some(f.take()?(caches));
+            }
         }
+        *local.try_borrow_mut().ok()? = (generation, Some(installed_now()));
         let slot = local.try_borrow().ok()?;
-        let caches = slot.1.as_ref().filter(|_| slot.0 == generation)?;
-        Some(f.take()?(caches))
+        Some(f.take()?(slot.1.as_ref()?))
     });
     match (fast, f) {
         (Ok(Some(r)), _) => r,

@@ -12,7 +12,6 @@
 //! byte vectors like any other store.
 
 use std::any::Any;
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{BackendError, CacheBackend, glob};
 use crate::clock::{Clock, duration_ms};
 use crate::error::CacheError;
+use crate::key::KeyText;
 
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
 
@@ -314,6 +314,10 @@ impl MemoryBackendBuilder {
                 warned_heavy: AtomicBool::new(false),
                 evictions,
                 kind: self.engine,
+                id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
+                // tinylfu's time-to-idle must see every read, so its reads skip the front.
+                front: self.engine == MemoryEngine::S3Fifo,
+                writes: AtomicU64::new(0),
             }),
         })
     }
@@ -338,6 +342,12 @@ struct MemInner {
     warned_heavy: AtomicBool,
     evictions: Arc<AtomicU64>,
     kind: MemoryEngine,
+    /// Names this store in the thread fronts (never reused, unlike an address).
+    id: u64,
+    /// Whether reads go through the thread fronts.
+    front: bool,
+    /// Bumped after every change to the store: a front entry read before it is void.
+    writes: AtomicU64,
 }
 
 impl std::fmt::Debug for MemoryBackend {
@@ -392,12 +402,16 @@ impl MemoryBackend {
         self.inner.weighted
     }
 
+    /// The key as stored: with the prefix, written on the stack so a read does not allocate.
     #[inline]
-    fn full_key<'a>(&self, key: &'a str) -> Cow<'a, str> {
+    fn full_key<'a>(&self, key: &'a str) -> FullKey<'a> {
         if self.inner.prefix.is_empty() {
-            Cow::Borrowed(key)
+            FullKey::Bare(key)
         } else {
-            Cow::Owned(format!("{}{key}", self.inner.prefix))
+            let mut full = KeyText::new();
+            full.push_str(&self.inner.prefix);
+            full.push_str(key);
+            FullKey::Prefixed(full)
         }
     }
 
@@ -405,23 +419,25 @@ impl MemoryBackend {
     /// keep window (the caller decides whether a stale value is usable).
     #[inline]
     pub(crate) fn entry(&self, key: &str) -> Option<MemEntry> {
+        self.entry_at(key, self.inner.clock.now_ms())
+    }
+
+    /// [`entry`](Self::entry) at `now` (clock ms), for a caller that needs `now` too.
+    #[inline]
+    pub(crate) fn entry_at(&self, key: &str, now: u64) -> Option<MemEntry> {
         let full = self.full_key(key);
-        let entry = self.inner.engine.get(&full)?;
-        if entry.keep_until == NEVER {
+        let entry = self.inner.engine.get(full.as_str())?;
+        if entry.keep_until == NEVER || entry.keep_until > now {
             return Some(entry);
         }
-        let now = self.inner.clock.now_ms();
-        if entry.keep_until <= now {
-            self.inner.engine.remove_if_dead(&full, now);
-            return None;
-        }
-        Some(entry)
+        self.inner.engine.remove_if_dead(full.as_str(), now);
+        None
     }
 
     /// Stores `entry`; one heavier than the store allows is not stored, and neither is kept
     /// the value it would have replaced (that one is out of date now).
     pub(crate) fn insert(&self, key: &str, entry: MemEntry) {
-        let full = self.full_key(key).into_owned();
+        let full = self.full_key(key).into_string();
         if self.inner.weighted && u64::from(entry.weight) > self.inner.heaviest {
             self.inner.engine.remove(&full);
             if !self.inner.warned_heavy.swap(true, Ordering::Relaxed) {
@@ -434,11 +450,69 @@ impl MemoryBackend {
             }
             return;
         }
-        self.inner.engine.insert(full, entry)
+        self.inner.engine.insert(full, entry);
+        self.changed();
     }
 
     pub(crate) fn remove(&self, key: &str) -> bool {
-        self.inner.engine.remove(&self.full_key(key))
+        let removed = self.inner.engine.remove(self.full_key(key).as_str());
+        self.changed();
+        removed
+    }
+
+    /// Voids what the thread fronts hold of this store. After the change itself, so that a
+    /// front entry taken with the new count was read after the change.
+    #[inline]
+    fn changed(&self) {
+        self.inner.writes.fetch_add(1, Ordering::Release);
+    }
+
+    /// Reads the value under `key` if it is fresh at the store's clock, with `read`, which runs
+    /// while the value is borrowed. A thread keeps its last few reads of S3-FIFO stores in its
+    /// front: a repeated read then takes no lock and touches no reference count, and any
+    /// change to the store voids the front's copies.
+    #[inline]
+    pub(crate) fn read_fresh<R>(&self, key: &str, read: impl FnOnce(&AnyValue) -> R) -> Option<R> {
+        let now = self.inner.clock.now_ms();
+        if !self.inner.front {
+            let entry = self.entry_at(key, now)?;
+            return fresh(entry.expires_at, now).then(|| read(&entry.value));
+        }
+        let writes = self.inner.writes.load(Ordering::Acquire);
+        let at = front_slot(key);
+        let mut read = Some(read);
+        let from_front = FRONT.try_with(|front| {
+            let front = front.try_borrow().ok()?;
+            let slot = &front[at];
+            if slot.store != self.inner.id
+                || slot.writes != writes
+                || !fresh(slot.expires_at, now)
+                || slot.key != key
+            {
+                return None;
+            }
+            Some(read.take()?(slot.value.as_ref()?))
+        });
+        if let Ok(Some(r)) = from_front {
+            return Some(r);
+        }
+        let entry = self.entry_at(key, now)?;
+        if !fresh(entry.expires_at, now) {
+            return None;
+        }
+        let r = read.take()?(&entry.value);
+        let _ = FRONT.try_with(|front| {
+            if let Ok(mut front) = front.try_borrow_mut() {
+                let slot = &mut front[at];
+                slot.store = self.inner.id;
+                slot.writes = writes;
+                slot.expires_at = entry.expires_at;
+                slot.key.clear();
+                slot.key.push_str(key);
+                slot.value = Some(entry.value);
+            }
+        });
+        Some(r)
     }
 
     /// Expiry in clock ms for a ttl (`None` = never).
@@ -462,9 +536,12 @@ impl MemoryBackend {
         if let Some(key) = glob::literal(pattern) {
             return u64::from(self.remove(&key));
         }
-        self.inner
+        let n = self
+            .inner
             .engine
-            .remove_where(&|k, _| self.strip(k).is_some_and(|k| glob::matches(pattern, k)))
+            .remove_where(&|k, _| self.strip(k).is_some_and(|k| glob::matches(pattern, k)));
+        self.changed();
+        n
     }
 
     pub(crate) fn keys_matching(&self, pattern: &str, limit: usize) -> Vec<String> {
@@ -486,9 +563,83 @@ impl MemoryBackend {
     }
 
     pub(crate) fn remove_all(&self) -> u64 {
-        self.inner
+        let n = self
+            .inner
             .engine
-            .remove_where(&|k, _| self.strip(k).is_some())
+            .remove_where(&|k, _| self.strip(k).is_some());
+        self.changed();
+        n
+    }
+}
+
+static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
+
+/// Reads kept per thread.
+const FRONT_SLOTS: usize = 8;
+
+/// One read a thread keeps: the value of `key` in store `store` as it was when the store's
+/// change count was `writes`.
+struct FrontSlot {
+    store: u64,
+    writes: u64,
+    expires_at: u64,
+    key: String,
+    value: Option<AnyValue>,
+}
+
+thread_local! {
+    static FRONT: std::cell::RefCell<[FrontSlot; FRONT_SLOTS]> = const {
+        std::cell::RefCell::new(
+            [const {
+                FrontSlot {
+                    store: 0,
+                    writes: 0,
+                    expires_at: 0,
+                    key: String::new(),
+                    value: None,
+                }
+            }; FRONT_SLOTS],
+        )
+    };
+}
+
+/// The front slot of `key`: keys of one function differ mostly at their end.
+#[inline]
+fn front_slot(key: &str) -> usize {
+    let bytes = key.as_bytes();
+    let mut tail = [0u8; 8];
+    let n = bytes.len().min(8);
+    tail[..n].copy_from_slice(&bytes[bytes.len() - n..]);
+    let h = (u64::from_le_bytes(tail) ^ bytes.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> 61) as usize % FRONT_SLOTS
+}
+
+/// The freshness rule of the store layer, for the memory backend's expiry values.
+#[inline]
+fn fresh(expires_at: u64, now: u64) -> bool {
+    crate::store::fresh_at(expires_at, now)
+}
+
+/// A key with the backend's prefix.
+enum FullKey<'a> {
+    Bare(&'a str),
+    Prefixed(KeyText),
+}
+
+impl FullKey<'_> {
+    #[inline]
+    fn as_str(&self) -> &str {
+        match self {
+            FullKey::Bare(k) => k,
+            FullKey::Prefixed(k) => k.as_str(),
+        }
+    }
+
+    fn into_string(self) -> String {
+        match self {
+            FullKey::Bare(k) => k.to_owned(),
+            FullKey::Prefixed(k) => k.into_string(),
+        }
     }
 }
 
