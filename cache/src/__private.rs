@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -90,6 +91,7 @@ impl Site {
             None => Box::leak(Box::new(Scope {
                 name: Box::leak(name.into_boxed_str()),
                 stats: FnStats::new(),
+                route: AtomicU64::new(0),
             })),
         };
         let resolved = Resolved { at, scope };
@@ -189,12 +191,48 @@ pub struct Scope {
     pub name: &'static str,
     /// The counters.
     stats: FnStats,
+    /// Which cache of the installed registry its hits read, found once per registry:
+    /// `generation << ROUTE_BITS | slot`, the slot being the cache's index + 1 or
+    /// [`ROUTE_OFF`]; `0` before the first call.
+    route: AtomicU64,
 }
+
+const ROUTE_BITS: u32 = 16;
+const ROUTE_OFF: u64 = (1 << ROUTE_BITS) - 1;
 
 impl Scope {
     #[inline]
     fn function(&'static self) -> Option<(&'static str, &'static FnStats)> {
         Some((self.name, &self.stats))
+    }
+
+    /// The index of the cache its hits read in the registry of `generation` (`None`: switched
+    /// off by configuration), routed on the first call after that registry was installed.
+    #[inline]
+    fn routed(&self, caches: &crate::Caches, generation: u64, site: &Site) -> Option<usize> {
+        let known = self.route.load(Ordering::Relaxed);
+        if generation != 0 && known >> ROUTE_BITS == generation {
+            return match known & ROUTE_OFF {
+                ROUTE_OFF => None,
+                slot => Some(slot as usize - 1),
+            };
+        }
+        self.reroute(caches, generation, site)
+    }
+
+    #[cold]
+    fn reroute(&self, caches: &crate::Caches, generation: u64, site: &Site) -> Option<usize> {
+        let index = match route(caches, site, self) {
+            Ok(Some((index, _))) => Some(index),
+            // An unknown cache name is reported by the miss path, which runs next.
+            Ok(None) | Err(_) => None,
+        };
+        let slot = index.map_or(ROUTE_OFF, |i| (i as u64 + 1).min(ROUTE_OFF - 1));
+        if generation != 0 && generation < 1 << (64 - ROUTE_BITS) && slot != ROUTE_OFF - 1 {
+            self.route
+                .store(generation << ROUTE_BITS | slot, Ordering::Relaxed);
+        }
+        index
     }
 }
 
@@ -275,9 +313,9 @@ impl Source<'_> {
         match self {
             Source::Given(c) => c.memory_hit(key, scope.function()),
             Source::Owned(c) => c.memory_hit(key, scope.function()),
-            Source::Registry => with_installed(|caches| match route(caches, site, scope) {
-                Ok(Some((cache, _))) => cache.memory_hit(key, scope.function()),
-                _ => None,
+            Source::Registry => with_installed(|caches, generation| {
+                let index = scope.routed(caches, generation, site)?;
+                caches.at(index)?.memory_hit(key, scope.function())
             }),
         }
     }
@@ -287,21 +325,21 @@ impl Source<'_> {
         match self {
             Source::Given(c) => Ok(Some(((*c).clone(), site.ttl.ttl()))),
             Source::Owned(c) => Ok(Some((c.clone(), site.ttl.ttl()))),
-            Source::Registry => with_installed(|caches| {
-                route(caches, site, scope).map(|r| r.map(|(c, ttl)| (c.clone(), ttl)))
+            Source::Registry => with_installed(|caches, _| {
+                route(caches, site, scope)
+                    .map(|r| r.and_then(|(index, ttl)| caches.at(index).map(|c| (c.clone(), ttl))))
             }),
         }
     }
 }
 
-/// The registry's cache for this site and its ttl, after the per-function overrides of
-/// `cache.functions` (looked up only when there are any). `Ok(None)`: switched off.
-#[inline]
-fn route<'a>(
-    caches: &'a crate::Caches,
+/// Where the registry's cache for this site is, and its ttl, after the per-function overrides
+/// of `cache.functions` (looked up only when there are any). `Ok(None)`: switched off.
+fn route(
+    caches: &crate::Caches,
     site: &Site,
     scope: &Scope,
-) -> Result<Option<(&'a Cache, Ttl)>, CacheError> {
+) -> Result<Option<(usize, Ttl)>, CacheError> {
     let functions = &caches.config().functions;
     let over = if functions.is_empty() {
         None
@@ -313,9 +351,9 @@ fn route<'a>(
     }
     let backend = over.and_then(|o| o.backend.as_deref()).or(site.backend);
     let cache = match backend {
-        None => caches.default_ref(),
+        None => caches.default_index(),
         Some(name) => caches
-            .named_ref(name)
+            .index_of(name)
             .ok_or_else(|| CacheError::UnknownCache(name.to_owned()))?,
     };
     let ttl = match over.and_then(|o| o.ttl) {

@@ -18,7 +18,7 @@
 
 use serde::Serialize;
 use serde::ser;
-use xxhash_rust::xxh3::Xxh3Default as Xxh3;
+use xxhash_rust::xxh3::Xxh3Default;
 
 /// Why an argument could not be hashed: its `Serialize` impl reported an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +28,63 @@ pub struct KeyError(String);
 impl ser::Error for KeyError {
     fn custom<M: std::fmt::Display>(msg: M) -> Self {
         KeyError(msg.to_string())
+    }
+}
+
+/// XXH3-128 over everything written to it. Short inputs, which most argument lists are, are
+/// gathered in place and hashed in one pass; a longer one moves to the streaming hasher, which
+/// gives the same hash.
+#[derive(Clone)]
+struct Xxh3 {
+    buf: [u8; GATHERED],
+    len: usize,
+    stream: Option<Box<Xxh3Default>>,
+}
+
+/// Bytes hashed in one pass.
+const GATHERED: usize = 96;
+
+impl Xxh3 {
+    #[inline]
+    fn new() -> Self {
+        Xxh3 {
+            buf: [0; GATHERED],
+            len: 0,
+            stream: None,
+        }
+    }
+
+    #[inline]
+    fn update(&mut self, bytes: &[u8]) {
+        if self.stream.is_none() && self.len + bytes.len() <= GATHERED {
+            self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        } else {
+            self.stream_mut().update(bytes);
+        }
+    }
+
+    #[cold]
+    fn stream_mut(&mut self) -> &mut Xxh3Default {
+        let gathered = &self.buf[..self.len];
+        self.stream.get_or_insert_with(|| {
+            let mut stream = Box::new(Xxh3Default::new());
+            stream.update(gathered);
+            stream
+        })
+    }
+
+    #[inline]
+    fn digest128(&self) -> u128 {
+        match &self.stream {
+            None => xxhash_rust::xxh3::xxh3_128(&self.buf[..self.len]),
+            Some(stream) => stream.digest128(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.len = 0;
+        self.stream = None;
     }
 }
 
@@ -169,6 +226,12 @@ impl KeyText {
         self.text.push_str(s);
     }
 
+    /// Appends `c`.
+    #[inline]
+    pub fn push(&mut self, c: char) {
+        self.text.push(c);
+    }
+
     /// The text.
     #[inline]
     pub fn as_str(&self) -> &str {
@@ -215,13 +278,16 @@ pub fn write_auto_key(out: &mut KeyText, prefix: &str, scope: &str, version: u32
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
-    out.push_str(":");
-    let mut hex = [0u8; 32];
-    for (i, d) in hex.iter_mut().enumerate() {
-        *d = HEX[((hash >> ((31 - i) * 4)) & 0xf) as usize];
+    for d in &digits[i..] {
+        out.push(char::from(*d));
     }
-    out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+    out.push_str(":");
+    out.text.reserve(32);
+    for half in [(hash >> 64) as u64, hash as u64] {
+        for i in (0..16).rev() {
+            out.push(char::from(HEX[((half >> (i * 4)) & 0xf) as usize]));
+        }
+    }
 }
 
 mod tag {
@@ -594,6 +660,27 @@ mod tests {
         h.arg(&42u64).expect("hashes");
         h.arg("alice").expect("hashes");
         assert_eq!(h.finish(), xxhash_rust::xxh3::xxh3_128(&bytes));
+    }
+
+    /// Past what is gathered in place the hash streams, and stays the hash of the bytes.
+    #[test]
+    fn long_arguments_hash_as_their_bytes() {
+        for len in [0, 1, GATHERED - 18, GATHERED - 17, GATHERED, 300, 5000] {
+            let text = "y".repeat(len);
+            let mut bytes = vec![0xA0, 0x03];
+            bytes.extend_from_slice(&7u64.to_le_bytes());
+            bytes.extend_from_slice(&[0xA0, 0x08]);
+            bytes.extend_from_slice(&(len as u64).to_le_bytes());
+            bytes.extend_from_slice(text.as_bytes());
+            let mut h = ArgsHasher::new();
+            h.arg(&7u64).expect("hashes");
+            h.arg(&text).expect("hashes");
+            assert_eq!(
+                h.finish(),
+                xxhash_rust::xxh3::xxh3_128(&bytes),
+                "length {len}"
+            );
+        }
     }
 
     #[test]

@@ -49,6 +49,7 @@ mod clock;
 pub mod codec;
 pub mod config;
 mod error;
+mod front;
 pub mod key;
 mod observe;
 mod protect;

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{BackendError, CacheBackend, glob};
 use crate::clock::{Clock, duration_ms};
 use crate::error::CacheError;
+use crate::front::{Found, Front};
 use crate::key::KeyText;
 
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
@@ -314,10 +315,8 @@ impl MemoryBackendBuilder {
                 warned_heavy: AtomicBool::new(false),
                 evictions,
                 kind: self.engine,
-                id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
                 // tinylfu's time-to-idle must see every read, so its reads skip the front.
-                front: self.engine == MemoryEngine::S3Fifo,
-                writes: AtomicU64::new(0),
+                front: (self.engine == MemoryEngine::S3Fifo).then(Front::new),
             }),
         })
     }
@@ -342,12 +341,8 @@ struct MemInner {
     warned_heavy: AtomicBool,
     evictions: Arc<AtomicU64>,
     kind: MemoryEngine,
-    /// Names this store in the thread fronts (never reused, unlike an address).
-    id: u64,
-    /// Whether reads go through the thread fronts.
-    front: bool,
-    /// Bumped after every change to the store: a front entry read before it is void.
-    writes: AtomicU64,
+    /// Reads through the thread fronts (see [`crate::front`]).
+    front: Option<Front>,
 }
 
 impl std::fmt::Debug for MemoryBackend {
@@ -460,59 +455,37 @@ impl MemoryBackend {
         removed
     }
 
-    /// Voids what the thread fronts hold of this store. After the change itself, so that a
-    /// front entry taken with the new count was read after the change.
+    /// Voids what the thread fronts hold of this store.
     #[inline]
     fn changed(&self) {
-        self.inner.writes.fetch_add(1, Ordering::Release);
+        if let Some(front) = &self.inner.front {
+            front.changed();
+        }
     }
 
-    /// Reads the value under `key` if it is fresh at the store's clock, with `read`, which runs
-    /// while the value is borrowed. A thread keeps its last few reads of S3-FIFO stores in its
-    /// front: a repeated read then takes no lock and touches no reference count, and any
-    /// change to the store voids the front's copies.
+    /// `read` of the value under `key` if it is fresh at the store's clock; `read` runs while
+    /// the value is borrowed. S3-FIFO stores are read through the thread fronts.
     #[inline]
     pub(crate) fn read_fresh<R>(&self, key: &str, read: impl FnOnce(&AnyValue) -> R) -> Option<R> {
         let now = self.inner.clock.now_ms();
-        if !self.inner.front {
+        let lookup = || {
             let entry = self.entry_at(key, now)?;
-            return fresh(entry.expires_at, now).then(|| read(&entry.value));
+            // The store layer's freshness rule: 0 and NEVER never expire.
+            let until = if entry.expires_at == 0 {
+                NEVER
+            } else {
+                entry.expires_at
+            };
+            (until > now).then_some(Found {
+                value: entry.value,
+                until,
+                extra: (0, 0),
+            })
+        };
+        match &self.inner.front {
+            Some(front) => front.read(key, now, lookup, |value, _| read(value)),
+            None => lookup().map(|found| read(&found.value)),
         }
-        let writes = self.inner.writes.load(Ordering::Acquire);
-        let at = front_slot(key);
-        let mut read = Some(read);
-        let from_front = FRONT.try_with(|front| {
-            let front = front.try_borrow().ok()?;
-            let slot = &front[at];
-            if slot.store != self.inner.id
-                || slot.writes != writes
-                || !fresh(slot.expires_at, now)
-                || slot.key != key
-            {
-                return None;
-            }
-            Some(read.take()?(slot.value.as_ref()?))
-        });
-        if let Ok(Some(r)) = from_front {
-            return Some(r);
-        }
-        let entry = self.entry_at(key, now)?;
-        if !fresh(entry.expires_at, now) {
-            return None;
-        }
-        let r = read.take()?(&entry.value);
-        let _ = FRONT.try_with(|front| {
-            if let Ok(mut front) = front.try_borrow_mut() {
-                let slot = &mut front[at];
-                slot.store = self.inner.id;
-                slot.writes = writes;
-                slot.expires_at = entry.expires_at;
-                slot.key.clear();
-                slot.key.push_str(key);
-                slot.value = Some(entry.value);
-            }
-        });
-        Some(r)
     }
 
     /// Expiry in clock ms for a ttl (`None` = never).
@@ -570,54 +543,6 @@ impl MemoryBackend {
         self.changed();
         n
     }
-}
-
-static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
-
-/// Reads kept per thread.
-const FRONT_SLOTS: usize = 8;
-
-/// One read a thread keeps: the value of `key` in store `store` as it was when the store's
-/// change count was `writes`.
-struct FrontSlot {
-    store: u64,
-    writes: u64,
-    expires_at: u64,
-    key: String,
-    value: Option<AnyValue>,
-}
-
-thread_local! {
-    static FRONT: std::cell::RefCell<[FrontSlot; FRONT_SLOTS]> = const {
-        std::cell::RefCell::new(
-            [const {
-                FrontSlot {
-                    store: 0,
-                    writes: 0,
-                    expires_at: 0,
-                    key: String::new(),
-                    value: None,
-                }
-            }; FRONT_SLOTS],
-        )
-    };
-}
-
-/// The front slot of `key`: keys of one function differ mostly at their end.
-#[inline]
-fn front_slot(key: &str) -> usize {
-    let bytes = key.as_bytes();
-    let mut tail = [0u8; 8];
-    let n = bytes.len().min(8);
-    tail[..n].copy_from_slice(&bytes[bytes.len() - n..]);
-    let h = (u64::from_le_bytes(tail) ^ bytes.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (h >> 61) as usize % FRONT_SLOTS
-}
-
-/// The freshness rule of the store layer, for the memory backend's expiry values.
-#[inline]
-fn fresh(expires_at: u64, now: u64) -> bool {
-    crate::store::fresh_at(expires_at, now)
 }
 
 /// A key with the backend's prefix.

@@ -28,6 +28,7 @@ use crate::backend::redis::invalidation::Listener;
 use crate::cache::CacheValue;
 use crate::clock::{Clock, duration_ms};
 use crate::error::BackendError;
+use crate::front::{Found, Front};
 use crate::observe::CacheStats;
 
 use super::Timing;
@@ -111,6 +112,8 @@ struct Shared {
     origin: u128,
     received: AtomicU64,
     resets: AtomicU64,
+    /// Reads through the thread fronts; every change above voids them.
+    front: Front,
 }
 
 /// Where invalidations go to other processes.
@@ -167,13 +170,28 @@ impl Near {
         if !s.live.load(Ordering::Acquire) {
             return None;
         }
-        let entry = s.entries.get(key)?;
-        if entry.until <= s.clock.now_ms() {
-            return None;
-        }
-        // Another type under this key is a miss here; the server read decides what it is.
-        let v = entry.value.downcast_ref::<T>()?.clone();
-        Some((v, entry.timing))
+        let now = s.clock.now_ms();
+        let lookup = || {
+            let entry = s.entries.get(key)?;
+            (entry.until > now).then_some(Found {
+                value: entry.value,
+                until: entry.until,
+                extra: (entry.timing.expires_ms, entry.timing.compute_us),
+            })
+        };
+        s.front
+            .read(key, now, lookup, |value, (expires_ms, compute_us)| {
+                // Another type under this key is a miss here; the server read decides what it is.
+                let v = value.downcast_ref::<T>()?.clone();
+                Some((
+                    v,
+                    Timing {
+                        expires_ms,
+                        compute_us,
+                    },
+                ))
+            })
+            .flatten()
     }
 
     pub(crate) fn contains(&self, key: &str) -> bool {
@@ -223,6 +241,7 @@ impl Near {
         let slot = slot_of(key);
         let before = s.slots[slot].fetch_add(1, Ordering::SeqCst);
         s.entries.remove(key);
+        s.front.changed();
         if let Some(t) = ticket
             && t.seq == before
         {
@@ -270,6 +289,7 @@ impl Shared {
             origin: rand::random(),
             received: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            front: Front::new(),
         })
     }
 
@@ -308,6 +328,7 @@ impl Shared {
         if !self.valid(&ticket) {
             self.entries.remove(key);
         }
+        self.front.changed();
     }
 
     fn apply(&self, change: &Change<'_>) {
@@ -322,11 +343,13 @@ impl Shared {
     fn forget(&self, key: &str) {
         self.slots[slot_of(key)].fetch_add(1, Ordering::SeqCst);
         self.entries.remove(key);
+        self.front.changed();
     }
 
     fn reset(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.entries.clear();
+        self.front.changed();
     }
 }
 
