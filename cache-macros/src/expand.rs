@@ -38,11 +38,47 @@ pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
     let adapter = adapter_method(&plan.args);
     let assertions = assertions(&plan, ret);
     let tagging = tagging(&plan);
-    // A function without the option calls `run` directly: not even a task-local check.
-    let run = if plan.args.request_scope.0 {
-        format_ident!("run_in_request")
+    // A function without `request_scope` answers a hit before its body's future exists, with
+    // the cache borrowed (`cache = self.cache` touches no reference count), and only a miss
+    // holds a handle of its own across the body. With the option, the request scope is asked
+    // first, so the handle is owned from the start.
+    // The key is written on the stack, inside a block that ends before any `.await`, so that
+    // it is no part of the function's future; only a miss copies it into a `String`.
+    let (hit, run) = if plan.args.request_scope.0 {
+        (
+            quote_spanned! {ms=>
+                let (__lex_source, __lex_key) = {
+                    let mut __lex_k = #k::__private::KeyText::new();
+                    let __lex_keyed: bool = #key;
+                    #source
+                    (
+                        #k::__private::Source::owned(__lex_source),
+                        #k::__private::owned_key(&__lex_k, __lex_keyed),
+                    )
+                };
+            },
+            format_ident!("run_in_request"),
+        )
     } else {
-        format_ident!("run")
+        (
+            quote_spanned! {ms=>
+                let (__lex_source, __lex_key) = {
+                    let mut __lex_k = #k::__private::KeyText::new();
+                    let __lex_keyed: bool = #key;
+                    let __lex_hit = {
+                        #source
+                        #k::__private::hit(&__LEX_SITE, __lex_scope, __lex_source, __lex_keyed.then(|| __lex_k.as_str()), __lex_adapter)
+                    };
+                    match __lex_hit {
+                        ::core::result::Result::Ok(__lex_out) => return __lex_out,
+                        ::core::result::Result::Err(__lex_source) => {
+                            (__lex_source, #k::__private::owned_key(&__lex_k, __lex_keyed))
+                        }
+                    }
+                };
+            },
+            format_ident!("fill"),
+        )
     };
 
     // The body's statements are spliced into the async block rather than its braces kept
@@ -52,13 +88,12 @@ pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
         quote_spanned! {ms=>
             #site
             let __lex_scope: &'static #k::__private::Scope = #scope;
-            let __lex_key: ::core::option::Option<::std::string::String> = #key;
-            let __lex_source = #source;
             #[allow(unused_imports)]
             use #k::__private::{ProbeOption as _, ProbePlain as _, ProbeResult as _};
             #assertions
             let __lex_adapter = (&&&#k::__private::Probe::<#ret>::new()).#adapter();
             #tagging
+            #hit
             let __lex_body = async move {
                 // Tells inference the block's output type, so `?` in the body converts errors
                 // into the function's error type as it would without the attribute.
@@ -196,7 +231,7 @@ fn key_expr(plan: &Plan) -> TokenStream {
         #[allow(unused_mut)]
         let mut __lex_ok = true;
         #(#feeds)*
-        #k::__private::auto_key(&__LEX_SITE, __lex_scope, &__lex_h, __lex_ok)
+        #k::__private::auto_key(&__LEX_SITE, __lex_scope, &__lex_h, __lex_ok, &mut __lex_k)
     }}
 }
 
@@ -220,13 +255,6 @@ fn tagging(plan: &Plan) -> TokenStream {
 /// A `String` expression building one tag from its template, values written with Display as
 /// in key templates.
 fn tag_expr(segments: &[Segment], sig: &Signature, krate: &TokenStream) -> TokenStream {
-    let capacity: usize = segments
-        .iter()
-        .map(|s| match s {
-            Segment::Text(t) => t.len(),
-            Segment::Value(_) => 16,
-        })
-        .sum();
     let t = internal("__lex_t");
     let pushes = segments.iter().map(|seg| match seg {
         Segment::Text(text) => quote!(#t.push_str(#text);),
@@ -244,20 +272,27 @@ fn tag_expr(segments: &[Segment], sig: &Signature, krate: &TokenStream) -> Token
         }
     });
     quote_spanned! {Span::mixed_site()=> {
-        let mut __lex_t = #krate::__private::template_tag(#capacity);
+        let mut __lex_t = #krate::__private::template_tag();
         #(#pushes)*
-        __lex_t
+        ::std::string::String::from(__lex_t.as_str())
     }}
 }
 
+/// Statements binding `__lex_source`, borrowing the cache of `cache = expr` (a `let` of a
+/// reference extends the life of a temporary such as `cache()`'s result to the block).
 fn source_expr(plan: &Plan) -> TokenStream {
     let k = &plan.krate;
     match &plan.args.cache {
         Some(expr) => {
             let expr = rename_self(quote!(#expr), &plan.sig.self_ident);
-            quote!(#k::__private::given(&(#expr)))
+            quote_spanned! {Span::mixed_site()=>
+                let __lex_cache = &(#expr);
+                let __lex_source = #k::__private::given(__lex_cache);
+            }
         }
-        None => quote!(#k::__private::Source::Registry),
+        None => quote_spanned! {Span::mixed_site()=>
+            let __lex_source = #k::__private::Source::Registry;
+        },
     }
 }
 
@@ -361,14 +396,19 @@ fn companions(plan: &Plan, f: &ItemFn) -> TokenStream {
     let key_body = quote_spanned! {Span::mixed_site()=>
         #site
         let __lex_scope: &'static #k::__private::Scope = #scope;
-        let __lex_key: ::core::option::Option<::std::string::String> = #key;
-        __lex_key.unwrap_or_default()
+        let mut __lex_k = #k::__private::KeyText::new();
+        let __lex_keyed: bool = #key;
+        #k::__private::owned_key(&__lex_k, __lex_keyed).unwrap_or_default()
     };
     let inv_body = quote_spanned! {Span::mixed_site()=>
         #site
         let __lex_scope: &'static #k::__private::Scope = #scope;
-        let __lex_key: ::core::option::Option<::std::string::String> = #key;
-        let __lex_source = #source;
+        let __lex_key = {
+            let mut __lex_k = #k::__private::KeyText::new();
+            let __lex_keyed: bool = #key;
+            #k::__private::owned_key(&__lex_k, __lex_keyed)
+        };
+        #source
         #k::__private::invalidate(&__LEX_SITE, __lex_scope, __lex_source, __lex_key).await
     };
     quote! {

@@ -136,15 +136,8 @@ pub fn uses(segments: &[Segment], param: &syn::Ident) -> bool {
         .any(|s| matches!(s, Segment::Value(path) if path[0] == *param))
 }
 
-/// An expression of type `Option<String>` building the key.
+/// An expression of type `bool` (always `true`) writing the key into `__lex_k`.
 pub fn expand(segments: &[Segment], sig: &Signature, krate: &TokenStream) -> TokenStream {
-    let capacity: usize = segments
-        .iter()
-        .map(|s| match s {
-            Segment::Text(t) => t.len(),
-            Segment::Value(_) => 16,
-        })
-        .sum();
     let k = crate::expand::internal("__lex_k");
     let pushes = segments.iter().map(|seg| match seg {
         Segment::Text(t) => quote!(#k.push_str(#t);),
@@ -163,8 +156,8 @@ pub fn expand(segments: &[Segment], sig: &Signature, krate: &TokenStream) -> Tok
         }
     });
     quote_spanned! {Span::mixed_site()=> {
-        let mut __lex_k = #krate::__private::template_key(&__LEX_SITE, #capacity);
+        #krate::__private::template_key(&__LEX_SITE, &mut __lex_k);
         #(#pushes)*
-        ::core::option::Option::Some(__lex_k)
+        true
     }}
 }

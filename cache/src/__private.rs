@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -14,6 +15,7 @@ use serde::Serialize;
 use crate::cache::{Cache, CacheValue, Ttl};
 use crate::error::CacheError;
 use crate::key::ArgsHasher;
+pub use crate::key::KeyText;
 use crate::registry::with_installed;
 
 pub use crate::observe::FnStats;
@@ -89,6 +91,7 @@ impl Site {
             None => Box::leak(Box::new(Scope {
                 name: Box::leak(name.into_boxed_str()),
                 stats: FnStats::new(),
+                route: AtomicU64::new(0),
             })),
         };
         let resolved = Resolved { at, scope };
@@ -188,12 +191,48 @@ pub struct Scope {
     pub name: &'static str,
     /// The counters.
     stats: FnStats,
+    /// Which cache of the installed registry its hits read, found once per registry:
+    /// `generation << ROUTE_BITS | slot`, the slot being the cache's index + 1 or
+    /// [`ROUTE_OFF`]; `0` before the first call.
+    route: AtomicU64,
 }
+
+const ROUTE_BITS: u32 = 16;
+const ROUTE_OFF: u64 = (1 << ROUTE_BITS) - 1;
 
 impl Scope {
     #[inline]
     fn function(&'static self) -> Option<(&'static str, &'static FnStats)> {
         Some((self.name, &self.stats))
+    }
+
+    /// The index of the cache its hits read in the registry of `generation` (`None`: switched
+    /// off by configuration), routed on the first call after that registry was installed.
+    #[inline]
+    fn routed(&self, caches: &crate::Caches, generation: u64, site: &Site) -> Option<usize> {
+        let known = self.route.load(Ordering::Relaxed);
+        if generation != 0 && known >> ROUTE_BITS == generation {
+            return match known & ROUTE_OFF {
+                ROUTE_OFF => None,
+                slot => Some(slot as usize - 1),
+            };
+        }
+        self.reroute(caches, generation, site)
+    }
+
+    #[cold]
+    fn reroute(&self, caches: &crate::Caches, generation: u64, site: &Site) -> Option<usize> {
+        let index = match route(caches, site, self) {
+            Ok(Some((index, _))) => Some(index),
+            // An unknown cache name is reported by the miss path, which runs next.
+            Ok(None) | Err(_) => None,
+        };
+        let slot = index.map_or(ROUTE_OFF, |i| (i as u64 + 1).min(ROUTE_OFF - 1));
+        if generation != 0 && generation < 1 << (64 - ROUTE_BITS) && slot != ROUTE_OFF - 1 {
+            self.route
+                .store(generation << ROUTE_BITS | slot, Ordering::Relaxed);
+        }
+        index
     }
 }
 
@@ -245,14 +284,25 @@ impl SiteTtl {
 }
 
 /// Where the cache comes from.
-pub enum Source {
-    /// `cache = expr`.
-    Given(Cache),
+pub enum Source<'c> {
+    /// `cache = expr`, borrowed for the call: no reference count is touched on a hit.
+    Given(&'c Cache),
+    /// `cache = expr`, held by a call that outlives the borrow (a miss, a request scope).
+    Owned(Cache),
     /// `backend = "name"` or nothing: the installed registry.
     Registry,
 }
 
-impl Source {
+impl Source<'_> {
+    /// The source with a handle of its own.
+    pub fn owned(self) -> Source<'static> {
+        match self {
+            Source::Given(c) => Source::Owned(c.clone()),
+            Source::Owned(c) => Source::Owned(c),
+            Source::Registry => Source::Registry,
+        }
+    }
+
     #[inline]
     fn memory_hit<T: CacheValue>(
         &self,
@@ -262,32 +312,34 @@ impl Source {
     ) -> Option<T> {
         match self {
             Source::Given(c) => c.memory_hit(key, scope.function()),
-            Source::Registry => with_installed(|caches| match route(caches, site, scope) {
-                Ok(Some((cache, _))) => cache.memory_hit(key, scope.function()),
-                _ => None,
+            Source::Owned(c) => c.memory_hit(key, scope.function()),
+            Source::Registry => with_installed(|caches, generation| {
+                let index = scope.routed(caches, generation, site)?;
+                caches.at(index)?.memory_hit(key, scope.function())
             }),
         }
     }
 
     /// The cache and ttl to use; `Ok(None)` when configuration switched this function off.
-    fn resolve(self, site: &Site, scope: &Scope) -> Result<Option<(Cache, Ttl)>, CacheError> {
+    fn resolve(&self, site: &Site, scope: &Scope) -> Result<Option<(Cache, Ttl)>, CacheError> {
         match self {
-            Source::Given(c) => Ok(Some((c, site.ttl.ttl()))),
-            Source::Registry => with_installed(|caches| {
-                route(caches, site, scope).map(|r| r.map(|(c, ttl)| (c.clone(), ttl)))
+            Source::Given(c) => Ok(Some(((*c).clone(), site.ttl.ttl()))),
+            Source::Owned(c) => Ok(Some((c.clone(), site.ttl.ttl()))),
+            Source::Registry => with_installed(|caches, _| {
+                route(caches, site, scope)
+                    .map(|r| r.and_then(|(index, ttl)| caches.at(index).map(|c| (c.clone(), ttl))))
             }),
         }
     }
 }
 
-/// The registry's cache for this site and its ttl, after the per-function overrides of
-/// `cache.functions` (looked up only when there are any). `Ok(None)`: switched off.
-#[inline]
-fn route<'a>(
-    caches: &'a crate::Caches,
+/// Where the registry's cache for this site is, and its ttl, after the per-function overrides
+/// of `cache.functions` (looked up only when there are any). `Ok(None)`: switched off.
+fn route(
+    caches: &crate::Caches,
     site: &Site,
     scope: &Scope,
-) -> Result<Option<(&'a Cache, Ttl)>, CacheError> {
+) -> Result<Option<(usize, Ttl)>, CacheError> {
     let functions = &caches.config().functions;
     let over = if functions.is_empty() {
         None
@@ -299,9 +351,9 @@ fn route<'a>(
     }
     let backend = over.and_then(|o| o.backend.as_deref()).or(site.backend);
     let cache = match backend {
-        None => caches.default_ref(),
+        None => caches.default_index(),
         Some(name) => caches
-            .named_ref(name)
+            .index_of(name)
             .ok_or_else(|| CacheError::UnknownCache(name.to_owned()))?,
     };
     let ttl = match over.and_then(|o| o.ttl) {
@@ -341,8 +393,9 @@ impl<C: AsCache + ?Sized> AsCache for &C {
 }
 
 /// Turns `cache = expr` into a [`Source`].
-pub fn given<C: AsCache + ?Sized>(c: &C) -> Source {
-    Source::Given(c.as_cache().clone())
+#[inline]
+pub fn given<C: AsCache + ?Sized>(c: &C) -> Source<'_> {
+    Source::Given(c.as_cache())
 }
 
 /// Splits a function's output into the part that is cached and the part that is passed
@@ -409,8 +462,8 @@ impl<A: Adapter> Adapter for Tagged<'_, A> {
 
 /// Starts a tag template (`tags = ["user:{id}"]`): tags take no prefix.
 #[inline]
-pub fn template_tag(capacity: usize) -> String {
-    String::with_capacity(capacity)
+pub fn template_tag() -> KeyText {
+    KeyText::new()
 }
 
 macro_rules! adapter {
@@ -655,50 +708,31 @@ pub fn feed<T: KeyArg + ?Sized>(h: &mut ArgsHasher, ok: &mut bool, value: &T) {
     *ok &= value.feed(h);
 }
 
-/// Formats an automatic key: `{prefix}{scope}:v{version}:{hash}`. Without a hash (an argument
-/// failed to serialize) the key is `None` and the call runs uncached.
+/// Writes an automatic key, `{prefix}{scope}:v{version}:{hash}`, into `out`. Without a hash (an
+/// argument failed to serialize) it writes nothing and returns `false`: the call runs uncached.
 #[inline]
-pub fn auto_key(site: &Site, scope: &Scope, h: &ArgsHasher, ok: bool) -> Option<String> {
+pub fn auto_key(site: &Site, scope: &Scope, h: &ArgsHasher, ok: bool, out: &mut KeyText) -> bool {
     if !ok {
         tracing::warn!(
             function = scope.name,
             "an argument failed to serialize; running without the cache"
         );
-        return None;
+        return false;
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let hash = h.finish();
-    let mut key = String::with_capacity(site.prefix.len() + scope.name.len() + 48);
-    key.push_str(site.prefix);
-    key.push_str(scope.name);
-    key.push_str(":v");
-    key.push_str(itoa_u32(site.version, &mut [0u8; 10]));
-    key.push(':');
-    for shift in (0..32).rev() {
-        key.push(HEX[((hash >> (shift * 4)) & 0xf) as usize] as char);
-    }
-    Some(key)
-}
-
-fn itoa_u32(mut n: u32, buf: &mut [u8; 10]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+    crate::key::write_auto_key(out, site.prefix, scope.name, site.version, h.finish());
+    true
 }
 
 /// Starts a template key with the site's prefix.
 #[inline]
-pub fn template_key(site: &Site, capacity: usize) -> String {
-    let mut key = String::with_capacity(site.prefix.len() + capacity);
-    key.push_str(site.prefix);
-    key
+pub fn template_key(site: &Site, out: &mut KeyText) {
+    out.push_str(site.prefix);
+}
+
+/// The key as a `String` for a call that stores it; `None` when there is no key.
+#[inline]
+pub fn owned_key(key: &KeyText, keyed: bool) -> Option<String> {
+    keyed.then(|| key.as_str().to_owned())
 }
 
 /// A value named in a key template.
@@ -709,12 +743,12 @@ pub fn template_key(site: &Site, capacity: usize) -> String {
 )]
 pub trait KeyPart {
     /// Appends the value.
-    fn push_to(&self, key: &mut String);
+    fn push_to(&self, key: &mut KeyText);
 }
 
 impl<T: std::fmt::Display + ?Sized> KeyPart for T {
     #[inline]
-    fn push_to(&self, key: &mut String) {
+    fn push_to(&self, key: &mut KeyText) {
         use std::fmt::Write as _;
         let _ = write!(key, "{self}");
     }
@@ -722,15 +756,36 @@ impl<T: std::fmt::Display + ?Sized> KeyPart for T {
 
 /// Appends a template value with `Display`.
 #[inline]
-pub fn push_display<T: KeyPart + ?Sized>(key: &mut String, value: &T) {
+pub fn push_display<T: KeyPart + ?Sized>(key: &mut KeyText, value: &T) {
     value.push_to(key);
 }
 
-/// The wrapper of a cached function.
-pub async fn run<A, F>(
+/// The synchronous hit path of a cached function, before its body's future is built:
+/// `Ok(output)` for a value in memory (or in a near tier), from a key that was never copied to
+/// the heap; otherwise `Err` with the source, now holding its own handle, for [`fill`].
+#[inline]
+pub fn hit<A: Adapter>(
     site: &'static Site,
     scope: &'static Scope,
-    source: Source,
+    source: Source<'_>,
+    key: Option<&str>,
+    adapter: A,
+) -> Result<A::Output, Source<'static>> {
+    if let Some(key) = key
+        && let Some(v) = source.memory_hit::<A::Value>(site, scope, key)
+    {
+        tracing::trace!(function = scope.name, key = short_key(key), outcome = "hit");
+        return Ok(adapter.join(v));
+    }
+    Err(source.owned())
+}
+
+/// A call [`hit`] could not answer: the remote read and the fill, boxed, so that the future of
+/// every call stays as small as a hit needs.
+pub async fn fill<A, F>(
+    site: &'static Site,
+    scope: &'static Scope,
+    source: Source<'static>,
     key: Option<String>,
     adapter: A,
     body: F,
@@ -742,14 +797,43 @@ where
     let Some(key) = key else {
         return body.await;
     };
-    if let Some(v) = source.memory_hit::<A::Value>(site, scope, &key) {
-        tracing::trace!(
-            function = scope.name,
-            key = short_key(&key),
-            outcome = "hit"
-        );
-        return adapter.join(v);
-    }
+    Box::pin(miss(site, scope, source, key, adapter, body)).await
+}
+
+/// [`hit`], then [`fill`].
+pub async fn run<A, F>(
+    site: &'static Site,
+    scope: &'static Scope,
+    source: Source<'static>,
+    key: Option<String>,
+    adapter: A,
+    body: F,
+) -> A::Output
+where
+    A: Adapter,
+    F: Future<Output = A::Output>,
+{
+    // `.await` outside the `match`: a scrutinee alive across it would be part of the future.
+    let source = match hit(site, scope, source, key.as_deref(), adapter) {
+        Ok(out) => return out,
+        Err(source) => source,
+    };
+    fill(site, scope, source, key, adapter, body).await
+}
+
+/// A call that the synchronous hit path could not answer: the remote read and the fill.
+async fn miss<A, F>(
+    site: &'static Site,
+    scope: &'static Scope,
+    source: Source<'_>,
+    key: String,
+    adapter: A,
+    body: F,
+) -> A::Output
+where
+    A: Adapter,
+    F: Future<Output = A::Output>,
+{
     let route = match source.resolve(site, scope) {
         Ok(route) => route,
         Err(e) => {
@@ -826,7 +910,7 @@ where
 pub async fn run_in_request<A, F>(
     site: &'static Site,
     scope: &'static Scope,
-    source: Source,
+    source: Source<'static>,
     key: Option<String>,
     adapter: A,
     body: F,
@@ -866,15 +950,16 @@ where
 pub async fn invalidate(
     site: &'static Site,
     scope: &'static Scope,
-    source: Source,
+    source: Source<'_>,
     key: Option<String>,
 ) -> Result<bool, CacheError> {
     let Some(key) = key else {
         return Ok(false);
     };
-    let in_scope = crate::request::forget(scope.name, &key);
+    let key = key.as_str();
+    let in_scope = crate::request::forget(scope.name, key);
     match source.resolve(site, scope)? {
-        Some((cache, _)) => Ok(cache.delete(&key).await? || in_scope),
+        Some((cache, _)) => Ok(cache.delete(key).await? || in_scope),
         None => Ok(in_scope),
     }
 }

@@ -18,7 +18,7 @@
 
 use serde::Serialize;
 use serde::ser;
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::Xxh3Default;
 
 /// Why an argument could not be hashed: its `Serialize` impl reported an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +28,63 @@ pub struct KeyError(String);
 impl ser::Error for KeyError {
     fn custom<M: std::fmt::Display>(msg: M) -> Self {
         KeyError(msg.to_string())
+    }
+}
+
+/// XXH3-128 over everything written to it. Short inputs, which most argument lists are, are
+/// gathered in place and hashed in one pass; a longer one moves to the streaming hasher, which
+/// gives the same hash.
+#[derive(Clone)]
+struct Xxh3 {
+    buf: [u8; GATHERED],
+    len: usize,
+    stream: Option<Box<Xxh3Default>>,
+}
+
+/// Bytes hashed in one pass.
+const GATHERED: usize = 96;
+
+impl Xxh3 {
+    #[inline]
+    fn new() -> Self {
+        Xxh3 {
+            buf: [0; GATHERED],
+            len: 0,
+            stream: None,
+        }
+    }
+
+    #[inline]
+    fn update(&mut self, bytes: &[u8]) {
+        if self.stream.is_none() && self.len + bytes.len() <= GATHERED {
+            self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        } else {
+            self.stream_mut().update(bytes);
+        }
+    }
+
+    #[cold]
+    fn stream_mut(&mut self) -> &mut Xxh3Default {
+        let gathered = &self.buf[..self.len];
+        self.stream.get_or_insert_with(|| {
+            let mut stream = Box::new(Xxh3Default::new());
+            stream.update(gathered);
+            stream
+        })
+    }
+
+    #[inline]
+    fn digest128(&self) -> u128 {
+        match &self.stream {
+            None => xxhash_rust::xxh3::xxh3_128(&self.buf[..self.len]),
+            Some(stream) => stream.digest128(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.len = 0;
+        self.stream = None;
     }
 }
 
@@ -98,7 +155,139 @@ pub fn stable_hash<T: Serialize + ?Sized>(value: &T) -> Result<u128, KeyError> {
 /// );
 /// ```
 pub fn auto_key(prefix: &str, scope: &str, version: u32, hash: u128) -> String {
-    format!("{prefix}{scope}:v{version}:{hash:032x}")
+    let mut k = KeyText::new();
+    write_auto_key(&mut k, prefix, scope, version, hash);
+    k.into_string()
+}
+
+/// The text of a key, written into a buffer its thread reuses, so that building the key of a
+/// hit never allocates; only a miss, which stores the key, copies it into a `String` of its own.
+///
+/// ```
+/// use lexigram_cache::key::KeyText;
+/// use std::fmt::Write as _;
+///
+/// let mut k = KeyText::new();
+/// k.push_str("user:");
+/// write!(k, "{}", 42).unwrap();
+/// assert_eq!(k.as_str(), "user:42");
+/// // Two at once (a key built while another is alive) do not share a buffer.
+/// let mut other = KeyText::new();
+/// other.push_str("x");
+/// assert_eq!((k.as_str(), other.as_str()), ("user:42", "x"));
+/// assert_eq!(k.into_string(), "user:42");
+/// ```
+pub struct KeyText {
+    text: String,
+}
+
+thread_local! {
+    /// The buffer of the last key this thread dropped, emptied, capacity kept.
+    static SPARE: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
+impl Default for KeyText {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for KeyText {
+    fn drop(&mut self) {
+        let mut text = std::mem::take(&mut self.text);
+        if text.capacity() > 0 && text.capacity() <= SPARE_MAX {
+            text.clear();
+            let _ = SPARE.try_with(|spare| spare.set(text));
+        }
+    }
+}
+
+/// A buffer larger than this is not kept for the next key.
+const SPARE_MAX: usize = 4096;
+
+impl std::fmt::Debug for KeyText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl KeyText {
+    /// An empty key.
+    #[inline]
+    pub fn new() -> Self {
+        KeyText {
+            text: SPARE.try_with(std::cell::Cell::take).unwrap_or_default(),
+        }
+    }
+
+    /// Appends `s`.
+    #[inline]
+    pub fn push_str(&mut self, s: &str) {
+        self.text.push_str(s);
+    }
+
+    /// Appends `c`.
+    #[inline]
+    pub fn push(&mut self, c: char) {
+        self.text.push(c);
+    }
+
+    /// The text.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The text as a `String` of its own.
+    pub fn into_string(self) -> String {
+        self.text.clone()
+    }
+}
+
+impl std::fmt::Write for KeyText {
+    #[inline]
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push_str(s);
+        Ok(())
+    }
+}
+
+/// Appends an automatic key, `{prefix}{scope}:v{version}:{hash as 32 hex digits}`, to `out`
+/// without allocating: the one formatter of automatic keys.
+///
+/// ```
+/// use lexigram_cache::key::{KeyText, write_auto_key};
+/// let mut k = KeyText::new();
+/// write_auto_key(&mut k, "app:", "shop::load_user", 2, 0xab);
+/// assert_eq!(k.as_str(), "app:shop::load_user:v2:000000000000000000000000000000ab");
+/// ```
+#[inline]
+pub fn write_auto_key(out: &mut KeyText, prefix: &str, scope: &str, version: u32, hash: u128) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push_str(prefix);
+    out.push_str(scope);
+    out.push_str(":v");
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = version;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in &digits[i..] {
+        out.push(char::from(*d));
+    }
+    out.push_str(":");
+    out.text.reserve(32);
+    for half in [(hash >> 64) as u64, hash as u64] {
+        for i in (0..16).rev() {
+            out.push(char::from(HEX[((half >> (i * 4)) & 0xf) as usize]));
+        }
+    }
 }
 
 mod tag {
@@ -471,6 +660,27 @@ mod tests {
         h.arg(&42u64).expect("hashes");
         h.arg("alice").expect("hashes");
         assert_eq!(h.finish(), xxhash_rust::xxh3::xxh3_128(&bytes));
+    }
+
+    /// Past what is gathered in place the hash streams, and stays the hash of the bytes.
+    #[test]
+    fn long_arguments_hash_as_their_bytes() {
+        for len in [0, 1, GATHERED - 18, GATHERED - 17, GATHERED, 300, 5000] {
+            let text = "y".repeat(len);
+            let mut bytes = vec![0xA0, 0x03];
+            bytes.extend_from_slice(&7u64.to_le_bytes());
+            bytes.extend_from_slice(&[0xA0, 0x08]);
+            bytes.extend_from_slice(&(len as u64).to_le_bytes());
+            bytes.extend_from_slice(text.as_bytes());
+            let mut h = ArgsHasher::new();
+            h.arg(&7u64).expect("hashes");
+            h.arg(&text).expect("hashes");
+            assert_eq!(
+                h.finish(),
+                xxhash_rust::xxh3::xxh3_128(&bytes),
+                "length {len}"
+            );
+        }
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub mod codec;
 pub mod config;
 mod error;
 mod events;
+mod front;
 pub mod key;
 mod observe;
 mod protect;

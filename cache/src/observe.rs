@@ -1,7 +1,9 @@
 //! Statistics.
 //!
 //! Counters are striped across cache lines by thread, so that a hit (which bumps `hits`) does
-//! not make every core fight over one cache line when many tasks read the same cache.
+//! not make every core fight over one cache line when many tasks read the same cache. A thread
+//! leases a stripe of its own while one is free, and then counts with a plain load and store,
+//! no atomic read-modify-write; threads past the leases share the last stripe.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -97,6 +99,8 @@ pub(crate) enum Counter {
 
 const COUNTERS: usize = 11;
 const STRIPES: usize = 8;
+/// The stripe of the threads that hold no lease, counted with atomic adds.
+const SHARED: usize = STRIPES - 1;
 
 #[repr(align(128))]
 #[derive(Default, Debug)]
@@ -109,23 +113,50 @@ pub(crate) struct Counters {
     stripes: [Stripe; STRIPES],
 }
 
-static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+/// Stripes never leased yet are `NEXT_LEASE..SHARED`; returned ones wait in `FREE_LEASES`.
+static NEXT_LEASE: AtomicUsize = AtomicUsize::new(0);
+static FREE_LEASES: parking_lot::Mutex<Vec<usize>> = parking_lot::Mutex::new(Vec::new());
+
+/// A thread's stripe, given back when the thread ends. The next holder takes it through the
+/// `FREE_LEASES` lock, after which it sees every count the last holder stored.
+struct Lease(Cell<usize>);
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let stripe = self.0.get();
+        if stripe < SHARED {
+            FREE_LEASES.lock().push(stripe);
+        }
+    }
+}
 
 thread_local! {
-    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    static LEASE: Lease = const { Lease(Cell::new(usize::MAX)) };
 }
 
 #[inline]
 fn stripe() -> usize {
-    STRIPE.with(|s| {
-        let v = s.get();
-        if v != usize::MAX {
-            return v;
-        }
-        let v = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) % STRIPES;
-        s.set(v);
-        v
-    })
+    LEASE
+        .try_with(|lease| {
+            let v = lease.0.get();
+            if v != usize::MAX {
+                return v;
+            }
+            let v = take_lease();
+            lease.0.set(v);
+            v
+        })
+        // A count from a thread-local destructor, after the lease went back.
+        .unwrap_or(SHARED)
+}
+
+#[cold]
+fn take_lease() -> usize {
+    if let Some(stripe) = FREE_LEASES.lock().pop() {
+        return stripe;
+    }
+    let next = NEXT_LEASE.fetch_add(1, Ordering::Relaxed);
+    if next < SHARED { next } else { SHARED }
 }
 
 impl Counters {
@@ -138,7 +169,17 @@ impl Counters {
 
     #[inline]
     pub(crate) fn add(&self, c: Counter, n: u64) {
-        self.stripes[stripe()].0[c as usize].fetch_add(n, Ordering::Relaxed);
+        let stripe = stripe();
+        let cell = &self.stripes[stripe].0[c as usize];
+        if stripe == SHARED {
+            cell.fetch_add(n, Ordering::Relaxed);
+        } else {
+            // Only the lease holder writes its stripe.
+            cell.store(
+                cell.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
+        }
     }
 
     #[inline]
@@ -169,6 +210,36 @@ impl Counters {
             evictions,
             ..CacheStats::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More threads than stripes, each ending while others start: leases are handed on, the
+    /// threads past them share the atomic stripe, and no count is lost.
+    #[test]
+    fn counts_from_many_threads_and_reused_leases_add_up() {
+        static COUNTS: Counters = Counters::new();
+        let threads = |n: usize| {
+            std::thread::scope(|s| {
+                for _ in 0..n {
+                    s.spawn(|| {
+                        for _ in 0..10_000 {
+                            COUNTS.incr(Counter::Hits);
+                        }
+                        COUNTS.add(Counter::Sets, 3);
+                    });
+                }
+            });
+        };
+        threads(3 * STRIPES);
+        threads(2);
+        threads(STRIPES + 1);
+        let n = (3 * STRIPES + 2 + STRIPES + 1) as u64;
+        assert_eq!(COUNTS.sum(Counter::Hits), n * 10_000);
+        assert_eq!(COUNTS.sum(Counter::Sets), n * 3);
     }
 }
 

@@ -299,11 +299,23 @@ impl Caches {
     }
 
     pub(crate) fn named_ref(&self, name: &str) -> Option<&Cache> {
-        self.inner
-            .caches
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, c)| c)
+        self.index_of(name).map(|i| &self.inner.caches[i].1)
+    }
+
+    /// Where the cache named `name` is in this registry.
+    pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
+        self.inner.caches.iter().position(|(n, _)| n == name)
+    }
+
+    /// Where the default cache is.
+    pub(crate) fn default_index(&self) -> usize {
+        self.inner.default
+    }
+
+    /// The cache at `index` (see [`index_of`](Self::index_of)).
+    #[inline]
+    pub(crate) fn at(&self, index: usize) -> Option<&Cache> {
+        self.inner.caches.get(index).map(|(_, c)| c)
     }
 
     /// The backend names, the default first.
@@ -502,27 +514,29 @@ thread_local! {
 }
 
 /// Runs `f` with the installed registry, or the zero-config in-memory one if none was
-/// installed.
+/// installed, and the registry's generation: a number that changes whenever another registry
+/// is installed, `0` when it is not known (then nothing derived from it may be kept).
 #[inline]
-pub(crate) fn with_installed<R>(f: impl FnOnce(&Caches) -> R) -> R {
+pub(crate) fn with_installed<R>(f: impl FnOnce(&Caches, u64) -> R) -> R {
     let generation = GENERATION.load(Ordering::Acquire);
     let mut f = Some(f);
     let fast = LOCAL.try_with(|local| {
-        let stale = local
-            .try_borrow()
-            .map(|s| s.0 != generation || s.1.is_none())
-            .unwrap_or(false);
-        if stale && let Ok(mut slot) = local.try_borrow_mut() {
-            *slot = (generation, Some(installed_now()));
+        {
+            let slot = local.try_borrow().ok()?;
+            if slot.0 == generation
+                && let Some(caches) = &slot.1
+            {
+                return Some(f.take()?(caches, generation));
+            }
         }
+        *local.try_borrow_mut().ok()? = (generation, Some(installed_now()));
         let slot = local.try_borrow().ok()?;
-        let caches = slot.1.as_ref().filter(|_| slot.0 == generation)?;
-        Some(f.take()?(caches))
+        Some(f.take()?(slot.1.as_ref()?, generation))
     });
     match (fast, f) {
         (Ok(Some(r)), _) => r,
         // Thread-local storage is gone (a call from a thread-local destructor) or busy.
-        (_, Some(f)) => f(&installed_now()),
+        (_, Some(f)) => f(&installed_now(), 0),
         (_, None) => unreachable!("`f` is only taken when its result is returned"),
     }
 }

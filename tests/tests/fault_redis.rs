@@ -291,9 +291,7 @@ async fn cached_calls_through_a_black_hole_move_to_a_new_connection() {
         .set("k", &"cached".to_string(), None)
         .await
         .expect("set");
-    let call = || {
-        cache.get_or_insert_with("k", None, || async { "from the body".to_string() })
-    };
+    let call = || cache.get_or_insert_with("k", None, || async { "from the body".to_string() });
     assert_eq!(call().await, "from the body", "a cold call over the proxy");
 
     proxy.set_mode(Mode::BlackHole);
@@ -310,5 +308,8 @@ async fn cached_calls_through_a_black_hole_move_to_a_new_connection() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("cached calls served again {:?} after the reroute", started.elapsed());
+    println!(
+        "cached calls served again {:?} after the reroute",
+        started.elapsed()
+    );
 }

@@ -12,7 +12,6 @@
 //! byte vectors like any other store.
 
 use std::any::Any;
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +23,8 @@ use super::{BackendError, CacheBackend, glob};
 use crate::clock::{Clock, duration_ms};
 use crate::error::CacheError;
 use crate::events::{Emitter, EvictionSink};
+use crate::front::{Found, Front};
+use crate::key::KeyText;
 
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
 
@@ -322,6 +323,8 @@ impl MemoryBackendBuilder {
                 evictions,
                 evicted,
                 kind: self.engine,
+                // tinylfu's time-to-idle must see every read, so its reads skip the front.
+                front: (self.engine == MemoryEngine::S3Fifo).then(Front::new),
             }),
         })
     }
@@ -348,6 +351,8 @@ struct MemInner {
     /// Where evictions are reported as events.
     evicted: Arc<EvictionSink>,
     kind: MemoryEngine,
+    /// Reads through the thread fronts (see [`crate::front`]).
+    front: Option<Front>,
 }
 
 impl std::fmt::Debug for MemoryBackend {
@@ -407,12 +412,16 @@ impl MemoryBackend {
         self.inner.weighted
     }
 
+    /// The key as stored: with the prefix, written on the stack so a read does not allocate.
     #[inline]
-    fn full_key<'a>(&self, key: &'a str) -> Cow<'a, str> {
+    fn full_key<'a>(&self, key: &'a str) -> FullKey<'a> {
         if self.inner.prefix.is_empty() {
-            Cow::Borrowed(key)
+            FullKey::Bare(key)
         } else {
-            Cow::Owned(format!("{}{key}", self.inner.prefix))
+            let mut full = KeyText::new();
+            full.push_str(&self.inner.prefix);
+            full.push_str(key);
+            FullKey::Prefixed(full)
         }
     }
 
@@ -420,23 +429,25 @@ impl MemoryBackend {
     /// keep window (the caller decides whether a stale value is usable).
     #[inline]
     pub(crate) fn entry(&self, key: &str) -> Option<MemEntry> {
+        self.entry_at(key, self.inner.clock.now_ms())
+    }
+
+    /// [`entry`](Self::entry) at `now` (clock ms), for a caller that needs `now` too.
+    #[inline]
+    pub(crate) fn entry_at(&self, key: &str, now: u64) -> Option<MemEntry> {
         let full = self.full_key(key);
-        let entry = self.inner.engine.get(&full)?;
-        if entry.keep_until == NEVER {
+        let entry = self.inner.engine.get(full.as_str())?;
+        if entry.keep_until == NEVER || entry.keep_until > now {
             return Some(entry);
         }
-        let now = self.inner.clock.now_ms();
-        if entry.keep_until <= now {
-            self.inner.engine.remove_if_dead(&full, now);
-            return None;
-        }
-        Some(entry)
+        self.inner.engine.remove_if_dead(full.as_str(), now);
+        None
     }
 
     /// Stores `entry`; one heavier than the store allows is not stored, and neither is kept
     /// the value it would have replaced (that one is out of date now).
     pub(crate) fn insert(&self, key: &str, entry: MemEntry) {
-        let full = self.full_key(key).into_owned();
+        let full = self.full_key(key).into_string();
         if self.inner.weighted && u64::from(entry.weight) > self.inner.heaviest {
             self.inner.engine.remove(&full);
             if !self.inner.warned_heavy.swap(true, Ordering::Relaxed) {
@@ -449,11 +460,63 @@ impl MemoryBackend {
             }
             return;
         }
-        self.inner.engine.insert(full, entry)
+        self.inner.engine.insert(full, entry);
+        self.changed();
     }
 
     pub(crate) fn remove(&self, key: &str) -> bool {
-        self.inner.engine.remove(&self.full_key(key))
+        let removed = self.inner.engine.remove(self.full_key(key).as_str());
+        self.changed();
+        removed
+    }
+
+    /// Voids what the thread fronts hold of this store.
+    #[inline]
+    fn changed(&self) {
+        if let Some(front) = &self.inner.front {
+            front.changed();
+        }
+    }
+
+    /// Whether every tag version `entry` recorded is the one the store holds now.
+    pub(crate) fn tags_current(&self, entry: &MemEntry) -> bool {
+        entry.tags.as_ref().is_none_or(|stamp| {
+            stamp.iter().all(|(tag, version)| {
+                self.entry(tag)
+                    .and_then(|e| e.value.downcast_ref::<u64>().copied())
+                    == Some(*version)
+            })
+        })
+    }
+
+    /// `read` of the value under `key` if it is fresh at the store's clock; `read` runs while
+    /// the value is borrowed. S3-FIFO stores are read through the thread fronts.
+    #[inline]
+    pub(crate) fn read_fresh<R>(&self, key: &str, read: impl FnOnce(&AnyValue) -> R) -> Option<R> {
+        let now = self.inner.clock.now_ms();
+        let lookup = || {
+            let entry = self.entry_at(key, now)?;
+            // Kept in a thread front only once its tags are checked: writing a tag's new
+            // version is a change of the store, which voids every front.
+            if !self.tags_current(&entry) {
+                return None;
+            }
+            // The store layer's freshness rule: 0 and NEVER never expire.
+            let until = if entry.expires_at == 0 {
+                NEVER
+            } else {
+                entry.expires_at
+            };
+            (until > now).then_some(Found {
+                value: entry.value,
+                until,
+                extra: (0, 0),
+            })
+        };
+        match &self.inner.front {
+            Some(front) => front.read(key, now, lookup, |value, _| read(value)),
+            None => lookup().map(|found| read(&found.value)),
+        }
     }
 
     /// Expiry in clock ms for a ttl (`None` = never).
@@ -477,9 +540,12 @@ impl MemoryBackend {
         if let Some(key) = glob::literal(pattern) {
             return u64::from(self.remove(&key));
         }
-        self.inner
+        let n = self
+            .inner
             .engine
-            .remove_where(&|k, _| self.strip(k).is_some_and(|k| glob::matches(pattern, k)))
+            .remove_where(&|k, _| self.strip(k).is_some_and(|k| glob::matches(pattern, k)));
+        self.changed();
+        n
     }
 
     pub(crate) fn keys_matching(&self, pattern: &str, limit: usize) -> Vec<String> {
@@ -501,9 +567,35 @@ impl MemoryBackend {
     }
 
     pub(crate) fn remove_all(&self) -> u64 {
-        self.inner
+        let n = self
+            .inner
             .engine
-            .remove_where(&|k, _| self.strip(k).is_some())
+            .remove_where(&|k, _| self.strip(k).is_some());
+        self.changed();
+        n
+    }
+}
+
+/// A key with the backend's prefix.
+enum FullKey<'a> {
+    Bare(&'a str),
+    Prefixed(KeyText),
+}
+
+impl FullKey<'_> {
+    #[inline]
+    fn as_str(&self) -> &str {
+        match self {
+            FullKey::Bare(k) => k,
+            FullKey::Prefixed(k) => k.as_str(),
+        }
+    }
+
+    fn into_string(self) -> String {
+        match self {
+            FullKey::Bare(k) => k.to_owned(),
+            FullKey::Prefixed(k) => k.into_string(),
+        }
     }
 }
 

@@ -248,16 +248,10 @@ impl Store {
 
     #[inline]
     fn memory_find<T: CacheValue>(&self, m: &MemoryBackend, key: &str) -> Option<T> {
-        let entry = m.entry(key)?;
-        if !fresh_at(entry.expires_at, m.clock().now_ms()) {
-            return None;
-        }
-        if entry.tags.is_some() && !Self::memory_tags_current(m, &entry) {
-            return None;
-        }
-        self.downcast(key, &entry.value)
+        m.read_fresh(key, |value| self.downcast(key, value))?
     }
 
+    #[inline]
     fn downcast<T: CacheValue>(
         &self,
         key: &str,
@@ -265,18 +259,21 @@ impl Store {
     ) -> Option<T> {
         match value.downcast_ref::<T>() {
             Some(v) => Some(v.clone()),
-            None => {
-                self.count(Counter::DecodeFailures);
-                self.events.emit(EventKind::DecodeFailure, key, None);
-                tracing::warn!(
-                    cache = %self.name,
-                    key = short_key(key),
-                    expected = std::any::type_name::<T>(),
-                    "cached value has another type; treating as a miss"
-                );
-                None
-            }
+            None => self.wrong_type::<T>(key),
         }
+    }
+
+    #[cold]
+    fn wrong_type<T>(&self, key: &str) -> Option<T> {
+        self.count(Counter::DecodeFailures);
+        self.events.emit(EventKind::DecodeFailure, key, None);
+        tracing::warn!(
+            cache = %self.name,
+            key = short_key(key),
+            expected = std::any::type_name::<T>(),
+            "cached value has another type; treating as a miss"
+        );
+        None
     }
 
     /// An expired memory entry still inside its stale-if-error window.

@@ -33,6 +33,7 @@ use crate::cache::CacheValue;
 use crate::clock::{Clock, duration_ms};
 use crate::error::BackendError;
 use crate::events::{Emitter, EvictionSink, ReportEvictions};
+use crate::front::{Found, Front};
 use crate::observe::CacheStats;
 
 use super::Timing;
@@ -131,6 +132,8 @@ struct Shared {
     origin: u128,
     received: AtomicU64,
     resets: AtomicU64,
+    /// Reads through the thread fronts; every change above voids them.
+    front: Front,
 }
 
 /// Where invalidations go to other processes.
@@ -192,19 +195,34 @@ impl Near {
         if !s.live.load(Ordering::Acquire) {
             return None;
         }
-        let entry = s.entries.get(key)?;
         let now = s.clock.now_ms();
-        if entry.until <= now {
-            return None;
-        }
-        if let Some(tags) = &entry.tags
-            && !s.tags_current(tags, now)
-        {
-            return None;
-        }
-        // Another type under this key is a miss here; the server read decides what it is.
-        let v = entry.value.downcast_ref::<T>()?.clone();
-        Some((v, entry.timing))
+        let lookup = || {
+            let entry = s.entries.get(key)?;
+            // A tagged value is good while each of its tags' versions is: the thread front
+            // keeps it only until the first of them runs out.
+            let until = match &entry.tags {
+                Some(tags) => entry.until.min(s.tags_until(tags)?),
+                None => entry.until,
+            };
+            (until > now).then_some(Found {
+                value: entry.value,
+                until,
+                extra: (entry.timing.expires_ms, entry.timing.compute_us),
+            })
+        };
+        s.front
+            .read(key, now, lookup, |value, (expires_ms, compute_us)| {
+                // Another type under this key is a miss here; the server read decides what it is.
+                let v = value.downcast_ref::<T>()?.clone();
+                Some((
+                    v,
+                    Timing {
+                        expires_ms,
+                        compute_us,
+                    },
+                ))
+            })
+            .flatten()
     }
 
     /// A value of type `T` under `key` that may be past the tier's ttl cap but not past its
@@ -313,6 +331,7 @@ impl Near {
         let slot = slot_of(key);
         let before = s.slots[slot].fetch_add(1, Ordering::SeqCst);
         s.entries.remove(key);
+        s.front.changed();
         if let Some(t) = ticket
             && t.seq == before
         {
@@ -368,6 +387,7 @@ impl Shared {
             origin: rand::random(),
             received: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            front: Front::new(),
         })
     }
 
@@ -379,10 +399,15 @@ impl Shared {
 
     /// Whether every tag version in `tags` is the one the tier holds.
     fn tags_current(&self, tags: &Stamp, now: u64) -> bool {
-        tags.iter().all(|(key, version)| {
-            self.entries
-                .get(key.as_str())
-                .is_some_and(|e| e.until > now && e.value.downcast_ref::<u64>() == Some(version))
+        self.tags_until(tags).is_some_and(|until| until > now)
+    }
+
+    /// Until when the tier holds every tag version in `tags` (the first of them to run out);
+    /// `None` when one is missing or another version.
+    fn tags_until(&self, tags: &Stamp) -> Option<u64> {
+        tags.iter().try_fold(u64::MAX, |until, (key, version)| {
+            let e = self.entries.get(key.as_str())?;
+            (e.value.downcast_ref::<u64>() == Some(version)).then_some(until.min(e.until))
         })
     }
 
@@ -423,6 +448,7 @@ impl Shared {
         if !self.valid(&ticket) {
             self.entries.remove(key);
         }
+        self.front.changed();
     }
 
     fn apply(&self, change: &Change<'_>) {
@@ -437,11 +463,13 @@ impl Shared {
     fn forget(&self, key: &str) {
         self.slots[slot_of(key)].fetch_add(1, Ordering::SeqCst);
         self.entries.remove(key);
+        self.front.changed();
     }
 
     fn reset(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.entries.clear();
+        self.front.changed();
     }
 }
 

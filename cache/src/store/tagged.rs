@@ -203,10 +203,7 @@ impl Store {
     /// Whether a memory entry's recorded tag versions are all current; `true` untagged.
     #[inline]
     pub(crate) fn memory_tags_current(m: &MemoryBackend, entry: &MemEntry) -> bool {
-        match &entry.tags {
-            None => true,
-            Some(stamp) => stamp.iter().all(|(k, v)| memory_version(m, k) == Some(*v)),
-        }
+        m.tags_current(entry)
     }
 }
 
