@@ -256,25 +256,11 @@ fn tagging(plan: &Plan) -> TokenStream {
 /// in key templates.
 fn tag_expr(segments: &[Segment], sig: &Signature, krate: &TokenStream) -> TokenStream {
     let t = internal("__lex_t");
-    let pushes = segments.iter().map(|seg| match seg {
-        Segment::Text(text) => quote!(#t.push_str(#text);),
-        Segment::Value(path) => {
-            let span = path[0].span();
-            let idents = path.iter().enumerate().map(|(i, p)| {
-                if i == 0 && p == "self" {
-                    syn::Ident::new(&sig.self_ident.to_string(), span)
-                } else {
-                    p.clone()
-                }
-            });
-            let krate = respan(krate.clone(), span);
-            quote_spanned!(span=> #krate::__private::push_display(&mut #t, &(#(#idents).*));)
-        }
-    });
+    let writes = crate::key::writes(segments, sig, krate, &t);
     quote_spanned! {Span::mixed_site()=> {
-        let mut __lex_t = #krate::__private::template_tag();
-        #(#pushes)*
-        ::std::string::String::from(__lex_t.as_str())
+        let mut #t = #krate::__private::template_tag();
+        #writes
+        ::std::string::String::from(#t.as_str())
     }}
 }
 

@@ -138,9 +138,24 @@ pub fn uses(segments: &[Segment], param: &syn::Ident) -> bool {
 
 /// An expression of type `bool` (always `true`) writing the key into `__lex_k`.
 pub fn expand(segments: &[Segment], sig: &Signature, krate: &TokenStream) -> TokenStream {
-    let k = crate::expand::internal("__lex_k");
+    let pushes = writes(segments, sig, krate, &crate::expand::internal("__lex_k"));
+    quote_spanned! {Span::mixed_site()=> {
+        #krate::__private::template_key(&__LEX_SITE, &mut __lex_k);
+        #pushes
+        true
+    }}
+}
+
+/// Statements appending a template's text and values (with Display) to the `KeyText` named
+/// `into`: the key, or one tag.
+pub fn writes(
+    segments: &[Segment],
+    sig: &Signature,
+    krate: &TokenStream,
+    into: &syn::Ident,
+) -> TokenStream {
     let pushes = segments.iter().map(|seg| match seg {
-        Segment::Text(t) => quote!(#k.push_str(#t);),
+        Segment::Text(t) => quote!(#into.push_str(#t);),
         Segment::Value(path) => {
             let span = path[0].span();
             let idents = path.iter().enumerate().map(|(i, p)| {
@@ -152,12 +167,8 @@ pub fn expand(segments: &[Segment], sig: &Signature, krate: &TokenStream) -> Tok
             });
             // Spanned at the template, so "not Display" points at it.
             let krate = crate::expand::respan(krate.clone(), span);
-            quote_spanned!(span=> #krate::__private::push_display(&mut #k, &(#(#idents).*));)
+            quote_spanned!(span=> #krate::__private::push_display(&mut #into, &(#(#idents).*));)
         }
     });
-    quote_spanned! {Span::mixed_site()=> {
-        #krate::__private::template_key(&__LEX_SITE, &mut __lex_k);
-        #(#pushes)*
-        true
-    }}
+    quote!(#(#pushes)*)
 }
