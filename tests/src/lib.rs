@@ -20,6 +20,7 @@ impl RunCounter {
 }
 
 pub mod breaker;
+pub mod child;
 pub mod config;
 pub mod conformance;
 pub mod proxy;

@@ -3,11 +3,11 @@
 //! process B's next read after the invalidation arrives sees the change, although B held the
 //! old value in its near cache.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 use lexigram_cache::{Cache, CacheModule};
+use lexigram_cache_tests::child::ChildProcess;
 use lexigram_cache_tests::servers::RedisServer;
 
 fn env(url: &str) -> Vec<(&'static str, String)> {
@@ -64,60 +64,6 @@ async fn child_reader() {
     }
 }
 
-struct ChildProcess {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl ChildProcess {
-    fn spawn(url: &str) -> ChildProcess {
-        let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "child_reader", "--nocapture", "--quiet"])
-            .env("LEX_TEST_NEAR_CHILD", "1")
-            .envs(env(url))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child process");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut p = ChildProcess {
-            child,
-            stdin,
-            stdout,
-        };
-        assert_eq!(p.answer(), "ready");
-        p
-    }
-
-    fn answer(&mut self) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = self.stdout.read_line(&mut line).expect("child stdout");
-            assert!(n > 0, "the child exited");
-            if let Some(a) = line.trim_end().strip_prefix('=') {
-                return a.to_owned();
-            }
-        }
-    }
-
-    fn ask(&mut self, command: &str) -> String {
-        writeln!(self.stdin, "{command}").expect("child stdin");
-        self.stdin.flush().expect("flush");
-        self.answer()
-    }
-}
-
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_process_sees_an_update_and_a_delete_after_the_invalidation() {
     let server = RedisServer::start();
@@ -132,7 +78,7 @@ async fn another_process_sees_an_update_and_a_delete_after_the_invalidation() {
     wait_live(&a).await;
     a.set("p", &1u32, None).await.expect("set");
 
-    let mut child = ChildProcess::spawn(&server.url());
+    let mut child = ChildProcess::spawn("child_reader", "LEX_TEST_NEAR_CHILD", env(&server.url()));
     assert_eq!(child.ask("get p"), "1");
     assert_eq!(child.ask("get p"), "1");
     let hits: u64 = child.ask("hits").parse().expect("a number");

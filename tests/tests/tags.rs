@@ -3,8 +3,7 @@
 //! form; two OS processes sharing a Redis; a tag whose version was deleted is a miss, never the
 //! old value; untagged values are untouched.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use lexigram_cache::{
     Cache, CacheBackend, CacheModule, CacheOptions, MemcachedBackend, MemoryBackend, NearOptions,
     RedisBackend, cacheable,
 };
+use lexigram_cache_tests::child::ChildProcess;
 use lexigram_cache_tests::proxy::Proxy;
 use lexigram_cache_tests::servers::{MemcachedServer, RedisCluster, RedisServer};
 
@@ -490,60 +490,6 @@ async fn child_reader() {
     }
 }
 
-struct ChildProcess {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl ChildProcess {
-    fn spawn(url: &str) -> ChildProcess {
-        let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "child_reader", "--nocapture", "--quiet"])
-            .env("LEX_TEST_TAGS_CHILD", "1")
-            .envs(child_env(url))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child process");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut p = ChildProcess {
-            child,
-            stdin,
-            stdout,
-        };
-        assert_eq!(p.answer(), "ready");
-        p
-    }
-
-    fn answer(&mut self) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = self.stdout.read_line(&mut line).expect("child stdout");
-            assert!(n > 0, "the child exited");
-            if let Some(a) = line.trim_end().strip_prefix('=') {
-                return a.to_owned();
-            }
-        }
-    }
-
-    fn ask(&mut self, command: &str) -> String {
-        writeln!(self.stdin, "{command}").expect("child stdin");
-        self.stdin.flush().expect("flush");
-        self.answer()
-    }
-}
-
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.child.wait();
-    }
-}
-
 /// Process A invalidates a tag; process B, which holds the tagged values and the tag's version
 /// in its near cache, misses on its next read after the invalidation arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -567,7 +513,11 @@ async fn a_tag_invalidated_in_one_process_is_a_miss_in_another() {
         .expect("set");
     a.set("plain", &1u32, ttl).await.expect("set");
 
-    let mut child = ChildProcess::spawn(&server.url());
+    let mut child = ChildProcess::spawn(
+        "child_reader",
+        "LEX_TEST_TAGS_CHILD",
+        child_env(&server.url()),
+    );
     for _ in 0..2 {
         assert_eq!(child.ask("get p7"), "7");
         assert_eq!(child.ask("get p8"), "8");
