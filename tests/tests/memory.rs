@@ -308,3 +308,33 @@ async fn byte_backends_store_envelopes_and_survive_garbage() {
     assert_eq!(filled, user);
     assert_eq!(cache.get::<User>("u").await.expect("get"), Some(user));
 }
+
+/// A value too heavy to store drops the one it would have replaced, and the thread that read
+/// the old one just before must not be served it again from its recent reads.
+#[tokio::test]
+async fn a_value_too_heavy_to_store_leaves_no_old_value_behind() {
+    let backend = MemoryBackend::builder()
+        .max_weight(10_000)
+        .build()
+        .expect("backend");
+    let cache = Cache::from_backend("heavy", backend);
+    cache
+        .set("k", &"small".to_string(), None)
+        .await
+        .expect("set");
+    for _ in 0..3 {
+        assert_eq!(
+            cache.get::<String>("k").await.expect("get").as_deref(),
+            Some("small")
+        );
+    }
+    cache
+        .set("k", &"x".repeat(5_000), None)
+        .await
+        .expect("a value too heavy is not an error");
+    assert_eq!(
+        cache.get::<String>("k").await.expect("get"),
+        None,
+        "the old value is out of date"
+    );
+}

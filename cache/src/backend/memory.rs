@@ -450,6 +450,7 @@ impl MemoryBackend {
         let full = self.full_key(key).into_string();
         if self.inner.weighted && u64::from(entry.weight) > self.inner.heaviest {
             self.inner.engine.remove(&full);
+            self.changed();
             if !self.inner.warned_heavy.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     weight = entry.weight,
