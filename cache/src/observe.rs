@@ -327,14 +327,73 @@ impl MetricHandles {
     }
 }
 
-/// Records one backend call's latency in the `lexigram_cache_backend_seconds` histogram.
-#[inline]
-pub(crate) fn record_latency(cache: &str, op: &'static str, took: std::time::Duration) {
+/// The operations the store times; each gets its handle when the cache is built.
+#[cfg(feature = "metrics")]
+const TIMED_OPS: [&str; 17] = [
+    "get",
+    "set",
+    "exists",
+    "get_many",
+    "set_many",
+    "delete",
+    "delete_many",
+    "delete_pattern",
+    "clear",
+    "keys",
+    "ping",
+    "lock",
+    "unlock",
+    "publish",
+    "tags",
+    "tag_add",
+    "tag_set",
+];
+
+/// One cache's `lexigram_cache_backend_seconds` histogram handles by operation, registered
+/// once: building the labelled key on every call allocates and hashes on the hit path.
+#[derive(Debug)]
+pub(crate) struct Latency {
     #[cfg(feature = "metrics")]
-    metrics::histogram!("lexigram_cache_backend_seconds", "cache" => cache.to_owned(), "op" => op)
-        .record(took.as_secs_f64());
-    #[cfg(not(feature = "metrics"))]
-    let _ = (cache, op, took);
+    handles: [metrics::Histogram; TIMED_OPS.len()],
+}
+
+impl Latency {
+    pub(crate) fn new(cache: &str) -> Latency {
+        #[cfg(feature = "metrics")]
+        {
+            Latency {
+                handles: TIMED_OPS.map(|op| {
+                    metrics::histogram!(
+                        "lexigram_cache_backend_seconds",
+                        "cache" => cache.to_owned(),
+                        "op" => op
+                    )
+                }),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = cache;
+            Latency {}
+        }
+    }
+
+    /// Records one call of `op` on cache `cache` (the name this was built with).
+    #[inline]
+    pub(crate) fn record(&self, cache: &str, op: &'static str, took: std::time::Duration) {
+        #[cfg(feature = "metrics")]
+        match TIMED_OPS.iter().position(|o| *o == op) {
+            Some(i) => self.handles[i].record(took.as_secs_f64()),
+            None => metrics::histogram!(
+                "lexigram_cache_backend_seconds",
+                "cache" => cache.to_owned(),
+                "op" => op
+            )
+            .record(took.as_secs_f64()),
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (cache, op, took);
+    }
 }
 
 /// Counters of one `#[cacheable]` function, kept in a static beside it.

@@ -72,9 +72,16 @@ impl Cache {
                 self.emit(EventKind::Hit, key, policy);
                 if policy.early_refresh && self.refresh_due(timing, policy.beta) {
                     let ttl = self.fill_ttl(key, ttl, policy);
-                    return Ok(self
-                        .refresh_early(&mut budget, key, ttl, version, policy, v, init)
-                        .await);
+                    return Ok(Box::pin(self.refresh_early(
+                        &mut budget,
+                        key,
+                        ttl,
+                        version,
+                        policy,
+                        v,
+                        init,
+                    ))
+                    .await);
                 }
                 return Ok(v);
             }
@@ -89,6 +96,29 @@ impl Cache {
                 None
             }
         };
+        // Boxed: the protocol past a miss is a large future, and a hit should neither carry
+        // nor move it.
+        Box::pin(self.after_miss(budget, key, ttl, version, policy, stale, init)).await
+    }
+
+    /// [`fill_with`](Self::fill_with) past a read that found no fresh value: single flight,
+    /// then the body.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_miss<T, E, F, Fut>(
+        &self,
+        mut budget: Budget,
+        key: &str,
+        ttl: Ttl,
+        version: u32,
+        policy: &FillPolicy,
+        stale: Option<T>,
+        init: F,
+    ) -> Result<T, E>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         let ttl = self.fill_ttl(key, ttl, policy);
         if single_flight::is_reentrant(self.id(), key) {
             // The outer call holds this key's fill lock; waiting for it would wait for itself.

@@ -18,9 +18,7 @@ use crate::clock::{duration_ms, wall_ms};
 use crate::codec::{Envelope, Format, fingerprint};
 use crate::error::{BackendError, CacheError};
 use crate::events::{Emitter, EventKind};
-use crate::observe::{
-    CacheStats, Counter, Counters, FnStats, MetricHandles, record_latency, short_key,
-};
+use crate::observe::{CacheStats, Counter, Counters, FnStats, Latency, MetricHandles, short_key};
 use crate::protect::breaker::{Breaker, Permit};
 use crate::tags::Stamp;
 
@@ -53,6 +51,8 @@ pub(crate) fn fresh_at(expires_ms: u64, now_ms: u64) -> bool {
 pub(crate) enum Tier {
     Memory(MemoryBackend),
     Remote {
+        /// Called as `(**backend).op(..)`: `backend.op(..)` would pick the forwarding impl of
+        /// `Box<dyn CacheBackend>` itself and box every call's future twice.
         backend: Box<dyn CacheBackend>,
         near: Option<Near>,
     },
@@ -69,6 +69,8 @@ pub(crate) struct Store {
     counters: Counters,
     /// Metric handles for calls made outside any `#[cacheable]` function.
     metrics: MetricHandles,
+    /// The backend latency histogram's handles.
+    latency: Latency,
     /// Serializes the creation and replacement of tag versions in the memory backend.
     tag_lock: parking_lot::Mutex<()>,
     /// The cache's events.
@@ -92,6 +94,7 @@ impl Store {
         Store {
             events,
             metrics: MetricHandles::new(&name, ""),
+            latency: Latency::new(&name),
             name,
             tier,
             format,
@@ -208,7 +211,7 @@ impl Store {
         }
         let started = Instant::now();
         let result = call.await;
-        record_latency(&self.name, op, started.elapsed());
+        self.latency.record(&self.name, op, started.elapsed());
         if let Some(change) = self
             .breaker
             .record(&self.name, permit, result.as_ref().map(drop))
@@ -314,7 +317,7 @@ impl Store {
                     }
                     None => None,
                 };
-                let read = match self.guarded("get", backend.get(key)).await {
+                let read = match self.guarded("get", (**backend).get(key)).await {
                     Ok(read) => read,
                     Err(e) => {
                         let e = self.backend_error("get", key, e);
@@ -389,7 +392,7 @@ impl Store {
                 }
                 // The server keeps a value through its stale window too; only the envelope
                 // knows the expiry a read goes by.
-                let Some(bytes) = self.remote("exists", key, backend.get(key)).await? else {
+                let Some(bytes) = self.remote("exists", key, (**backend).get(key)).await? else {
                     return Ok(false);
                 };
                 let fresh =
@@ -434,7 +437,7 @@ impl Store {
                 }
                 let first = missing.first().copied().unwrap_or("");
                 let raw = self
-                    .remote("get_many", first, backend.get_many(&missing))
+                    .remote("get_many", first, (**backend).get_many(&missing))
                     .await?;
                 let mut filled = Vec::with_capacity(missing.len());
                 for ((k, ticket), bytes) in missing.iter().zip(tickets).zip(raw) {
@@ -530,7 +533,7 @@ impl Store {
                 )?;
                 let ticket = near.as_ref().and_then(|n| n.ticket(key));
                 let stored = self
-                    .remote("set", key, backend.set(key, &bytes, backend_ttl))
+                    .remote("set", key, (**backend).set(key, &bytes, backend_ttl))
                     .await;
                 self.after_write(key, stored.is_ok().then_some(value), ticket, timing, stamp)
                     .await;
@@ -596,7 +599,7 @@ impl Store {
             .collect();
         let first = refs.first().map_or("", |(k, _)| k);
         let stored = self
-            .remote("set_many", first, backend.set_many(&refs, ttl))
+            .remote("set_many", first, (**backend).set_many(&refs, ttl))
             .await;
         if let Some(n) = near {
             let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_ref()).collect();
@@ -690,7 +693,7 @@ impl Store {
         match &self.tier {
             Tier::Memory(m) => Ok(m.remove(key)),
             Tier::Remote { backend, near } => {
-                let removed = self.remote("delete", key, backend.delete(key)).await;
+                let removed = self.remote("delete", key, (**backend).delete(key)).await;
                 self.forget(near.as_ref(), near::Change::Key(key)).await;
                 removed
             }
@@ -713,7 +716,7 @@ impl Store {
             Tier::Remote { backend, near } => {
                 let first = keys.first().unwrap_or(&"");
                 let n = self
-                    .remote("delete_many", first, backend.delete_many(keys))
+                    .remote("delete_many", first, (**backend).delete_many(keys))
                     .await;
                 self.forget(near.as_ref(), near::Change::Keys(keys.to_vec()))
                     .await;
@@ -728,7 +731,11 @@ impl Store {
             Tier::Memory(m) => Ok(m.remove_matching(pattern)),
             Tier::Remote { backend, near } => {
                 let n = self
-                    .remote("delete_pattern", pattern, backend.delete_pattern(pattern))
+                    .remote(
+                        "delete_pattern",
+                        pattern,
+                        (**backend).delete_pattern(pattern),
+                    )
                     .await;
                 self.forget(near.as_ref(), near::Change::Pattern(pattern))
                     .await;
@@ -742,7 +749,7 @@ impl Store {
         match &self.tier {
             Tier::Memory(m) => Ok(m.remove_all()),
             Tier::Remote { backend, near } => {
-                let n = self.remote("clear", "", backend.clear()).await;
+                let n = self.remote("clear", "", (**backend).clear()).await;
                 self.forget(near.as_ref(), near::Change::Clear).await;
                 n
             }
@@ -761,7 +768,7 @@ impl Store {
                 .map(String::into_bytes)
                 .collect()),
             Tier::Remote { backend, .. } => {
-                self.remote("keys", pattern, backend.keys(pattern, limit))
+                self.remote("keys", pattern, (**backend).keys(pattern, limit))
                     .await
             }
         }
@@ -770,7 +777,7 @@ impl Store {
     pub(crate) async fn raw(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         match &self.tier {
             Tier::Memory(_) => Ok(None),
-            Tier::Remote { backend, .. } => self.remote("get", key, backend.get(key)).await,
+            Tier::Remote { backend, .. } => self.remote("get", key, (**backend).get(key)).await,
         }
     }
 
@@ -780,9 +787,9 @@ impl Store {
         let started = Instant::now();
         let result = match &self.tier {
             Tier::Memory(m) => m.ping().await,
-            Tier::Remote { backend, .. } => backend.ping().await,
+            Tier::Remote { backend, .. } => (**backend).ping().await,
         };
-        record_latency(&self.name, "ping", started.elapsed());
+        self.latency.record(&self.name, "ping", started.elapsed());
         result.map_err(|e| self.backend_error("ping", "", e))
     }
 
@@ -797,7 +804,7 @@ impl Store {
         let Tier::Remote { backend, .. } = &self.tier else {
             return Ok((Some(String::new()), None));
         };
-        let attempt = self.guarded("lock", backend.try_lock(key, ttl)).await?;
+        let attempt = self.guarded("lock", (**backend).try_lock(key, ttl)).await?;
         let value = match attempt.value {
             Some(bytes) => {
                 let found = self.decode::<T>(key, &bytes, version);
@@ -815,7 +822,7 @@ impl Store {
     pub(crate) async fn unlock(&self, key: &str, token: &str) -> Result<(), BackendError> {
         match &self.tier {
             Tier::Remote { backend, .. } => {
-                self.guarded("unlock", backend.unlock(key, token)).await
+                self.guarded("unlock", (**backend).unlock(key, token)).await
             }
             Tier::Memory(_) => Ok(()),
         }
@@ -851,7 +858,7 @@ impl Store {
             .remote(
                 "set",
                 key,
-                backend.set_and_unlock(key, &bytes, backend_ttl, token),
+                (**backend).set_and_unlock(key, &bytes, backend_ttl, token),
             )
             .await;
         self.after_write(key, stored.is_ok().then_some(value), ticket, timing, stamp)

@@ -360,6 +360,22 @@ impl ConnectionLike for Link {
     }
 }
 
+/// A key and the backend's prefix, written as one argument without joining them first.
+struct Prefixed<'a> {
+    prefix: &'a str,
+    key: &'a str,
+}
+
+impl redis::ToRedisArgs for Prefixed<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write as _;
+        let mut w = out.writer_for_next_arg();
+        // Writing into the command's own buffer cannot fail.
+        let _ = w.write_all(self.prefix.as_bytes());
+        let _ = w.write_all(self.key.as_bytes());
+    }
+}
+
 struct Inner {
     /// This backend, for the connect task that outlives a caller who gave up waiting.
     me: Weak<Inner>,
@@ -446,6 +462,10 @@ impl Inner {
 
     /// The connection, waited for at most the operation timeout.
     async fn conn_within(&self) -> Result<Conn, BackendError> {
+        // The usual case needs no wait, so it arms no timer.
+        if let Some(c) = self.slot.read().cell.get() {
+            return Ok(c.clone());
+        }
         match tokio::time::timeout(self.op_timeout, self.conn()).await {
             Ok(conn) => conn,
             Err(_) => Err(BackendError::Timeout(self.op_timeout)),
@@ -629,6 +649,21 @@ impl Inner {
         } else {
             BackendError::Protocol(format!("Redis at {} answered: {text}", self.shown))
         }
+    }
+
+    /// `key` under the prefix as one command argument, written straight into the command.
+    fn arg<'a>(&'a self, key: &'a str) -> Prefixed<'a> {
+        Prefixed {
+            prefix: &self.prefix,
+            key,
+        }
+    }
+
+    /// A command `name` with one prefixed `key`, its buffers sized once.
+    fn key_cmd(&self, name: &str, key: &str) -> Cmd {
+        let mut cmd = Cmd::with_capacity(2, name.len() + self.prefix.len() + key.len());
+        cmd.arg(name).arg(self.arg(key));
+        cmd
     }
 
     fn key(&self, key: &str) -> String {
@@ -1013,9 +1048,7 @@ impl CacheBackend for RedisBackend {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        self.inner
-            .query(redis::cmd("GET").arg(self.inner.key(key)))
-            .await
+        self.inner.query(&self.inner.key_cmd("GET", key)).await
     }
 
     async fn set(
@@ -1043,10 +1076,7 @@ impl CacheBackend for RedisBackend {
     }
 
     async fn delete(&self, key: &str) -> Result<bool, BackendError> {
-        let n: u64 = self
-            .inner
-            .query(redis::cmd("DEL").arg(self.inner.key(key)))
-            .await?;
+        let n: u64 = self.inner.query(&self.inner.key_cmd("DEL", key)).await?;
         Ok(n > 0)
     }
 
@@ -1256,7 +1286,7 @@ fn unlock_command(inner: &Inner, key: &str, token: &str) -> Cmd {
 /// `SET key value [PX ms]`.
 fn set_command(inner: &Inner, key: &str, value: &[u8], ttl: Option<Duration>) -> Cmd {
     let mut cmd = redis::cmd("SET");
-    cmd.arg(inner.key(key)).arg(value);
+    cmd.arg(inner.arg(key)).arg(value);
     if let Some(ttl) = ttl {
         cmd.arg("PX").arg(ttl_ms(ttl));
     }
