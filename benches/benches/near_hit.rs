@@ -7,8 +7,8 @@
 use std::sync::OnceLock;
 
 use criterion::{criterion_group, criterion_main};
-use lexigram_cache::{Cache, CacheModule, CacheOptions, NearOptions, RedisBackend, cacheable};
-use lexigram_cache_benches::runtime;
+use lexigram_cache::{Cache, cacheable};
+use lexigram_cache_benches::{memory_near_remote, runtime};
 use lexigram_cache_tests::servers::RedisServer;
 
 fn payload() -> String {
@@ -28,20 +28,7 @@ fn setup() -> &'static Setup {
     SETUP.get_or_init(|| {
         let server = RedisServer::start();
         runtime().block_on(async {
-            let redis = |prefix: &str| {
-                RedisBackend::builder(server.url())
-                    .prefix(prefix)
-                    .build()
-                    .expect("backend")
-            };
-            let mut near = CacheOptions::default();
-            near.near = Some(NearOptions::default());
-            let near = Cache::with_options("near", redis("near:"), near);
-            let remote = Cache::with_options("remote", redis("remote:"), CacheOptions::default());
-            let memory = CacheModule::stub().cache();
-            while !near.stats().near_live {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
+            let (memory, near, remote) = memory_near_remote(&server.url()).await;
             for c in [&memory, &near, &remote] {
                 // An hour: the near tier caps its copy at its own ttl (5 s) and refills it
                 // from the server, as a service would see it.

@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main};
-use lexigram_cache::{Cache, CacheModule, CacheOptions, NearOptions, RedisBackend};
-use lexigram_cache_benches::runtime;
+use lexigram_cache::Cache;
+use lexigram_cache_benches::{memory_near_remote, runtime};
 use lexigram_cache_tests::servers::RedisServer;
 
 const TAGS: [&str; 3] = ["user:42", "users", "tenant:7"];
@@ -28,20 +28,7 @@ fn setup() -> &'static Setup {
     SETUP.get_or_init(|| {
         let server = RedisServer::start();
         runtime().block_on(async {
-            let redis = |prefix: &str| {
-                RedisBackend::builder(server.url())
-                    .prefix(prefix)
-                    .build()
-                    .expect("backend")
-            };
-            let mut near = CacheOptions::default();
-            near.near = Some(NearOptions::default());
-            let near = Cache::with_options("near", redis("near:"), near);
-            let remote = Cache::with_options("remote", redis("remote:"), CacheOptions::default());
-            let memory = CacheModule::stub().cache();
-            while !near.stats().near_live {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            let (memory, near, remote) = memory_near_remote(&server.url()).await;
             let value = "x".repeat(100);
             let hour = Duration::from_secs(3600);
             for c in [&memory, &near, &remote] {

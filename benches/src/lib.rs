@@ -86,3 +86,31 @@ macro_rules! hit_groups {
         }
     };
 }
+
+/// The three caches the near-cache benches compare, on one Redis at `url`: the in-memory
+/// default, Redis behind a near tier (prefix `near:`), and Redis without one (`remote:`).
+/// Returns once the near tier has subscribed, so that its hits are hits from the start.
+pub async fn memory_near_remote(
+    url: &str,
+) -> (
+    lexigram_cache::Cache,
+    lexigram_cache::Cache,
+    lexigram_cache::Cache,
+) {
+    use lexigram_cache::{Cache, CacheModule, CacheOptions, NearOptions, RedisBackend};
+    let redis = |prefix: &str| {
+        RedisBackend::builder(url)
+            .prefix(prefix)
+            .build()
+            .expect("backend")
+    };
+    let mut near = CacheOptions::default();
+    near.near = Some(NearOptions::default());
+    let near = Cache::with_options("near", redis("near:"), near);
+    let remote = Cache::with_options("remote", redis("remote:"), CacheOptions::default());
+    let memory = CacheModule::stub().cache();
+    while !near.stats().near_live {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (memory, near, remote)
+}
