@@ -139,6 +139,39 @@ async fn cacheable_calls_against_a_frozen_redis_pay_one_op_timeout_each() {
     assert_eq!(stats.background_writes, 4, "{stats:?}");
 }
 
+static FROZEN_TAGGED: OnceLock<Cache> = OnceLock::new();
+
+#[cacheable(
+    cache = FROZEN_TAGGED.get().expect("set by the test"),
+    ttl = 60,
+    key = "tagged:{id}",
+    tags = ["user:{id}"]
+)]
+async fn tagged_report(id: u32) -> String {
+    tokio::time::sleep(BODY).await;
+    format!("report {id}")
+}
+
+/// A tagged function's read of its tags' versions is one more round trip of the same
+/// budget, not one more `op_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tagged_call_against_a_frozen_redis_pays_one_op_timeout() {
+    let server = RedisServer::start();
+    let cache = FROZEN_TAGGED.get_or_init(|| cache_at(&server.url(), OP_TIMEOUT));
+    cache.ping().await.expect("redis answers before the pause");
+
+    server.pause();
+    let started = Instant::now();
+    assert_eq!(tagged_report(1).await, "report 1");
+    let took = started.elapsed();
+    server.resume();
+    println!("a tagged #[cacheable] call while Redis was frozen: {took:?}");
+    assert!(
+        took < 2 * OP_TIMEOUT,
+        "a cold tagged call took {took:?} against a frozen server"
+    );
+}
+
 /// A frozen server under load leaves at most `1024` writes waiting in the background per
 /// cache; past that, writes are dropped and counted, and the calls still return at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

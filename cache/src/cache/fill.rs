@@ -262,7 +262,7 @@ impl Cache {
             .store
             .count_in(policy.function, Counter::EarlyRefreshes);
         tracing::debug!(cache = %self.name(), key = short_key(key), "early refresh");
-        let (ttl, stamp) = self.stamp_fill(key, ttl, policy).await;
+        let (ttl, stamp) = self.stamp_fill(budget, key, ttl, policy).await;
         let started = Instant::now();
         // `.ok()` at once: an error held across the store below would make the caller's
         // future `!Send` whenever the error type is (`Box<dyn Error>`).
@@ -317,7 +317,7 @@ impl Cache {
                 Acquired::Nothing => {}
             }
         }
-        let (ttl, stamp) = self.stamp_fill(key, ttl, policy).await;
+        let (ttl, stamp) = self.stamp_fill(budget, key, ttl, policy).await;
         let started = Instant::now();
         // No error is held across an await below (the body's result is matched where it is
         // made, so no local keeps it): that would make every caller's future `!Send` whenever
@@ -488,8 +488,10 @@ impl Cache {
     /// of a tag while the body runs then makes the value a miss, whatever data the body saw.
     /// When the versions cannot be read the value is not stored (`ttl` becomes `None`): an
     /// untagged copy would escape the tags' invalidations.
+    /// The read is one of the call's round trips: a read the budget cuts short stores nothing.
     async fn stamp_fill(
         &self,
+        budget: &mut Budget,
         key: &str,
         ttl: Option<Option<Duration>>,
         policy: &FillPolicy,
@@ -500,9 +502,11 @@ impl Cache {
         if ttl.is_none() {
             return (None, None);
         }
-        match self.inner.store.stamp(tags).await {
-            Ok(stamp) => (ttl, stamp),
-            Err(e) => {
+        let store = &self.inner.store;
+        match budget.io(store, "tags", key, store.stamp(tags)).await {
+            Some(Ok(stamp)) => (ttl, stamp),
+            None => (None, None),
+            Some(Err(e)) => {
                 self.inner.store.count_in(policy.function, Counter::Errors);
                 tracing::warn!(cache = %self.name(), key = short_key(key), error = %e, "tag versions not read; the value will not be stored");
                 (None, None)
