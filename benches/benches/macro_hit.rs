@@ -31,12 +31,19 @@ async fn cached_concurrent(id: u64) -> u64 {
     id * 2
 }
 
+/// The same store with a ttl, as ours has: the like-for-like anchor.
+#[concurrent_cached(ttl_secs = 60)]
+async fn cached_concurrent_ttl(id: u64) -> u64 {
+    id * 2
+}
+
 macro_rules! contenders {
     ($m:ident) => {
         $m!("lexigram_auto_key", ours_auto_key);
         $m!("lexigram_template_key", ours_template_key);
         $m!("cached_ttl_secs", cached_ttl);
         $m!("cached_concurrent", cached_concurrent);
+        $m!("cached_concurrent_ttl_secs", cached_concurrent_ttl);
     };
 }
 

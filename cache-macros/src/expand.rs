@@ -60,14 +60,33 @@ pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
             format_ident!("run_in_request"),
         )
     } else {
+        // An automatic key's hit is looked up from the encoded arguments; its text is written
+        // only for a miss.
+        let (keyed, hit) = match &plan.template {
+            Some(_) => (
+                quote_spanned! {ms=> let __lex_keyed: bool = #key; },
+                quote_spanned! {ms=>
+                    #k::__private::hit(&__LEX_SITE, __lex_scope, __lex_source, __lex_keyed.then(|| __lex_k.as_str()), __lex_adapter)
+                },
+            ),
+            None => {
+                let feeds = auto_feeds(&plan);
+                (
+                    quote_spanned! {ms=> #feeds let __lex_keyed: bool = __lex_ok; },
+                    quote_spanned! {ms=>
+                        #k::__private::hit_auto(&__LEX_SITE, __lex_scope, __lex_source, &__lex_h, __lex_ok, &mut __lex_k, __lex_adapter)
+                    },
+                )
+            }
+        };
         (
             quote_spanned! {ms=>
                 let (__lex_source, __lex_key) = {
                     let mut __lex_k = #k::__private::KeyText::new();
-                    let __lex_keyed: bool = #key;
+                    #keyed
                     let __lex_hit = {
                         #source
-                        #k::__private::hit(&__LEX_SITE, __lex_scope, __lex_source, __lex_keyed.then(|| __lex_k.as_str()), __lex_adapter)
+                        #hit
                     };
                     match __lex_hit {
                         ::core::result::Result::Ok(__lex_out) => return __lex_out,
@@ -214,6 +233,17 @@ fn key_expr(plan: &Plan) -> TokenStream {
     if let Some(segments) = &plan.template {
         return key::expand(segments, &plan.sig, k);
     }
+    let feeds = auto_feeds(plan);
+    quote_spanned! {Span::mixed_site()=> {
+        #feeds
+        #k::__private::auto_key(&__LEX_SITE, __lex_scope, &__lex_h, __lex_ok, &mut __lex_k)
+    }}
+}
+
+/// For an automatic key: statements binding `__lex_h`, the hasher fed every argument not
+/// skipped, and `__lex_ok`, false if one failed to serialize.
+fn auto_feeds(plan: &Plan) -> TokenStream {
+    let k = &plan.krate;
     let (h, ok) = (internal("__lex_h"), internal("__lex_ok"));
     let feeds = plan
         .sig
@@ -226,13 +256,12 @@ fn key_expr(plan: &Plan) -> TokenStream {
             let k = respan(k.clone(), p.ty.span());
             quote_spanned!(p.ty.span()=> #k::__private::feed(&mut #h, &mut #ok, &#ident);)
         });
-    quote_spanned! {Span::mixed_site()=> {
+    quote_spanned! {Span::mixed_site()=>
         let mut __lex_h = #k::__private::hasher();
         #[allow(unused_mut)]
         let mut __lex_ok = true;
         #(#feeds)*
-        #k::__private::auto_key(&__LEX_SITE, __lex_scope, &__lex_h, __lex_ok, &mut __lex_k)
-    }}
+    }
 }
 
 /// With `tags`: the tags built from their templates, and the adapter wrapped to carry them.

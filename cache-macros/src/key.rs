@@ -167,7 +167,11 @@ pub fn writes(
             });
             // Spanned at the template, so "not Display" points at it.
             let krate = crate::expand::respan(krate.clone(), span);
-            quote_spanned!(span=> #krate::__private::push_display(&mut #into, &(#(#idents).*));)
+            quote_spanned!(span=> {
+                #[allow(unused_imports)]
+                use #krate::__private::{PushAny as _, PushFast as _};
+                (&#krate::__private::part(&(#(#idents).*))).push_part(&mut #into);
+            })
         }
     });
     quote!(#(#pushes)*)

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::cache::{Cache, CacheValue, Ttl};
 use crate::error::CacheError;
+use crate::front::{FrontKey, Text};
 use crate::key::ArgsHasher;
 pub use crate::key::KeyText;
 use crate::registry::with_installed;
@@ -304,11 +305,11 @@ impl Source<'_> {
     }
 
     #[inline]
-    fn memory_hit<T: CacheValue>(
+    fn memory_hit<T: CacheValue, K: FrontKey>(
         &self,
         site: &'static Site,
         scope: &'static Scope,
-        key: &str,
+        key: &mut K,
     ) -> Option<T> {
         match self {
             Source::Given(c) => c.memory_hit(key, scope.function()),
@@ -726,7 +727,10 @@ pub fn auto_key(site: &Site, scope: &Scope, h: &ArgsHasher, ok: bool, out: &mut 
 /// Starts a template key with the site's prefix.
 #[inline]
 pub fn template_key(site: &Site, out: &mut KeyText) {
-    out.push_str(site.prefix);
+    // Most sites have no prefix: no copy then.
+    if !site.prefix.is_empty() {
+        out.push_str(site.prefix);
+    }
 }
 
 /// The key as a `String` for a call that stores it; `None` when there is no key.
@@ -754,10 +758,146 @@ impl<T: std::fmt::Display + ?Sized> KeyPart for T {
     }
 }
 
-/// Appends a template value with `Display`.
+/// A template value on its way into a key. [`part`] checks that it can be written at all (its
+/// error is the one a user sees); the macro then calls `push_part` through a reference, so
+/// method resolution takes [`PushFast`] for integers and strings, which write their text
+/// without the formatting machinery, and [`PushAny`] (`Display`) for everything else. Both
+/// write the same text `Display` writes.
+pub struct Part<'a, T: ?Sized> {
+    value: &'a T,
+    push: fn(&T, &mut KeyText),
+}
+
+/// Wraps a template value; see [`Part`].
 #[inline]
-pub fn push_display<T: KeyPart + ?Sized>(key: &mut KeyText, value: &T) {
-    value.push_to(key);
+pub fn part<T: KeyPart + ?Sized>(value: &T) -> Part<'_, T> {
+    Part {
+        value,
+        push: T::push_to,
+    }
+}
+
+/// Values whose text is written without `core::fmt`.
+pub trait FastPart {
+    /// Appends the value's `Display` text.
+    fn push_fast(&self, key: &mut KeyText);
+}
+
+/// The fast path of [`Part`].
+pub trait PushFast {
+    /// Appends the value.
+    fn push_part(&self, key: &mut KeyText);
+}
+
+/// The `Display` path of [`Part`].
+pub trait PushAny {
+    /// Appends the value.
+    fn push_part(&self, key: &mut KeyText);
+}
+
+impl<T: FastPart + ?Sized> PushFast for Part<'_, T> {
+    #[inline]
+    fn push_part(&self, key: &mut KeyText) {
+        self.value.push_fast(key);
+    }
+}
+
+impl<T: ?Sized> PushAny for &Part<'_, T> {
+    #[inline]
+    fn push_part(&self, key: &mut KeyText) {
+        (self.push)(self.value, key);
+    }
+}
+
+impl<T: FastPart + ?Sized> FastPart for &T {
+    #[inline]
+    fn push_fast(&self, key: &mut KeyText) {
+        (**self).push_fast(key);
+    }
+}
+
+impl FastPart for str {
+    #[inline]
+    fn push_fast(&self, key: &mut KeyText) {
+        key.push_str(self);
+    }
+}
+
+impl FastPart for String {
+    #[inline]
+    fn push_fast(&self, key: &mut KeyText) {
+        key.push_str(self);
+    }
+}
+
+/// Appends `n` in decimal, after a `-` when `negative`. `u64` division is much cheaper than
+/// `u128`'s, so every type that fits goes through the `u64` form.
+macro_rules! decimal {
+    ($name:ident, $n:ty, $len:expr) => {
+        #[inline]
+        fn $name(key: &mut KeyText, negative: bool, mut n: $n) {
+            let mut digits = [0u8; $len];
+            let mut at = digits.len();
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            if negative {
+                at -= 1;
+                digits[at] = b'-';
+            }
+            // Byte by byte: a copy of a variable length is a call into the C library, which
+            // costs more than the few digits a key has.
+            for d in &digits[at..] {
+                key.push(char::from(*d));
+            }
+        }
+    };
+}
+decimal!(push_u64, u64, 21);
+decimal!(push_u128, u128, 40);
+
+macro_rules! fast_integers {
+    ($($t:ty => $push:ident as $wide:ty),* $(,)?) => {$(
+        impl FastPart for $t {
+            #[inline]
+            fn push_fast(&self, key: &mut KeyText) {
+                #[allow(unused_comparisons)]
+                let negative = *self < 0;
+                $push(key, negative, (*self as $wide).unsigned_abs() as _);
+            }
+        }
+    )*};
+}
+fast_integers!(
+    u8 => push_u64 as i64, u16 => push_u64 as i64, u32 => push_u64 as i64,
+    i8 => push_u64 as i64, i16 => push_u64 as i64, i32 => push_u64 as i64,
+    i64 => push_u64 as i64, isize => push_u64 as i64, i128 => push_u128 as i128,
+);
+
+impl FastPart for u64 {
+    #[inline]
+    fn push_fast(&self, key: &mut KeyText) {
+        push_u64(key, false, *self);
+    }
+}
+
+impl FastPart for usize {
+    #[inline]
+    fn push_fast(&self, key: &mut KeyText) {
+        push_u64(key, false, *self as u64);
+    }
+}
+
+impl FastPart for u128 {
+    #[inline]
+    fn push_fast(&self, key: &mut KeyText) {
+        push_u128(key, false, *self);
+    }
 }
 
 /// The synchronous hit path of a cached function, before its body's future is built:
@@ -772,12 +912,82 @@ pub fn hit<A: Adapter>(
     adapter: A,
 ) -> Result<A::Output, Source<'static>> {
     if let Some(key) = key
-        && let Some(v) = source.memory_hit::<A::Value>(site, scope, key)
+        && let Some(v) = source.memory_hit::<A::Value, _>(site, scope, &mut Text(key))
     {
         tracing::trace!(function = scope.name, key = short_key(key), outcome = "hit");
         return Ok(adapter.join(v));
     }
     Err(source.owned())
+}
+
+/// An automatic key as the thread fronts name it: its function's scope and its encoded
+/// arguments, which fix its text; the text is written only when a read needs it.
+struct AutoKey<'a> {
+    site: &'static Site,
+    scope: &'static Scope,
+    args: &'a [u8],
+    h: &'a ArgsHasher,
+    out: &'a mut KeyText,
+}
+
+impl FrontKey for AutoKey<'_> {
+    #[inline]
+    fn ident(&self) -> (usize, &[u8]) {
+        // A scope belongs to one site and lives for the rest of the process, and the site
+        // fixes the prefix and version: its address and the arguments name the key.
+        (std::ptr::from_ref(self.scope) as usize, self.args)
+    }
+
+    fn text(&mut self) -> &str {
+        // An automatic key is never empty, so an empty buffer is one not written yet.
+        if self.out.as_str().is_empty() {
+            let (site, scope) = (self.site, self.scope);
+            crate::key::write_auto_key(
+                self.out,
+                site.prefix,
+                scope.name,
+                site.version,
+                self.h.finish(),
+            );
+        }
+        self.out.as_str()
+    }
+}
+
+/// [`hit`] for an automatic key: a value kept by the thread front is found from the encoded
+/// arguments alone, without hashing them or writing the key. Whenever it returns `Err`, the
+/// key is written into `out` (nothing when an argument failed to serialize: `ok` is false).
+#[inline]
+pub fn hit_auto<A: Adapter>(
+    site: &'static Site,
+    scope: &'static Scope,
+    source: Source<'_>,
+    h: &ArgsHasher,
+    ok: bool,
+    out: &mut KeyText,
+    adapter: A,
+) -> Result<A::Output, Source<'static>> {
+    if ok && let Some(args) = h.gathered() {
+        let mut key = AutoKey {
+            site,
+            scope,
+            args,
+            h,
+            out,
+        };
+        if let Some(v) = source.memory_hit::<A::Value, _>(site, scope, &mut key) {
+            tracing::trace!(
+                function = scope.name,
+                key = short_key(key.text()),
+                outcome = "hit"
+            );
+            return Ok(adapter.join(v));
+        }
+        key.text();
+        return Err(source.owned());
+    }
+    let keyed = auto_key(site, scope, h, ok, out);
+    hit(site, scope, source, keyed.then(|| out.as_str()), adapter)
 }
 
 /// A call [`hit`] could not answer: the remote read and the fill, boxed, so that the future of
@@ -966,7 +1176,41 @@ pub async fn invalidate(
 
 #[cfg(test)]
 mod tests {
-    use super::scope_name;
+    use super::{KeyText, PushAny as _, PushFast as _, part, scope_name};
+
+    /// What the expansion writes for a template value.
+    macro_rules! written {
+        ($v:expr) => {{
+            let mut k = KeyText::new();
+            (&part(&$v)).push_part(&mut k);
+            k.into_string()
+        }};
+    }
+
+    #[test]
+    fn template_values_write_what_display_writes() {
+        macro_rules! check {
+            ($($t:ty),*) => {$(
+                for v in [<$t>::MIN, <$t>::MAX, 0 as $t, 1 as $t, 9 as $t, 10 as $t, <$t>::MAX / 3] {
+                    assert_eq!(written!(v), v.to_string(), "{}", stringify!($t));
+                }
+            )*};
+        }
+        check!(
+            u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
+        );
+        for v in [-1i64, -10, -123_456_789] {
+            assert_eq!(written!(v), v.to_string());
+        }
+        let s = String::from("ä:b");
+        assert_eq!(written!(s), "ä:b");
+        assert_eq!(written!("x y"), "x y");
+        assert_eq!(written!(&&7u32), "7");
+        // Anything else goes through Display.
+        assert_eq!(written!(1.5f64), "1.5");
+        assert_eq!(written!('c'), "c");
+        assert_eq!(written!(std::net::Ipv4Addr::LOCALHOST), "127.0.0.1");
+    }
 
     #[test]
     fn scope_names_from_where_the_function_is() {

@@ -136,6 +136,15 @@ impl ArgsHasher {
     pub fn finish(&self) -> u128 {
         self.h.digest128()
     }
+
+    /// The encoded arguments, which the hash is of, while they are short enough to be kept.
+    #[inline]
+    pub(crate) fn gathered(&self) -> Option<&[u8]> {
+        match self.h.stream {
+            None => Some(&self.h.buf[..self.h.len]),
+            Some(_) => None,
+        }
+    }
 }
 
 /// The hash of a single value, as [`ArgsHasher`] would give for one argument.

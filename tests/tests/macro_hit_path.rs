@@ -110,3 +110,89 @@ async fn a_hit_sees_writes_deletes_and_clears_from_other_threads() {
             .expect("set");
     }
 }
+
+/// Automatic keys, whose hits are found by the encoded arguments without writing the key.
+struct Auto {
+    cache: Cache,
+    runs: Arc<AtomicUsize>,
+}
+
+impl Auto {
+    #[cacheable(ttl = 60, cache = self.cache)]
+    async fn first(&self, id: u64, name: String) -> String {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        format!("first:{id}:{name}")
+    }
+
+    #[cacheable(ttl = 60, cache = self.cache)]
+    async fn second(&self, id: u64, name: String) -> String {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        format!("second:{id}:{name}")
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_automatic_key_hit_is_the_value_of_exactly_its_function_and_arguments() {
+    let auto = Auto {
+        cache: CacheModule::stub().cache(),
+        runs: Arc::default(),
+    };
+    let long = "x".repeat(200);
+    let calls = [
+        (1, "a".to_string()),
+        (2, "a".to_string()),
+        (1, "b".to_string()),
+        (1, long.clone()),
+        (1, format!("{long}y")),
+    ];
+    // Twice over: the second round is all hits, each the value of its own call, from either
+    // function, with arguments short enough to be kept whole and too long for that.
+    for round in 0..2 {
+        for (id, name) in &calls {
+            assert_eq!(
+                auto.first(*id, name.clone()).await,
+                format!("first:{id}:{name}")
+            );
+            assert_eq!(
+                auto.second(*id, name.clone()).await,
+                format!("second:{id}:{name}")
+            );
+        }
+        assert_eq!(auto.runs.load(Ordering::SeqCst), 10, "round {round}");
+    }
+    assert_eq!(auto.cache.stats().hits, 10);
+    // The key a hit was found by is the key the value is stored under.
+    let key = auto.first_cache_key(2, "a".into());
+    assert_eq!(
+        auto.cache.get::<String>(&key).await.expect("get"),
+        Some("first:2:a".to_string())
+    );
+    auto.cache
+        .set(&key, &"replaced".to_string(), None)
+        .await
+        .expect("set");
+    assert_eq!(auto.first(2, "a".into()).await, "replaced");
+    assert!(
+        auto.first_invalidate(2, "a".into())
+            .await
+            .expect("invalidate")
+    );
+    assert_eq!(auto.first(2, "a".into()).await, "first:2:a");
+    assert_eq!(
+        auto.runs.load(Ordering::SeqCst),
+        11,
+        "ran again after the invalidation"
+    );
+    // Another cache has its own values.
+    let other = Auto {
+        cache: CacheModule::stub().cache(),
+        runs: Arc::default(),
+    };
+    other
+        .cache
+        .set(&key, &"other".to_string(), None)
+        .await
+        .expect("set");
+    assert_eq!(other.first(2, "a".into()).await, "other");
+    assert_eq!(auto.first(2, "a".into()).await, "first:2:a");
+}

@@ -23,7 +23,7 @@ use super::{BackendError, CacheBackend, glob};
 use crate::clock::{Clock, duration_ms};
 use crate::error::CacheError;
 use crate::events::{Emitter, EvictionSink};
-use crate::front::{Found, Front};
+use crate::front::{Found, Front, FrontKey, Text};
 use crate::key::KeyText;
 
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
@@ -494,8 +494,19 @@ impl MemoryBackend {
     /// the value is borrowed. S3-FIFO stores are read through the thread fronts.
     #[inline]
     pub(crate) fn read_fresh<R>(&self, key: &str, read: impl FnOnce(&AnyValue) -> R) -> Option<R> {
+        self.read_fresh_by(&mut Text(key), read)
+    }
+
+    /// [`read_fresh`](Self::read_fresh) of a key named by a [`FrontKey`], whose text is
+    /// written only when the thread front does not hold the read.
+    #[inline]
+    pub(crate) fn read_fresh_by<K: FrontKey, R>(
+        &self,
+        key: &mut K,
+        read: impl FnOnce(&AnyValue) -> R,
+    ) -> Option<R> {
         let now = self.inner.clock.now_ms();
-        let lookup = || {
+        let lookup = |key: &str| {
             let entry = self.entry_at(key, now)?;
             // Kept in a thread front only once its tags are checked: writing a tag's new
             // version is a change of the store, which voids every front.
@@ -515,8 +526,8 @@ impl MemoryBackend {
             })
         };
         match &self.inner.front {
-            Some(front) => front.read(key, now, lookup, |value, _| read(value)),
-            None => lookup().map(|found| read(&found.value)),
+            Some(front) => front.read_by(key, now, lookup, |value, _| read(value)),
+            None => lookup(key.text()).map(|found| read(&found.value)),
         }
     }
 

@@ -16,6 +16,7 @@ use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
 use crate::error::CacheError;
 use crate::events::{CacheEvents, EventKind};
+use crate::front::FrontKey;
 use crate::observe::{CacheStats, Counter, FnStats, short_key};
 use crate::protect::breaker::Breaker;
 use crate::protect::single_flight::SingleFlight;
@@ -199,18 +200,20 @@ impl Cache {
     /// The synchronous hit path: the memory backend, or a remote backend's near tier. No
     /// serialization, no network; `None` for anything it cannot answer.
     #[inline]
-    pub(crate) fn memory_hit<T: CacheValue>(
+    pub(crate) fn memory_hit<T: CacheValue, K: FrontKey>(
         &self,
-        key: &str,
+        key: &mut K,
         function: Option<(&'static str, &'static FnStats)>,
     ) -> Option<T> {
         if !self.inner.options.enabled {
             return None;
         }
-        let v = self.inner.store.memory_hit::<T>(key)?;
+        let v = self.inner.store.memory_hit::<T, K>(key)?;
         self.inner.store.count_in(function, Counter::Hits);
         let events = &self.inner.store.events;
-        events.emit(EventKind::Hit, key, function.map(|f| f.0));
+        if events.on() {
+            events.emit(EventKind::Hit, key.text(), function.map(|f| f.0));
+        }
         Some(v)
     }
 

@@ -18,6 +18,7 @@ use crate::clock::{duration_ms, wall_ms};
 use crate::codec::{Envelope, Format, fingerprint};
 use crate::error::{BackendError, CacheError};
 use crate::events::{Emitter, EventKind};
+use crate::front::FrontKey;
 use crate::observe::{CacheStats, Counter, Counters, FnStats, Latency, MetricHandles, short_key};
 use crate::protect::breaker::{Breaker, Permit};
 use crate::tags::Stamp;
@@ -237,11 +238,16 @@ impl Store {
     /// The synchronous hit path: the memory backend, or the near tier of a remote one. `None`
     /// for anything else, including every value the near tier does not hold.
     #[inline]
-    pub(crate) fn memory_hit<T: CacheValue>(&self, key: &str) -> Option<T> {
+    pub(crate) fn memory_hit<T: CacheValue, K: FrontKey>(&self, key: &mut K) -> Option<T> {
         match &self.tier {
-            Tier::Memory(m) => self.memory_find(m, key),
+            Tier::Memory(m) => {
+                match m.read_fresh_by(key, |value| value.downcast_ref::<T>().cloned())? {
+                    Some(v) => Some(v),
+                    None => self.wrong_type::<T>(key.text()),
+                }
+            }
             Tier::Remote { near: Some(n), .. } => {
-                let (v, _) = n.get::<T>(key)?;
+                let (v, _) = n.get::<T>(key.text())?;
                 self.counters.incr(Counter::NearHits);
                 Some(v)
             }
