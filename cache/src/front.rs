@@ -109,7 +109,7 @@ fn slot_of(key: &[u8]) -> usize {
 
 /// `a == b`, without a call into the C library for the short keys most functions have: two
 /// overlapping loads from each end cover 4 to 16 bytes.
-#[inline]
+#[inline(always)]
 fn same_key(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {

@@ -524,7 +524,7 @@ impl Cache {
     ) -> Found<T> {
         let store = &self.inner.store;
         match budget
-            .io(store, "get", key, store.find::<T>(key, version))
+            .io(store, "get", key, self.find::<T>(key, version))
             .await
         {
             Some(Ok(found)) => found,

@@ -3,6 +3,7 @@
 
 mod budget;
 mod fill;
+mod held;
 mod options;
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ struct Inner {
     /// The cache budget of one cached call: `call_budget`, or the backend's `op_timeout`.
     budget: Option<std::time::Duration>,
     background: budget::Background,
+    held: held::Held,
 }
 
 /// One backend with its codec and protection: what application code calls.
@@ -130,6 +132,7 @@ impl Cache {
                 flights: SingleFlight::default(),
                 budget,
                 background: budget::Background::default(),
+                held: held::Held::default(),
                 options,
             }),
         }
@@ -181,7 +184,7 @@ impl Cache {
         if !self.inner.options.enabled {
             return Ok(None);
         }
-        match self.inner.store.find::<T>(key, version).await? {
+        match self.find::<T>(key, version).await? {
             Found::Fresh(v, _) => {
                 self.count(Counter::Hits);
                 self.inner.store.events.emit(EventKind::Hit, key, None);

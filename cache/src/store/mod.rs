@@ -307,6 +307,25 @@ impl Store {
         key: &str,
         version: u32,
     ) -> Result<Found<T>, CacheError> {
+        self.find_or_hold(key, version, true).await
+    }
+
+    /// [`find`](Self::find), but a server that cannot be read is an error even when the near
+    /// tier holds the value: for a re-read that must know whether the server answered.
+    pub(crate) async fn find_on_server<T: CacheValue>(
+        &self,
+        key: &str,
+        version: u32,
+    ) -> Result<Found<T>, CacheError> {
+        self.find_or_hold(key, version, false).await
+    }
+
+    async fn find_or_hold<T: CacheValue>(
+        &self,
+        key: &str,
+        version: u32,
+        hold: bool,
+    ) -> Result<Found<T>, CacheError> {
         match &self.tier {
             Tier::Memory(m) => Ok(match self.memory_find::<T>(m, key) {
                 Some(v) => Found::Fresh(v, None),
@@ -329,7 +348,10 @@ impl Store {
                         let e = self.backend_error("get", key, e);
                         // The server cannot be read (stopped, unreachable, the breaker open):
                         // a value the near tier still holds beats a body run or an error.
-                        if let Some((v, timing)) = near.as_ref().and_then(|n| n.get_held::<T>(key))
+                        if let Some((v, timing)) = near
+                            .as_ref()
+                            .filter(|_| hold)
+                            .and_then(|n| n.get_held::<T>(key))
                         {
                             self.counters.incr(Counter::NearHits);
                             return Ok(Found::Fresh(v, Some(timing)));

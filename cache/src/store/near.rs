@@ -56,8 +56,9 @@ pub struct NearOptions {
     pub max_entries: u64,
     /// How long a value stays in the tier at most, whatever its own ttl: the longest a
     /// process can serve a value another process changed, if the invalidation is lost.
-    /// While the server cannot be read, a held value is served past this, up to its own
-    /// expiry, rather than failing the read. Default 5 s.
+    /// While the server cannot be read, or does not answer a re-read within 10 ms, a held
+    /// value is served past this, up to its own expiry, rather than failing or stalling the
+    /// read (the re-read goes on in the background). Default 5 s.
     pub ttl: Duration,
     /// Use the tier on a backend that cannot tell other processes of changes (Memcached, a
     /// custom backend): the tier then relies on [`ttl`](Self::ttl) alone, and
