@@ -119,7 +119,7 @@ async fn build(
         },
         breaker_open_for: service.breaker_open_for,
         call_budget: b.call_budget,
-        near: near_options(b),
+        near: near_options(index, b)?,
     };
     match b.kind {
         BackendKind::Memory => {
@@ -191,21 +191,42 @@ async fn build(
 }
 
 /// The near tier a backend's configuration asks for: on by default for Redis (single node or
-/// Cluster), which keeps it coherent; on Memcached only when enabled, relying on its ttl alone.
-fn near_options(b: &BackendConfig) -> Option<crate::NearOptions> {
-    let coherent = b.kind == BackendKind::Redis;
+/// Cluster), which keeps it coherent, and for Memcached with a Redis backplane; on Memcached
+/// without one only when enabled, relying on its ttl alone.
+fn near_options(index: usize, b: &BackendConfig) -> Result<Option<crate::NearOptions>, CacheError> {
+    let backplane = b
+        .near
+        .backplane
+        .as_ref()
+        .filter(|_| b.kind == BackendKind::Memcached);
+    let coherent = b.kind == BackendKind::Redis || backplane.is_some();
     let on = match b.kind {
         BackendKind::Memory => false,
-        BackendKind::Redis => b.near.enabled.unwrap_or(coherent),
-        BackendKind::Memcached => b.near.enabled.unwrap_or(false),
+        BackendKind::Redis | BackendKind::Memcached => b.near.enabled.unwrap_or(coherent),
     };
-    on.then(|| {
-        let mut near = crate::NearOptions::default();
-        near.max_entries = b.near.max_entries;
-        near.ttl = b.near.ttl;
-        near.ttl_only = !coherent;
-        near
-    })
+    if !on {
+        return Ok(None);
+    }
+    let mut near = crate::NearOptions::default();
+    near.max_entries = b.near.max_entries;
+    near.ttl = b.near.ttl;
+    near.ttl_only = !coherent;
+    if let Some(url) = backplane {
+        // Named after the backend's prefix: caches over the same key space share a channel.
+        let redis = RedisBackend::builder(url.clone())
+            .prefix(b.prefix.clone())
+            .connect_timeout(b.connect_timeout)
+            .op_timeout(b.op_timeout)
+            .build()
+            .map_err(|e| match e {
+                CacheError::InvalidSetting { message, .. } => {
+                    crate::config::invalid(format!("backends[{index}].near.backplane"), message)
+                }
+                other => other,
+            })?;
+        near.backplane = Some(redis);
+    }
+    Ok(Some(near))
 }
 
 /// A service cannot run without its default cache server; a secondary one may come up later,

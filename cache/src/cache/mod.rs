@@ -110,7 +110,8 @@ impl Cache {
     /// With [`CacheOptions::near`] set, a Redis backend (single node) gets a near tier kept
     /// coherent across processes over pub/sub; its subscriber runs on the current tokio
     /// runtime, so build such a cache inside one (outside, the tier is left out, with a
-    /// warning). Other backends get one only with [`NearOptions::ttl_only`](crate::NearOptions::ttl_only).
+    /// warning). Other backends get one with a [`NearOptions::backplane`](crate::NearOptions::backplane),
+    /// kept coherent over that Redis, or with [`NearOptions::ttl_only`](crate::NearOptions::ttl_only).
     pub fn with_options(
         name: impl Into<String>,
         backend: impl CacheBackend,
@@ -571,10 +572,10 @@ fn split_backend<B: CacheBackend>(backend: B, near: Option<&crate::NearOptions>)
         let redis = (&slot as &dyn std::any::Any)
             .downcast_ref::<Option<RedisBackend>>()
             .and_then(Option::as_ref);
-        match redis {
-            Some(r) => Near::redis(options, r),
-            _ if options.ttl_only => Some(Near::ttl_only(options)),
-            _ => None,
+        match (redis, &options.backplane) {
+            (Some(r), _) | (None, Some(r)) => Near::redis(options, r),
+            (None, None) if options.ttl_only => Some(Near::ttl_only(options)),
+            (None, None) => None,
         }
     });
     match slot {

@@ -433,6 +433,11 @@ pub struct NearConfig {
     /// process may serve a value changed elsewhere if the invalidation is lost. Default `5s`.
     #[serde(with = "duration::wait")]
     pub ttl: Duration,
+    /// Memcached only: a Redis (`redis://` or `rediss://` URL) that carries the near cache's
+    /// invalidations, which Memcached cannot; turns the near cache on unless `enabled` says
+    /// otherwise, kept coherent across processes like a Redis backend's. The channel is named
+    /// after the backend's `prefix`. Default unset: the near cache relies on `ttl` alone.
+    pub backplane: Option<ServerUrl>,
 }
 
 impl Default for NearConfig {
@@ -441,6 +446,7 @@ impl Default for NearConfig {
             enabled: None,
             max_entries: 10_000,
             ttl: Duration::from_secs(5),
+            backplane: None,
         }
     }
 }

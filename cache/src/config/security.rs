@@ -113,6 +113,13 @@ fn servers(b: &BackendConfig, index: usize) -> Vec<Server> {
                 password: b.password.as_ref().map(|p| p.expose().to_owned()),
                 field: field("password"),
             })
+            // The backplane is a Redis of its own: only its URL carries its password.
+            .chain(b.near.backplane.iter().map(|url| Server {
+                host: url.host().map(str::to_owned),
+                shown: url.to_string(),
+                password: url.decoded_password(),
+                field: field("near.backplane"),
+            }))
             .collect(),
     }
 }
@@ -179,6 +186,26 @@ mod tests {
         );
         assert_eq!(production_reason(env(&[("LEX_ENV", "staging")])), None);
         assert_eq!(production_reason(env(&[])), None);
+    }
+
+    #[test]
+    fn a_backplane_without_a_password_on_another_host_is_refused_in_production() {
+        let mut b = BackendConfig::memcached("default", ["127.0.0.1:11211"]);
+        b.near.backplane = Some("redis://cache.internal:6379".into());
+        let mut config = CacheConfig {
+            backends: vec![b],
+            ..CacheConfig::default()
+        };
+        let e = check(&config, Some("LEX_ENV is production"))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("backends[0].near.backplane") && e.contains("cache.internal"),
+            "{e}"
+        );
+        config.backends[0].near.backplane =
+            Some("redis://:a-long-random-secret@cache.internal:6379".into());
+        check(&config, Some("LEX_ENV is production")).expect("a password is set");
     }
 
     #[test]

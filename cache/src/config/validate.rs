@@ -48,6 +48,8 @@ fn misplaced(i: usize, b: &BackendConfig) -> Result<(), CacheError> {
         ("ca_file", b.ca_file.is_some(), "redis or memcached"),
         ("memory", b.memory != defaults.memory, "memory"),
         ("near", b.near != defaults.near, "redis or memcached"),
+        // A Redis backend publishes its own invalidations.
+        ("near.backplane", b.near.backplane.is_some(), "memcached"),
         (
             "compression",
             b.compression != defaults.compression,

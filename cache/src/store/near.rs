@@ -19,8 +19,9 @@
 //! invalidation of a tag names that key, and a tagged value is served only while the tier
 //! holds the versions it was written with.
 //!
-//! Without an invalidation stream (Memcached, a custom backend) the tier is used only when
-//! [`NearOptions::ttl_only`] says so, and then the last rule is the only one.
+//! A backend without an invalidation stream of its own (Memcached, a custom backend) gets one
+//! from a Redis [`NearOptions::backplane`], with the same rules; without one the tier is used
+//! only when [`NearOptions::ttl_only`] says so, and then the last rule is the only one.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -49,7 +50,23 @@ use crate::tags::Stamp;
 /// assert_eq!(near.ttl, Duration::from_secs(5));
 /// assert!(!near.ttl_only);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// A Memcached backend kept coherent over a Redis backplane (it has no pub/sub of its own):
+///
+/// ```no_run
+/// use lexigram_cache::{Cache, CacheOptions, MemcachedBackend, NearOptions, RedisBackend};
+///
+/// # #[tokio::main] async fn main() -> Result<(), lexigram_cache::CacheError> {
+/// let memcached = MemcachedBackend::builder(["127.0.0.1:11211"]).prefix("shop:").build()?;
+/// let mut near = NearOptions::default();
+/// // The channel is named after the backplane's prefix: the one of the key space it covers.
+/// near.backplane = Some(RedisBackend::builder("redis://127.0.0.1:6379").prefix("shop:").build()?);
+/// let mut options = CacheOptions::default();
+/// options.near = Some(near);
+/// let cache = Cache::with_options("shop", memcached, options);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct NearOptions {
     /// Values held, at most. Default 10 000.
@@ -65,6 +82,15 @@ pub struct NearOptions {
     /// a value changed elsewhere may be served up to that long. Default `false`: such
     /// backends get no near tier.
     pub ttl_only: bool,
+    /// A Redis that carries this tier's invalidations, for a backend that cannot (Memcached,
+    /// a custom backend): every write, delete, pattern delete and clear is published there,
+    /// and the tier follows the same rules as a Redis backend's own (bypassed and emptied
+    /// while it is not subscribed). The channel is named after this backend's database and key
+    /// prefix: give it the prefix of the key space it covers, so that caches over other keys
+    /// do not invalidate this one (they would cost it misses, never a wrong value). Writes
+    /// made without publishing (another tool, a cache without a near tier) are seen within
+    /// [`ttl`](Self::ttl). Default `None`.
+    pub backplane: Option<RedisBackend>,
 }
 
 impl Default for NearOptions {
@@ -73,6 +99,7 @@ impl Default for NearOptions {
             max_entries: 10_000,
             ttl: Duration::from_secs(5),
             ttl_only: false,
+            backplane: None,
         }
     }
 }
