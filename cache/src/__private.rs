@@ -418,10 +418,6 @@ pub trait Adapter: Copy + Send + Sync {
     fn fail(self, _e: CacheError) -> Option<Self::Output> {
         None
     }
-    /// Whether cache read errors are returned to the caller (`skip_on_error = false`).
-    fn strict(self) -> bool {
-        false
-    }
     /// The tags a stored value carries (`tags = [...]`); `None` for an untagged function.
     fn tags(&self) -> Option<&[String]> {
         None
@@ -452,9 +448,6 @@ impl<A: Adapter> Adapter for Tagged<'_, A> {
     }
     fn fail(self, e: CacheError) -> Option<A::Output> {
         self.adapter.fail(e)
-    }
-    fn strict(self) -> bool {
-        self.adapter.strict()
     }
     fn tags(&self) -> Option<&[String]> {
         Some(self.tags)
@@ -523,9 +516,6 @@ impl<T: CacheValue, E: From<CacheError>> Adapter for OkOrFail<T, E> {
     }
     fn fail(self, e: CacheError) -> Option<Result<T, E>> {
         Some(Err(E::from(e)))
-    }
-    fn strict(self) -> bool {
-        true
     }
 }
 
@@ -1059,17 +1049,6 @@ where
     let Some((cache, ttl)) = route else {
         return body.await;
     };
-    if adapter.strict() {
-        match cache.get_versioned::<A::Value>(&key, site.version).await {
-            Ok(Some(v)) => return adapter.join(v),
-            Ok(None) => {}
-            Err(e) => {
-                if let Some(out) = adapter.fail(e) {
-                    return out;
-                }
-            }
-        }
-    }
     let mut policy = cache.default_policy();
     policy.function = scope.function();
     if let Some(protect) = site.protect {
@@ -1086,9 +1065,14 @@ where
     }
     policy.tags = adapter.tags().map(std::sync::Arc::from);
     let filled = cache
-        .fill_with(&key, ttl, site.version, &policy, move || async move {
-            adapter.split(body.await)
-        })
+        .fill_with(
+            &key,
+            ttl,
+            site.version,
+            &policy,
+            move |e| adapter.fail(e),
+            move || async move { adapter.split(body.await) },
+        )
         .await;
     match filled {
         Ok(v) => {

@@ -371,6 +371,108 @@ async fn backend_errors_are_skipped_or_converted() {
     assert!(svc.cache.stats().errors >= 2);
 }
 
+/// A shared backend that counts its reads.
+#[derive(Default)]
+struct Counting {
+    values: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    gets: AtomicUsize,
+}
+
+#[async_trait]
+impl CacheBackend for Counting {
+    fn kind(&self) -> &'static str {
+        "counting"
+    }
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, lexigram_cache::BackendError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        Ok(self.values.lock().expect("lock").get(key).cloned())
+    }
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        _: Option<Duration>,
+    ) -> Result<(), lexigram_cache::BackendError> {
+        self.values
+            .lock()
+            .expect("lock")
+            .insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+    async fn delete(&self, key: &str) -> Result<bool, lexigram_cache::BackendError> {
+        Ok(self.values.lock().expect("lock").remove(key).is_some())
+    }
+    async fn delete_pattern(&self, _: &str) -> Result<u64, lexigram_cache::BackendError> {
+        Ok(0)
+    }
+    async fn clear(&self) -> Result<u64, lexigram_cache::BackendError> {
+        Ok(0)
+    }
+    async fn ping(&self) -> Result<Duration, lexigram_cache::BackendError> {
+        Ok(Duration::ZERO)
+    }
+}
+
+#[tokio::test]
+async fn a_miss_with_skip_on_error_false_reads_the_backend_once_like_any_miss() {
+    let reads = |strict: bool| async move {
+        let backend = std::sync::Arc::new(Counting::default());
+        let svc = Svc {
+            cache: Cache::from_backend("counting", ArcBackend(backend.clone())),
+        };
+        let v = if strict {
+            svc.strict(5).await.expect("value")
+        } else {
+            svc.lenient(5).await.expect("value")
+        };
+        assert_eq!(v, 5);
+        (
+            backend.gets.load(Ordering::SeqCst),
+            svc.cache.stats().misses,
+        )
+    };
+    let (lenient_gets, lenient_misses) = reads(false).await;
+    let (strict_gets, strict_misses) = reads(true).await;
+    assert_eq!((lenient_misses, strict_misses), (1, 1), "one miss each");
+    assert_eq!(
+        strict_gets, lenient_gets,
+        "returning read errors costs no extra read"
+    );
+}
+
+/// Shares a backend with the test, which reads its counts.
+struct ArcBackend<B>(std::sync::Arc<B>);
+
+#[async_trait]
+impl<B: CacheBackend> CacheBackend for ArcBackend<B> {
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, lexigram_cache::BackendError> {
+        self.0.get(key).await
+    }
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), lexigram_cache::BackendError> {
+        self.0.set(key, value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool, lexigram_cache::BackendError> {
+        self.0.delete(key).await
+    }
+    async fn delete_pattern(&self, p: &str) -> Result<u64, lexigram_cache::BackendError> {
+        self.0.delete_pattern(p).await
+    }
+    async fn clear(&self) -> Result<u64, lexigram_cache::BackendError> {
+        self.0.clear().await
+    }
+    async fn ping(&self) -> Result<Duration, lexigram_cache::BackendError> {
+        self.0.ping().await
+    }
+}
+
 static STAMPEDE_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 #[cacheable(key = "stampede")]

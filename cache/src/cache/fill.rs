@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::budget::Budget;
 use super::{Cache, CacheValue, FillPolicy, Ttl};
 use crate::clock::wall_ms;
+use crate::error::CacheError;
 use crate::events::EventKind;
 use crate::observe::{Counter, short_key};
 use crate::protect::early;
@@ -43,16 +44,20 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let policy = self.default_policy();
-        self.fill_with(key, ttl, version, &policy, init).await
+        self.fill_with(key, ttl, version, &policy, |_| None, init)
+            .await
     }
 
-    /// [`fill`](Self::fill) with an explicit protection policy.
+    /// [`fill`](Self::fill) with an explicit protection policy. A failed first read is a miss
+    /// unless `read_error` turns its error into the call's result (`skip_on_error = false`),
+    /// so that returning read errors costs no read of its own.
     pub(crate) async fn fill_with<T, E, F, Fut>(
         &self,
         key: &str,
         ttl: Ttl,
         version: u32,
         policy: &FillPolicy,
+        read_error: impl FnOnce(CacheError) -> Option<E>,
         init: F,
     ) -> Result<T, E>
     where
@@ -64,9 +69,21 @@ impl Cache {
             return init().await;
         }
         let mut budget = Budget::new(self.inner.budget, self.inner.store.op_timeout());
+        let store = &self.inner.store;
+        let first = match budget
+            .io(store, "get", key, self.find::<T>(key, version))
+            .await
+        {
+            Some(Ok(found)) => found,
+            Some(Err(e)) => match read_error(e) {
+                Some(out) => return Err(out),
+                None => Found::Miss,
+            },
+            None => Found::Miss,
+        };
         // The ttl is resolved only when a value is about to be stored: a hit needs none, and a
         // bad ttl is reported once per store, not once per read.
-        let stale = match self.read_quietly::<T>(&mut budget, key, version).await {
+        let stale = match first {
             Found::Fresh(v, timing) => {
                 self.inner.store.count_in(policy.function, Counter::Hits);
                 self.emit(EventKind::Hit, key, policy);
