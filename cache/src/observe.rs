@@ -169,7 +169,12 @@ impl Counters {
 
     #[inline]
     pub(crate) fn add(&self, c: Counter, n: u64) {
-        let stripe = stripe();
+        self.add_at(stripe(), c, n);
+    }
+
+    /// [`add`](Self::add) in a stripe the caller looked up, for a count kept in two places.
+    #[inline]
+    fn add_at(&self, stripe: usize, c: Counter, n: u64) {
         let cell = &self.stripes[stripe].0[c as usize];
         if stripe == SHARED {
             cell.fetch_add(n, Ordering::Relaxed);
@@ -416,10 +421,19 @@ impl FnStats {
         }
     }
 
-    /// Counts one event of the function `scope`, in cache `cache`.
+    /// Counts one event of the function `scope`, in cache `cache`, here and in that cache's
+    /// own `counts`, looking up the thread's stripe once for both (a hit counts nothing else).
     #[inline]
-    pub(crate) fn incr(&'static self, scope: &'static str, cache: &str, c: Counter) {
-        self.counts.incr(c);
+    pub(crate) fn incr(
+        &'static self,
+        scope: &'static str,
+        cache: &str,
+        counts: &Counters,
+        c: Counter,
+    ) {
+        let stripe = stripe();
+        counts.add_at(stripe, c, 1);
+        self.counts.add_at(stripe, c, 1);
         if !self.seen.load(Ordering::Relaxed) && !self.seen.swap(true, Ordering::AcqRel) {
             FUNCTIONS.lock().push((scope, self));
         }

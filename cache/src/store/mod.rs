@@ -180,10 +180,12 @@ impl Store {
     /// Counts an event in the cache, and in the `#[cacheable]` function it is for, if any.
     #[inline]
     pub(crate) fn count_in(&self, function: Option<(&'static str, &'static FnStats)>, c: Counter) {
-        self.counters.incr(c);
         match function {
-            Some((scope, stats)) => stats.incr(scope, &self.name, c),
-            None => self.metrics.incr(c),
+            Some((scope, stats)) => stats.incr(scope, &self.name, &self.counters, c),
+            None => {
+                self.counters.incr(c);
+                self.metrics.incr(c);
+            }
         }
     }
 
