@@ -66,7 +66,7 @@ pub fn expand(plan: Plan, mut f: ItemFn) -> TokenStream {
             Some(_) => (
                 quote_spanned! {ms=> let __lex_keyed: bool = #key; },
                 quote_spanned! {ms=>
-                    #k::__private::hit(&__LEX_SITE, __lex_scope, __lex_source, __lex_keyed.then(|| __lex_k.as_str()), __lex_adapter)
+                    #k::__private::hit(&__LEX_SITE, __lex_scope, __lex_source, __lex_keyed.then_some(&__lex_k), __lex_adapter)
                 },
             ),
             None => {

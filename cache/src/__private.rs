@@ -683,6 +683,7 @@ pub trait KeyArg {
 }
 
 impl<T: Serialize + ?Sized> KeyArg for T {
+    #[inline]
     fn feed(&self, h: &mut ArgsHasher) -> bool {
         h.arg(self).is_ok()
     }
@@ -843,7 +844,7 @@ macro_rules! decimal {
             // Byte by byte: a copy of a variable length is a call into the C library, which
             // costs more than the few digits a key has.
             for d in &digits[at..] {
-                key.push(char::from(*d));
+                key.push_ascii(*d);
             }
         }
     };
@@ -898,16 +899,47 @@ pub fn hit<A: Adapter>(
     site: &'static Site,
     scope: &'static Scope,
     source: Source<'_>,
-    key: Option<&str>,
+    key: Option<&KeyText>,
     adapter: A,
 ) -> Result<A::Output, Source<'static>> {
-    if let Some(key) = key
-        && let Some(v) = source.memory_hit::<A::Value, _>(site, scope, &mut Text(key))
+    hit_by(site, scope, source, key.map(Written), adapter)
+}
+
+/// [`hit`] of a key however the thread fronts name it.
+#[inline]
+fn hit_by<A: Adapter, K: FrontKey>(
+    site: &'static Site,
+    scope: &'static Scope,
+    source: Source<'_>,
+    key: Option<K>,
+    adapter: A,
+) -> Result<A::Output, Source<'static>> {
+    if let Some(mut key) = key
+        && let Some(v) = source.memory_hit::<A::Value, _>(site, scope, &mut key)
     {
-        tracing::trace!(function = scope.name, key = short_key(key), outcome = "hit");
+        tracing::trace!(
+            function = scope.name,
+            key = short_key(key.text()),
+            outcome = "hit"
+        );
         return Ok(adapter.join(v));
     }
     Err(source.owned())
+}
+
+/// A key written in full, named in the thread fronts by its bytes: a hit never checks that
+/// they are UTF-8, only a read of the store needs the text.
+struct Written<'a>(&'a KeyText);
+
+impl FrontKey for Written<'_> {
+    #[inline]
+    fn ident(&self) -> (usize, &[u8]) {
+        (0, self.0.as_bytes())
+    }
+    #[inline]
+    fn text(&mut self) -> &str {
+        self.0.as_str()
+    }
 }
 
 /// An automatic key as the thread fronts name it: its function's scope and its encoded
@@ -977,7 +1009,7 @@ pub fn hit_auto<A: Adapter>(
         return Err(source.owned());
     }
     let keyed = auto_key(site, scope, h, ok, out);
-    hit(site, scope, source, keyed.then(|| out.as_str()), adapter)
+    hit(site, scope, source, keyed.then_some(&*out), adapter)
 }
 
 /// A call [`hit`] could not answer: the remote read and the fill, boxed, so that the future of
@@ -1014,7 +1046,7 @@ where
     F: Future<Output = A::Output>,
 {
     // `.await` outside the `match`: a scrutinee alive across it would be part of the future.
-    let source = match hit(site, scope, source, key.as_deref(), adapter) {
+    let source = match hit_by(site, scope, source, key.as_deref().map(Text), adapter) {
         Ok(out) => return out,
         Err(source) => source,
     };

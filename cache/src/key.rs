@@ -127,6 +127,7 @@ impl ArgsHasher {
     }
 
     /// Adds one argument.
+    #[inline]
     pub fn arg<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
         self.h.update(&[tag::ARG]);
         value.serialize(Encoder { h: &mut self.h })
@@ -169,8 +170,9 @@ pub fn auto_key(prefix: &str, scope: &str, version: u32, hash: u128) -> String {
     k.into_string()
 }
 
-/// The text of a key, written into a buffer its thread reuses, so that building the key of a
-/// hit never allocates; only a miss, which stores the key, copies it into a `String` of its own.
+/// The text of a key, written on the stack while it is short, and otherwise into a buffer its
+/// thread reuses, so that building the key of a hit never allocates; only a miss, which
+/// stores the key, copies it into a `String` of its own.
 ///
 /// ```
 /// use lexigram_cache::key::KeyText;
@@ -185,13 +187,32 @@ pub fn auto_key(prefix: &str, scope: &str, version: u32, hash: u128) -> String {
 /// other.push_str("x");
 /// assert_eq!((k.as_str(), other.as_str()), ("user:42", "x"));
 /// assert_eq!(k.into_string(), "user:42");
+/// // A long key moves off the stack, whole.
+/// let long = "é".repeat(40);
+/// let mut k = KeyText::new();
+/// k.push_str("k:");
+/// k.push_str(&long);
+/// k.push('!');
+/// assert_eq!(k.as_str(), format!("k:{long}!"));
 /// ```
 pub struct KeyText {
-    text: String,
+    /// The text while it fits: only whole `str`s and chars are copied in, so the bytes are
+    /// UTF-8. A short key takes no thread-local buffer, which costs a look-up to take and one to
+    /// give back.
+    short: [u8; SHORT],
+    len: usize,
+    /// The whole text once it outgrew `short` (then `len` is `usize::MAX`).
+    long: String,
 }
 
+/// Bytes a key may have and stay on the stack.
+const SHORT: usize = 48;
+
+/// `len` once the text lives in `long`.
+const SPILLED: usize = usize::MAX;
+
 thread_local! {
-    /// The buffer of the last key this thread dropped, emptied, capacity kept.
+    /// The buffer of the last long key this thread dropped, emptied, capacity kept.
     static SPARE: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
 }
 
@@ -203,7 +224,7 @@ impl Default for KeyText {
 
 impl Drop for KeyText {
     fn drop(&mut self) {
-        let mut text = std::mem::take(&mut self.text);
+        let mut text = std::mem::take(&mut self.long);
         if text.capacity() > 0 && text.capacity() <= SPARE_MAX {
             text.clear();
             let _ = SPARE.try_with(|spare| spare.set(text));
@@ -225,32 +246,88 @@ impl KeyText {
     #[inline]
     pub fn new() -> Self {
         KeyText {
-            text: SPARE.try_with(std::cell::Cell::take).unwrap_or_default(),
+            short: [0; SHORT],
+            len: 0,
+            long: String::new(),
         }
     }
 
     /// Appends `s`.
     #[inline]
     pub fn push_str(&mut self, s: &str) {
-        self.text.push_str(s);
+        let n = self.len;
+        match self.short.get_mut(n..n.wrapping_add(s.len())) {
+            Some(to) if n != SPILLED => {
+                to.copy_from_slice(s.as_bytes());
+                self.len = n + s.len();
+            }
+            _ => self.spill().push_str(s),
+        }
+    }
+
+    /// The text in `long`, moved there if it is still in `short`.
+    #[cold]
+    fn spill(&mut self) -> &mut String {
+        if self.len != SPILLED {
+            let mut long = SPARE.try_with(std::cell::Cell::take).unwrap_or_default();
+            long.push_str(short_text(&self.short[..self.len]));
+            self.long = long;
+            self.len = SPILLED;
+        }
+        &mut self.long
     }
 
     /// Appends `c`.
     #[inline]
     pub fn push(&mut self, c: char) {
-        self.text.push(c);
+        match u8::try_from(c) {
+            Ok(b) if b.is_ascii() => self.push_ascii(b),
+            _ => self.push_str(c.encode_utf8(&mut [0; 4])),
+        }
+    }
+
+    /// Appends one ASCII byte (a digit, a sign): one store, where a copy of a length known
+    /// only at run time is a call into the C library.
+    #[inline]
+    pub(crate) fn push_ascii(&mut self, b: u8) {
+        debug_assert!(b.is_ascii());
+        match self.short.get_mut(self.len) {
+            Some(slot) if self.len != SPILLED => {
+                *slot = b;
+                self.len += 1;
+            }
+            _ => self.spill().push(char::from(b)),
+        }
     }
 
     /// The text.
     #[inline]
     pub fn as_str(&self) -> &str {
-        &self.text
+        match self.short.get(..self.len) {
+            Some(bytes) => short_text(bytes),
+            None => &self.long,
+        }
+    }
+
+    /// The text's bytes, unchecked: what a thread front compares.
+    #[inline]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self.short.get(..self.len) {
+            Some(bytes) => bytes,
+            None => self.long.as_bytes(),
+        }
     }
 
     /// The text as a `String` of its own.
     pub fn into_string(self) -> String {
-        self.text.clone()
+        self.as_str().to_owned()
     }
+}
+
+/// The text of `short`'s bytes, which are UTF-8 (only whole `str`s and chars go in).
+#[inline]
+fn short_text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 impl std::fmt::Write for KeyText {
@@ -287,16 +364,12 @@ pub fn write_auto_key(out: &mut KeyText, prefix: &str, scope: &str, version: u32
             break;
         }
     }
-    for d in &digits[i..] {
-        out.push(char::from(*d));
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+    let mut hex = [b':'; 33];
+    for (at, digit) in hex[1..].iter_mut().enumerate() {
+        *digit = HEX[((hash >> (124 - 4 * at)) & 0xf) as usize];
     }
-    out.push_str(":");
-    out.text.reserve(32);
-    for half in [(hash >> 64) as u64, hash as u64] {
-        for i in (0..16).rev() {
-            out.push(char::from(HEX[((half >> (i * 4)) & 0xf) as usize]));
-        }
-    }
+    out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
 }
 
 mod tag {
@@ -326,10 +399,12 @@ struct Encoder<'a> {
 }
 
 impl Encoder<'_> {
+    #[inline]
     fn put(&mut self, t: u8, bytes: &[u8]) {
         self.h.update(&[t]);
         self.h.update(bytes);
     }
+    #[inline]
     fn put_str(&mut self, t: u8, s: &[u8]) {
         self.h.update(&[t]);
         self.h.update(&(s.len() as u64).to_le_bytes());
@@ -348,47 +423,60 @@ impl<'a> ser::Serializer for Encoder<'a> {
     type SerializeStruct = Compound<'a>;
     type SerializeStructVariant = Compound<'a>;
 
+    #[inline]
     fn serialize_bool(mut self, v: bool) -> Result<(), KeyError> {
         self.put(tag::BOOL, &[u8::from(v)]);
         Ok(())
     }
+    #[inline]
     fn serialize_i8(self, v: i8) -> Result<(), KeyError> {
         self.serialize_i64(v.into())
     }
+    #[inline]
     fn serialize_i16(self, v: i16) -> Result<(), KeyError> {
         self.serialize_i64(v.into())
     }
+    #[inline]
     fn serialize_i32(self, v: i32) -> Result<(), KeyError> {
         self.serialize_i64(v.into())
     }
+    #[inline]
     fn serialize_i64(mut self, v: i64) -> Result<(), KeyError> {
         self.put(tag::I64, &v.to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_i128(mut self, v: i128) -> Result<(), KeyError> {
         self.put(tag::I128, &v.to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_u8(self, v: u8) -> Result<(), KeyError> {
         self.serialize_u64(v.into())
     }
+    #[inline]
     fn serialize_u16(self, v: u16) -> Result<(), KeyError> {
         self.serialize_u64(v.into())
     }
+    #[inline]
     fn serialize_u32(self, v: u32) -> Result<(), KeyError> {
         self.serialize_u64(v.into())
     }
+    #[inline]
     fn serialize_u64(mut self, v: u64) -> Result<(), KeyError> {
         self.put(tag::U64, &v.to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_u128(mut self, v: u128) -> Result<(), KeyError> {
         self.put(tag::U128, &v.to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_f32(self, v: f32) -> Result<(), KeyError> {
         self.serialize_f64(v.into())
     }
+    #[inline]
     fn serialize_f64(mut self, v: f64) -> Result<(), KeyError> {
         let v = if v.is_nan() {
             f64::NAN
@@ -400,26 +488,32 @@ impl<'a> ser::Serializer for Encoder<'a> {
         self.put(tag::F64, &v.to_bits().to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_char(mut self, v: char) -> Result<(), KeyError> {
         self.put(tag::CHAR, &u32::from(v).to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_str(mut self, v: &str) -> Result<(), KeyError> {
         self.put_str(tag::STR, v.as_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_bytes(mut self, v: &[u8]) -> Result<(), KeyError> {
         self.put_str(tag::BYTES, v);
         Ok(())
     }
+    #[inline]
     fn serialize_none(mut self) -> Result<(), KeyError> {
         self.put(tag::NONE, &[]);
         Ok(())
     }
+    #[inline]
     fn serialize_some<T: Serialize + ?Sized>(mut self, value: &T) -> Result<(), KeyError> {
         self.put(tag::SOME, &[]);
         value.serialize(self)
     }
+    #[inline]
     fn serialize_unit(mut self) -> Result<(), KeyError> {
         self.put(tag::UNIT, &[]);
         Ok(())
@@ -600,6 +694,32 @@ impl ser::SerializeMap for MapEncoder<'_> {
 mod tests {
     use super::*;
     use std::collections::{BTreeMap, HashMap};
+
+    #[test]
+    fn key_text_holds_what_was_pushed_on_the_stack_and_past_it() {
+        let pieces = ["a", "é", "user:", "0123456789", "ü-漢", ""];
+        for count in 0..40 {
+            let mut k = KeyText::new();
+            let mut expected = String::new();
+            for i in 0..count {
+                let piece = pieces[i % pieces.len()];
+                match i % 3 {
+                    0 => k.push_str(piece),
+                    1 => piece.chars().for_each(|c| k.push(c)),
+                    _ => piece.bytes().filter(u8::is_ascii).for_each(|b| {
+                        k.push_ascii(b);
+                    }),
+                }
+                match i % 3 {
+                    2 => expected.extend(piece.chars().filter(char::is_ascii)),
+                    _ => expected.push_str(piece),
+                }
+                assert_eq!(k.as_str(), expected, "after {} pieces", i + 1);
+                assert_eq!(k.as_bytes(), expected.as_bytes());
+            }
+            assert_eq!(k.into_string(), expected);
+        }
+    }
 
     #[derive(Serialize)]
     struct Filter {
