@@ -313,3 +313,29 @@ async fn cached_calls_through_a_black_hole_move_to_a_new_connection() {
         started.elapsed()
     );
 }
+
+/// The server closes the cache's connection (`CLIENT KILL`, as a restart or an idle timeout
+/// would): the call that finds it closed may fail, and the next call opens a new connection
+/// and is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_closes_is_replaced_by_the_next_call() {
+    let server = RedisServer::start();
+    let cache = cache_at(&server.url(), Duration::from_secs(5));
+    cache.set("k", &"v".to_string(), None).await.expect("set");
+    let killed = server.raw("CLIENT KILL TYPE normal");
+    assert!(
+        killed.starts_with(":1"),
+        "one connection closed: {killed:?}"
+    );
+    // Give the client time to see the end of the stream.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first = cache.get::<String>("k").await;
+    let next = cache.get::<String>("k").await;
+    assert_eq!(
+        next.expect("the next call is served on a new connection")
+            .as_deref(),
+        Some("v"),
+        "first call after the close: {first:?}"
+    );
+    assert!(!cache.stats().breaker_open, "{:?}", cache.stats());
+}

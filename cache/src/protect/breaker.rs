@@ -109,8 +109,11 @@ impl Breaker {
             Err(_) => true,
         };
         if !failed {
-            self.failures.store(0, Ordering::Relaxed);
-            // Loaded first so that the closed case does not write a shared cache line.
+            // Both loaded first: a success on a healthy backend, the usual call, then writes
+            // nothing, and the cores calling it do not trade the breaker's cache line.
+            if self.failures.load(Ordering::Relaxed) != 0 {
+                self.failures.store(0, Ordering::Relaxed);
+            }
             if self.open_until.load(Ordering::Acquire) != 0
                 && self.open_until.swap(0, Ordering::AcqRel) != 0
             {

@@ -29,11 +29,10 @@ impl WireKey {
     pub(crate) fn new(prefix: &str, key: &str) -> WireKey {
         let len = prefix.len() + key.len();
         if len <= RAW_MAX {
-            let mut raw = Vec::with_capacity(len);
-            raw.extend_from_slice(prefix.as_bytes());
-            raw.extend_from_slice(key.as_bytes());
+            // Encoded from the two parts: every call builds a wire key, and joining them first
+            // would cost an allocation each time.
             return WireKey {
-                encoded: base64(&raw),
+                encoded: base64_of(prefix.bytes().chain(key.bytes()), len),
                 full: None,
             };
         }
@@ -84,17 +83,22 @@ impl WireKey {
 
 /// Standard base64 with padding (RFC 4648), which memcached decodes for the `b` flag.
 fn base64(bytes: &[u8]) -> String {
+    base64_of(bytes.iter().copied(), bytes.len())
+}
+
+/// [`base64`] of the `len` bytes `bytes` yields.
+fn base64_of(mut bytes: impl Iterator<Item = u8>, len: usize) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+    let mut out = String::with_capacity(len.div_ceil(3) * 4);
+    while let Some(first) = bytes.next() {
+        let second = bytes.next();
+        let third = second.and_then(|_| bytes.next());
+        let present = 1 + usize::from(second.is_some()) + usize::from(third.is_some());
+        let n = (u32::from(first) << 16)
+            | (u32::from(second.unwrap_or(0)) << 8)
+            | u32::from(third.unwrap_or(0));
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
+            if i <= present {
                 out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
             } else {
                 out.push('=');
@@ -122,6 +126,9 @@ mod tests {
         ] {
             assert_eq!(base64(raw.as_bytes()), enc);
         }
+        // A key and its prefix are encoded as the bytes of both.
+        assert_eq!(WireKey::new("foo", "bar").encoded, "Zm9vYmFy");
+        assert_eq!(WireKey::new("fo", "ob").encoded, "Zm9vYg==");
     }
 
     #[test]

@@ -133,6 +133,11 @@ impl Server {
 
     /// The error to fail fast with while the pause after a failure lasts.
     pub(crate) fn paused(&self) -> Option<BackendError> {
+        // Every pause starts with a failure, and an answer ends both: a server that answered
+        // last is not paused, and a call to it (the usual one) takes no lock.
+        if self.failures.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         match &*self.failed.lock() {
             Some((at, why)) if at.elapsed() < RECONNECT_PAUSE => Some(why.error()),
             _ => None,
@@ -146,7 +151,10 @@ impl Server {
 
     /// The server answered a call.
     pub(crate) fn answered(&self) {
-        if self.failures.swap(0, Ordering::Relaxed) != 0 {
+        // Loaded first so that an answer after answers writes no shared cache line.
+        if self.failures.load(Ordering::Relaxed) != 0
+            && self.failures.swap(0, Ordering::Relaxed) != 0
+        {
             *self.failed.lock() = None;
         }
     }

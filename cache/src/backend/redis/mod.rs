@@ -1,11 +1,12 @@
 //! Redis, single node or Cluster, on the `redis` crate.
 //!
-//! One [`RedisBackend`] holds one multiplexed connection (a `ConnectionManager`, which
-//! reconnects by itself) or one Cluster connection. Every operation runs under the backend's
-//! operation timeout, so a stalled server costs a caller at most that long. A peer that
-//! vanished without a reset (a dead host, a failover to another address) leaves the socket
-//! open and silent, which the client never notices: after a few timeouts in a row a new
-//! connection is opened to replace it, and TCP keepalive closes such sockets too.
+//! One [`RedisBackend`] holds one multiplexed connection or one Cluster connection. Every
+//! operation runs under the backend's operation timeout, so a stalled server costs a caller at
+//! most that long. A connection that breaks (the server closed or reset it, or restarted) is
+//! dropped, and the next call opens a new one. A peer that vanished without a reset (a dead
+//! host, a failover to another address) leaves the socket open and silent, which the client
+//! never notices: after a few timeouts in a row a new connection is opened to replace it, and
+//! TCP keepalive closes such sockets too.
 
 pub(crate) mod invalidation;
 mod slot;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use parking_lot::{Mutex, RwLock};
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
@@ -253,6 +254,15 @@ impl RedisBackendBuilder {
 
 /// Keepalive and a limit on unacknowledged data, so that the kernel closes a socket whose peer
 /// is gone even while no call is waiting on it.
+///
+/// Nagle's algorithm is off (`TCP_NODELAY`). With it on, the commands that callers sharing
+/// the connection write while an earlier one is unacknowledged wait for that
+/// acknowledgement, which on a network adds a round trip to them, and a command longer than
+/// one segment (a `SET` of a value over about 1.4 kB) sends its tail only once the server
+/// acknowledges the head, which a server waiting for the rest of the command delays by up
+/// to 40 ms. On loopback under many concurrent callers Nagle's batching saves CPU (fewer,
+/// larger packets), which is what a benchmark of the client at its defaults shows; a cache
+/// is for latency, so it is not worth these stalls.
 fn tcp_settings() -> redis::io::tcp::TcpSettings {
     let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
@@ -313,9 +323,12 @@ enum Client {
     Cluster(ClusterClient),
 }
 
+/// A single node's connection is a plain multiplexed one, reconnected by this backend (see
+/// [`Inner::lost`]): a `ConnectionManager` would add a boxed future, a shared-future poll and
+/// a second clone of the connection to every call, for reconnects this backend does anyway.
 #[derive(Clone)]
 enum Link {
-    Single(ConnectionManager),
+    Single(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
@@ -526,20 +539,36 @@ impl Inner {
         });
     }
 
+    /// Connection `generation` of a single node broke (closed, reset, refused): the next call
+    /// opens a new one, within its operation timeout, and a failure to connect pauses
+    /// reconnects like any other. A Cluster connection reconnects to its nodes by itself.
+    fn lost(&self, generation: u64) {
+        if self.is_cluster() {
+            return;
+        }
+        let mut slot = self.slot.write();
+        if slot.generation == generation {
+            slot.generation = generation + 1;
+            slot.cell = Arc::new(OnceCell::new());
+        }
+    }
+
     /// Connects, then runs one real command under the configured user (a `GET` of a key under
     /// the prefix that nothing writes): a server that wants a password, or a user without
     /// rights on the prefix, fails here rather than at every later call.
     async fn open(&self) -> Result<Link, RedisError> {
         let mut conn = match &self.client {
             Client::Single(client) => {
-                let config = ConnectionManagerConfig::new()
+                let config = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.connect_timeout))
                     // Every call already runs under `op_timeout` (see `query`); a second timer
                     // per request inside the client would only cost time on the hit path.
-                    .set_response_timeout(None)
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_secs(1));
-                Link::Single(ConnectionManager::new_with_config(client.clone(), config).await?)
+                    .set_response_timeout(None);
+                Link::Single(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
             }
             Client::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
         };
@@ -684,7 +713,8 @@ impl Inner {
         }
     }
 
-    /// [`bounded`](Self::bounded), for a round trip on `conn`: timeouts in a row replace it.
+    /// [`bounded`](Self::bounded), for a round trip on `conn`: a broken connection, or
+    /// timeouts in a row, replace it.
     async fn bounded_on<T>(
         &self,
         conn: &mut Conn,
@@ -694,6 +724,7 @@ impl Inner {
         let result = self.bounded(round_trip(&mut conn.link)).await;
         match &result {
             Err(BackendError::Timeout(_)) => self.timed_out(generation),
+            Err(BackendError::Connection(_)) => self.lost(generation),
             // Loaded first so that the answered case does not write a shared cache line.
             _ if self.timeouts.load(Ordering::Relaxed) != 0 => {
                 self.timeouts.store(0, Ordering::Relaxed);
@@ -704,19 +735,10 @@ impl Inner {
     }
 
     /// Runs one command under the operation timeout.
-    ///
-    /// A refused connection is tried once more within the same timeout: the client answers
-    /// the first request after a failed reconnect with that failure, without sending it, and
-    /// only then reconnects. After an outage longer than the client's own retries, the
-    /// breaker's probe would otherwise always fail on a server that is back, and keep the
-    /// breaker open for another period. Nothing was sent, so nothing runs twice.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BackendError> {
         let mut conn = self.conn_within().await?;
-        self.bounded_on(&mut conn, async |c| match cmd.query_async(c).await {
-            Err(e) if e.is_connection_refusal() => cmd.query_async(c).await,
-            other => other,
-        })
-        .await
+        self.bounded_on(&mut conn, async |c| cmd.query_async(c).await)
+            .await
     }
 
     /// Runs one pipeline under the operation timeout, like [`query`](Self::query).
@@ -725,11 +747,8 @@ impl Inner {
         pipe: &redis::Pipeline,
     ) -> Result<T, BackendError> {
         let mut conn = self.conn_within().await?;
-        self.bounded_on(&mut conn, async |c| match pipe.query_async(c).await {
-            Err(e) if e.is_connection_refusal() => pipe.query_async(c).await,
-            other => other,
-        })
-        .await
+        self.bounded_on(&mut conn, async |c| pipe.query_async(c).await)
+            .await
     }
 
     /// Runs one command on one Cluster node, under the operation timeout.
