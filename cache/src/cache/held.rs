@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use super::{Cache, CacheValue};
 use crate::error::CacheError;
-use crate::observe::Counter;
 use crate::store::Found;
 
 /// How long a re-read of a held value may take before the held value is served: well above
@@ -43,11 +42,14 @@ impl Cache {
         version: u32,
     ) -> Result<Found<T>, CacheError> {
         let store = &self.inner.store;
-        let held = match store.near() {
-            Some(near) if near.get::<T>(key).is_none() => near.get_held::<T>(key),
-            _ => None,
+        let Some(near) = store.near() else {
+            return store.find(key, version).await;
         };
-        let Some((value, timing)) = held else {
+        if let Some((value, timing)) = near.get::<T>(key) {
+            store.count_near_hit();
+            return Ok(Found::Fresh(value, Some(timing)));
+        }
+        let Some((value, timing)) = near.get_held::<T>(key) else {
             return store.find(key, version).await;
         };
         let state = &self.inner.held;
@@ -55,7 +57,7 @@ impl Cache {
             if !state.probing.swap(true, Ordering::AcqRel) {
                 self.probe::<T>(key, version);
             }
-            store.count(Counter::NearHits);
+            store.count_near_hit();
             return Ok(Found::Fresh(value, Some(timing)));
         }
         let cache = self.clone();
@@ -72,7 +74,7 @@ impl Cache {
             Ok(Err(_)) => {
                 // Logged and counted already; the store's rule for a server that cannot be
                 // read applies.
-                store.count(Counter::NearHits);
+                store.count_near_hit();
                 Ok(Found::Fresh(value, Some(timing)))
             }
             Err(_) => {
@@ -80,7 +82,7 @@ impl Cache {
                 spawn(async move {
                     let _ = read.await;
                 });
-                store.count(Counter::NearHits);
+                store.count_near_hit();
                 Ok(Found::Fresh(value, Some(timing)))
             }
         }

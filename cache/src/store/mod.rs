@@ -167,6 +167,11 @@ impl Store {
         stats
     }
 
+    /// A read the near tier answered.
+    pub(crate) fn count_near_hit(&self) {
+        self.counters.incr(Counter::NearHits);
+    }
+
     pub(crate) fn count(&self, c: Counter) {
         self.counters.incr(c);
         self.metrics.incr(c);
