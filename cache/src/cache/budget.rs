@@ -59,39 +59,47 @@ impl Budget {
     /// Runs one round trip of the call within what is left: `None` when the budget was spent
     /// before or during it (the round trip is dropped, and counted as a timeout if it had as
     /// long as a full one).
-    pub(crate) async fn io<R>(
-        &mut self,
-        store: &Store,
+    ///
+    /// Not an `async fn`: one would keep the round trip twice in its state (the argument, and
+    /// the copy moved into the await of whichever way it runs), which made the future of every
+    /// cached call on a remote backend a few kB, past the block size the allocator serves per
+    /// thread. Here the round trip is moved once, into the future returned.
+    pub(crate) fn io<'a, R: 'a>(
+        &'a mut self,
+        store: &'a Store,
         op: &'static str,
-        key: &str,
-        round_trip: impl Future<Output = R>,
-    ) -> Option<R> {
-        let Some(left) = self.left else {
-            return Some(round_trip.await);
+        key: &'a str,
+        round_trip: impl Future<Output = R> + 'a,
+    ) -> impl Future<Output = Option<R>> + 'a {
+        use futures::future::{Either, FutureExt};
+        let left = match self.left {
+            None => return Either::Left(round_trip.map(Some)),
+            Some(left) => left,
         };
         if left < LEAST {
-            return None;
+            return Either::Right(Either::Left(std::future::ready(None)));
         }
         let started = Instant::now();
         // With a whole operation timeout left, the backend's own timeout ends the round trip
         // at the same moment. Cutting it here first would hide that timeout from the backend,
         // which counts timeouts in a row to replace a connection whose peer went silent.
-        if self.bound.is_some_and(|bound| left >= bound) {
-            let r = round_trip.await;
-            self.left = Some(left.saturating_sub(started.elapsed()));
-            return Some(r);
-        }
-        match tokio::time::timeout(left, round_trip).await {
+        let timed = if self.bound.is_some_and(|bound| left >= bound) {
+            Either::Left(round_trip.map(Ok))
+        } else {
+            Either::Right(tokio::time::timeout(left, round_trip))
+        };
+        let full = self.full;
+        Either::Right(Either::Right(timed.map(move |r| match r {
             Ok(r) => {
                 self.left = Some(left.saturating_sub(started.elapsed()));
                 Some(r)
             }
             Err(_) => {
                 self.left = Some(Duration::ZERO);
-                store.cut(op, key, left, left >= self.full);
+                store.cut(op, key, left, left >= full);
                 None
             }
-        }
+        })))
     }
 
     /// Runs a write of the call within what is left; a write still going when the budget is

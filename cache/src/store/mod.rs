@@ -369,7 +369,13 @@ impl Store {
                 let (found, stamp) = match read {
                     Some(bytes) => {
                         let found = self.decode::<T>(key, &bytes, version);
-                        self.check_tags(key, &bytes, found).await?
+                        if crate::codec::is_tagged(&bytes) {
+                            // Boxed: only a tagged value reads its tags' versions, and inline
+                            // that read would be part of the future of every read.
+                            Box::pin(self.check_tags(key, &bytes, found)).await?
+                        } else {
+                            (found, None)
+                        }
                     }
                     None => (Found::Miss, None),
                 };
