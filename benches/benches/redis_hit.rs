@@ -90,31 +90,25 @@ fn setup() -> &'static Setup {
     })
 }
 
-async fn raw_get() -> Vec<u8> {
-    let mut conn = setup().raw.clone();
+/// The raw client's GET of the seeded key on `conn`.
+async fn raw_get_on(mut conn: impl redis::aio::ConnectionLike) -> Vec<u8> {
     redis::cmd("GET")
         .arg("raw:42")
         .query_async::<Vec<u8>>(&mut conn)
         .await
         .expect("raw GET")
+}
+
+async fn raw_get() -> Vec<u8> {
+    raw_get_on(setup().raw.clone()).await
 }
 
 async fn raw_multiplexed_get() -> Vec<u8> {
-    let mut conn = setup().multiplexed.clone();
-    redis::cmd("GET")
-        .arg("raw:42")
-        .query_async::<Vec<u8>>(&mut conn)
-        .await
-        .expect("raw GET")
+    raw_get_on(setup().multiplexed.clone()).await
 }
 
 async fn raw_nodelay_get() -> Vec<u8> {
-    let mut conn = setup().nodelay.clone();
-    redis::cmd("GET")
-        .arg("raw:42")
-        .query_async::<Vec<u8>>(&mut conn)
-        .await
-        .expect("raw GET")
+    raw_get_on(setup().nodelay.clone()).await
 }
 
 async fn ours_cache_get() -> Option<String> {

@@ -15,8 +15,8 @@ use serde::Serialize;
 use crate::cache::{Cache, CacheValue, Ttl};
 use crate::error::CacheError;
 use crate::front::{FrontKey, Text};
-use crate::key::ArgsHasher;
 pub use crate::key::KeyText;
+use crate::key::{ArgsHasher, push_u64, push_u128};
 use crate::registry::with_installed;
 
 pub use crate::observe::FnStats;
@@ -820,37 +820,6 @@ impl FastPart for String {
         key.push_str(self);
     }
 }
-
-/// Appends `n` in decimal, after a `-` when `negative`. `u64` division is much cheaper than
-/// `u128`'s, so every type that fits goes through the `u64` form.
-macro_rules! decimal {
-    ($name:ident, $n:ty, $len:expr) => {
-        #[inline]
-        fn $name(key: &mut KeyText, negative: bool, mut n: $n) {
-            let mut digits = [0u8; $len];
-            let mut at = digits.len();
-            loop {
-                at -= 1;
-                digits[at] = b'0' + (n % 10) as u8;
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
-            if negative {
-                at -= 1;
-                digits[at] = b'-';
-            }
-            // Byte by byte: a copy of a variable length is a call into the C library, which
-            // costs more than the few digits a key has.
-            for d in &digits[at..] {
-                key.push_ascii(*d);
-            }
-        }
-    };
-}
-decimal!(push_u64, u64, 21);
-decimal!(push_u128, u128, 40);
 
 macro_rules! fast_integers {
     ($($t:ty => $push:ident as $wide:ty),* $(,)?) => {$(

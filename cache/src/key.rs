@@ -338,6 +338,37 @@ impl std::fmt::Write for KeyText {
     }
 }
 
+/// Appends `n` in decimal, after a `-` when `negative`. `u64` division is much cheaper than
+/// `u128`'s, so every type that fits goes through the `u64` form.
+macro_rules! decimal {
+    ($name:ident, $n:ty, $len:expr) => {
+        #[inline]
+        pub(crate) fn $name(key: &mut KeyText, negative: bool, mut n: $n) {
+            let mut digits = [0u8; $len];
+            let mut at = digits.len();
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            if negative {
+                at -= 1;
+                digits[at] = b'-';
+            }
+            // Byte by byte: a copy of a variable length is a call into the C library, which
+            // costs more than the few digits a key has.
+            for d in &digits[at..] {
+                key.push_ascii(*d);
+            }
+        }
+    };
+}
+decimal!(push_u64, u64, 21);
+decimal!(push_u128, u128, 40);
+
 /// Appends an automatic key, `{prefix}{scope}:v{version}:{hash as 32 hex digits}`, to `out`
 /// without allocating: the one formatter of automatic keys.
 ///
@@ -353,18 +384,7 @@ pub fn write_auto_key(out: &mut KeyText, prefix: &str, scope: &str, version: u32
     out.push_str(prefix);
     out.push_str(scope);
     out.push_str(":v");
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut n = version;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+    push_u64(out, false, u64::from(version));
     let mut hex = [b':'; 33];
     for (at, digit) in hex[1..].iter_mut().enumerate() {
         *digit = HEX[((hash >> (124 - 4 * at)) & 0xf) as usize];
