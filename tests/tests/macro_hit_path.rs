@@ -196,3 +196,25 @@ async fn an_automatic_key_hit_is_the_value_of_exactly_its_function_and_arguments
     assert_eq!(other.first(2, "a".into()).await, "other");
     assert_eq!(auto.first(2, "a".into()).await, "first:2:a");
 }
+
+#[cacheable(ttl = 60, key = "typed:{id}", cache = cache, skip(cache))]
+async fn typed(cache: &Cache, id: u64) -> u32 {
+    id as u32
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_value_of_another_type_is_one_decode_failure_and_is_replaced() {
+    let cache = CacheModule::stub().cache();
+    cache
+        .set("typed:1", &"a string".to_string(), None)
+        .await
+        .expect("set");
+    assert_eq!(typed(&cache, 1).await, 1);
+    let stats = cache.stats();
+    assert_eq!((stats.decode_failures, stats.misses), (1, 1), "{stats:?}");
+    assert_eq!(typed(&cache, 1).await, 1);
+    assert_eq!(cache.stats().hits, 1, "the body's value replaced it");
+    // A plain read of the wrong type still reports each read.
+    assert_eq!(cache.get::<String>("typed:1").await.expect("get"), None);
+    assert_eq!(cache.stats().decode_failures, 2);
+}

@@ -531,8 +531,9 @@ impl Cache {
         }
     }
 
-    /// A read whose backend errors are a miss (already logged and counted), as is a read the
-    /// call's budget cut short.
+    /// A second read of the call, whose backend errors are a miss (already logged and
+    /// counted), as is a read the call's budget cut short. A value of another type was
+    /// reported by the call's first read.
     async fn read_quietly<T: CacheValue>(
         &self,
         budget: &mut Budget,
@@ -541,7 +542,7 @@ impl Cache {
     ) -> Found<T> {
         let store = &self.inner.store;
         match budget
-            .io(store, "get", key, self.find::<T>(key, version))
+            .io(store, "get", key, store.find_again::<T>(key, version))
             .await
         {
             Some(Ok(found)) => found,

@@ -247,12 +247,8 @@ impl Store {
     #[inline]
     pub(crate) fn memory_hit<T: CacheValue, K: FrontKey>(&self, key: &mut K) -> Option<T> {
         match &self.tier {
-            Tier::Memory(m) => {
-                match m.read_fresh_by(key, |value| value.downcast_ref::<T>().cloned())? {
-                    Some(v) => Some(v),
-                    None => self.wrong_type::<T>(key.text()),
-                }
-            }
+            // A value of another type is a miss here, reported by the fill that follows.
+            Tier::Memory(m) => m.read_fresh_by(key, |value| value.downcast_ref::<T>().cloned())?,
             Tier::Remote { near: Some(n), .. } => {
                 let (v, _) = n.get::<T>(key.text())?;
                 self.counters.incr(Counter::NearHits);
@@ -264,18 +260,16 @@ impl Store {
 
     #[inline]
     fn memory_find<T: CacheValue>(&self, m: &MemoryBackend, key: &str) -> Option<T> {
-        m.read_fresh(key, |value| self.downcast(key, value))?
+        self.memory_read(m, key, true)
     }
 
+    /// A fresh memory value of type `T`; one of another type is a miss, reported if `report`.
     #[inline]
-    fn downcast<T: CacheValue>(
-        &self,
-        key: &str,
-        value: &crate::backend::memory::AnyValue,
-    ) -> Option<T> {
-        match value.downcast_ref::<T>() {
-            Some(v) => Some(v.clone()),
-            None => self.wrong_type::<T>(key),
+    fn memory_read<T: CacheValue>(&self, m: &MemoryBackend, key: &str, report: bool) -> Option<T> {
+        match m.read_fresh(key, |value| value.downcast_ref::<T>().cloned())? {
+            Some(v) => Some(v),
+            None if report => self.wrong_type::<T>(key),
+            None => None,
         }
     }
 
@@ -314,7 +308,7 @@ impl Store {
         key: &str,
         version: u32,
     ) -> Result<Found<T>, CacheError> {
-        self.find_or_hold(key, version, true).await
+        self.find_or_hold(key, version, true, true).await
     }
 
     /// [`find`](Self::find), but a server that cannot be read is an error even when the near
@@ -324,17 +318,30 @@ impl Store {
         key: &str,
         version: u32,
     ) -> Result<Found<T>, CacheError> {
-        self.find_or_hold(key, version, false).await
+        self.find_or_hold(key, version, false, true).await
     }
 
+    /// [`find`](Self::find) again within one call: a value of another type under the key was
+    /// reported by the call's first read, and is not reported twice.
+    pub(crate) async fn find_again<T: CacheValue>(
+        &self,
+        key: &str,
+        version: u32,
+    ) -> Result<Found<T>, CacheError> {
+        self.find_or_hold(key, version, true, false).await
+    }
+
+    /// `hold`: a value the near tier holds beats a server that cannot be read; `report`: a
+    /// value that does not decode as `T` is logged and counted.
     async fn find_or_hold<T: CacheValue>(
         &self,
         key: &str,
         version: u32,
         hold: bool,
+        report: bool,
     ) -> Result<Found<T>, CacheError> {
         match &self.tier {
-            Tier::Memory(m) => Ok(match self.memory_find::<T>(m, key) {
+            Tier::Memory(m) => Ok(match self.memory_read::<T>(m, key, report) {
                 Some(v) => Found::Fresh(v, None),
                 None => Self::memory_stale::<T>(m, key),
             }),
@@ -368,7 +375,7 @@ impl Store {
                 };
                 let (found, stamp) = match read {
                     Some(bytes) => {
-                        let found = self.decode::<T>(key, &bytes, version);
+                        let found = self.decode_reported::<T>(key, &bytes, version, report);
                         if crate::codec::is_tagged(&bytes) {
                             // Boxed: only a tagged value reads its tags' versions, and inline
                             // that read would be part of the future of every read.
@@ -390,6 +397,17 @@ impl Store {
     }
 
     pub(crate) fn decode<T: CacheValue>(&self, key: &str, bytes: &[u8], version: u32) -> Found<T> {
+        self.decode_reported(key, bytes, version, true)
+    }
+
+    /// [`decode`](Self::decode); bytes that do not decode are logged and counted if `report`.
+    fn decode_reported<T: CacheValue>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        version: u32,
+        report: bool,
+    ) -> Found<T> {
         match Envelope::decode::<T>(bytes, fingerprint::<T>(version)) {
             Ok((value, env)) => {
                 let now = wall_ms();
@@ -407,6 +425,7 @@ impl Store {
                     Found::Miss
                 }
             }
+            Err(_) if !report => Found::Miss,
             Err(reason) => {
                 self.count(Counter::DecodeFailures);
                 self.events.emit(EventKind::DecodeFailure, key, None);
