@@ -57,35 +57,37 @@ impl Cache {
             if !state.probing.swap(true, Ordering::AcqRel) {
                 self.probe::<T>(key, version);
             }
-            store.count_near_hit();
-            return Ok(Found::Fresh(value, Some(timing)));
-        }
-        let cache = self.clone();
-        let owned = key.to_owned();
-        let mut read = Box::pin(async move {
-            let found = cache.inner.store.find_on_server::<T>(&owned, version).await;
-            if found.is_ok() {
-                cache.inner.held.slow.store(false, Ordering::Release);
-            }
-            found
-        });
-        match tokio::time::timeout(PATIENCE, &mut read).await {
-            Ok(Ok(found)) => Ok(found),
-            Ok(Err(_)) => {
+        } else {
+            let mut read = Box::pin(self.clone().reread::<T>(key.to_owned(), version));
+            match tokio::time::timeout(PATIENCE, &mut read).await {
+                Ok(Ok(found)) => return Ok(found),
                 // Logged and counted already; the store's rule for a server that cannot be
                 // read applies.
-                store.count_near_hit();
-                Ok(Found::Fresh(value, Some(timing)))
-            }
-            Err(_) => {
-                state.slow.store(true, Ordering::Release);
-                spawn(async move {
-                    let _ = read.await;
-                });
-                store.count_near_hit();
-                Ok(Found::Fresh(value, Some(timing)))
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    state.slow.store(true, Ordering::Release);
+                    spawn(async move {
+                        let _ = read.await;
+                    });
+                }
             }
         }
+        store.count_near_hit();
+        Ok(Found::Fresh(value, Some(timing)))
+    }
+
+    /// Reads `key` from the server for the near tier; an answer means the server is no
+    /// longer slow.
+    async fn reread<T: CacheValue>(
+        self,
+        key: String,
+        version: u32,
+    ) -> Result<Found<T>, CacheError> {
+        let found = self.inner.store.find_on_server::<T>(&key, version).await;
+        if found.is_ok() {
+            self.inner.held.slow.store(false, Ordering::Release);
+        }
+        found
     }
 
     /// The one background re-read while the server is slow.
@@ -93,17 +95,8 @@ impl Cache {
         let cache = self.clone();
         let key = key.to_owned();
         spawn(async move {
-            let answered = cache
-                .inner
-                .store
-                .find_on_server::<T>(&key, version)
-                .await
-                .is_ok();
-            let held = &cache.inner.held;
-            if answered {
-                held.slow.store(false, Ordering::Release);
-            }
-            held.probing.store(false, Ordering::Release);
+            let _ = cache.clone().reread::<T>(key, version).await;
+            cache.inner.held.probing.store(false, Ordering::Release);
         });
     }
 }
