@@ -100,10 +100,25 @@ fn coarse_now_ms() -> u64 {
     COARSE.get_or_init(start_ticker).read()
 }
 
+/// The wall clock as of the ticker's last tick, in milliseconds since the UNIX epoch: for
+/// the freshness of values read from a server, whose expiry is a wall time written by
+/// whichever process stored them. A read is one relaxed load, where `SystemTime::now()` costs
+/// as much as a near-cache hit; the price is that a value can be taken as fresh for about a
+/// millisecond past its expiry.
+#[inline]
+pub(crate) fn coarse_wall_ms() -> u64 {
+    COARSE
+        .get_or_init(start_ticker)
+        .wall
+        .load(Ordering::Relaxed)
+}
+
 /// The shared coarse reading and what the ticker thread computes it from.
 #[derive(Debug)]
 struct Coarse {
     reading: AtomicU64,
+    /// The wall clock itself, read at each tick.
+    wall: AtomicU64,
     /// The wall time when the clock started.
     origin_wall_ms: u64,
     /// The monotonic instant when the clock started.
@@ -114,6 +129,7 @@ impl Coarse {
     fn new(origin_wall_ms: u64, origin: Instant) -> Coarse {
         Coarse {
             reading: AtomicU64::new(origin_wall_ms),
+            wall: AtomicU64::new(wall_ms()),
             origin_wall_ms,
             origin,
         }
@@ -133,6 +149,7 @@ impl Coarse {
             self.origin_wall_ms.saturating_add(elapsed),
             Ordering::Relaxed,
         );
+        self.wall.store(wall_ms(), Ordering::Relaxed);
     }
 }
 
@@ -166,6 +183,12 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert!(c.now_ms() > a, "the coarse clock did not advance");
         assert!(c.now_ms().abs_diff(wall_ms()) < 1_000);
+        let wall = coarse_wall_ms();
+        assert!(
+            wall.abs_diff(wall_ms()) < 1_000,
+            "the coarse wall clock is {wall}, the wall clock {}",
+            wall_ms()
+        );
     }
 
     #[test]

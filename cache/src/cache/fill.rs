@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::budget::Budget;
 use super::{Cache, CacheValue, FillPolicy, Ttl};
-use crate::clock::wall_ms;
+use crate::clock::coarse_wall_ms;
 use crate::error::CacheError;
 use crate::events::EventKind;
 use crate::observe::{Counter, short_key};
@@ -70,8 +70,11 @@ impl Cache {
         }
         let mut budget = Budget::new(self.inner.budget, self.inner.store.op_timeout());
         let store = &self.inner.store;
+        // Boxed on its own: a read of Redis is a future of half a kilobyte, and inside the
+        // boxed future of a cached function's call it would take that past the size the
+        // allocator serves from its per-thread cache.
         let first = match budget
-            .io(store, "get", key, self.find::<T>(key, version))
+            .io(store, "get", key, Box::pin(self.find::<T>(key, version)))
             .await
         {
             Some(Ok(found)) => found,
@@ -244,7 +247,7 @@ impl Cache {
         }
         let u: f64 = rand::random();
         early::should_refresh(
-            wall_ms(),
+            coarse_wall_ms(),
             t.expires_ms,
             f64::from(t.compute_us) / 1000.0,
             beta,

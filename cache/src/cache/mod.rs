@@ -22,7 +22,7 @@ use crate::observe::{CacheStats, Counter, FnStats, short_key};
 use crate::protect::breaker::Breaker;
 use crate::protect::single_flight::SingleFlight;
 use crate::store::near::Near;
-use crate::store::{Found, Store, Tier};
+use crate::store::{Found, Remote, Store, Tier};
 
 pub(crate) use options::FillPolicy;
 pub use options::{CacheOptions, Ttl};
@@ -557,8 +557,9 @@ impl Cache {
     }
 }
 
-/// Keeps a [`MemoryBackend`] typed (its fast path stores values unserialized), and puts a
-/// near tier in front of the backends that can have one.
+/// Keeps a [`MemoryBackend`] typed (its fast path stores values unserialized), and a
+/// [`RedisBackend`] (its reads are not boxed); puts a near tier in front of the backends that
+/// can have one.
 fn split_backend<B: CacheBackend>(backend: B, near: Option<&crate::NearOptions>) -> Tier {
     let mut slot = Some(backend);
     let any = &mut slot as &mut dyn std::any::Any;
@@ -578,13 +579,18 @@ fn split_backend<B: CacheBackend>(backend: B, near: Option<&crate::NearOptions>)
             (None, None) => None,
         }
     });
-    match slot {
-        Some(other) => Tier::Remote {
-            backend: Box::new(other),
-            near,
+    let any = &mut slot as &mut dyn std::any::Any;
+    let backend = match any
+        .downcast_mut::<Option<RedisBackend>>()
+        .and_then(Option::take)
+    {
+        Some(r) => Remote::Redis(r),
+        None => match slot {
+            Some(other) => Remote::Other(Box::new(other)),
+            None => unreachable!("the slot is only emptied when it holds a MemoryBackend"),
         },
-        None => unreachable!("the slot is only emptied when it holds a MemoryBackend"),
-    }
+    };
+    Tier::Remote { backend, near }
 }
 
 #[cfg(test)]

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use crate::backend::CacheBackend;
 use crate::backend::memory::{MemEntry, MemoryBackend, NEVER};
+use crate::backend::redis::RedisBackend;
 use crate::cache::CacheValue;
-use crate::clock::{duration_ms, wall_ms};
-use crate::codec::{Envelope, Format, fingerprint};
+use crate::clock::{coarse_wall_ms, duration_ms, wall_ms};
+use crate::codec::{Envelope, Format, fingerprint_of};
 use crate::error::{BackendError, CacheError};
 use crate::events::{Emitter, EventKind};
 use crate::front::FrontKey;
@@ -52,11 +53,38 @@ pub(crate) fn fresh_at(expires_ms: u64, now_ms: u64) -> bool {
 pub(crate) enum Tier {
     Memory(MemoryBackend),
     Remote {
-        /// Called as `(**backend).op(..)`: `backend.op(..)` would pick the forwarding impl of
-        /// `Box<dyn CacheBackend>` itself and box every call's future twice.
-        backend: Box<dyn CacheBackend>,
+        /// Called as `(**backend).op(..)`, or `backend.read(..)` for a read.
+        backend: Remote,
         near: Option<Near>,
     },
+}
+
+/// A remote backend. Redis keeps its own type, so that a read (the one call of every hit on
+/// the server) is not boxed like the futures of `dyn CacheBackend` methods.
+pub(crate) enum Remote {
+    Redis(RedisBackend),
+    Other(Box<dyn CacheBackend>),
+}
+
+impl Remote {
+    /// [`CacheBackend::get`].
+    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        match self {
+            Remote::Redis(r) => r.read(key).await,
+            Remote::Other(b) => b.get(key).await,
+        }
+    }
+}
+
+impl std::ops::Deref for Remote {
+    type Target = dyn CacheBackend;
+
+    fn deref(&self) -> &(dyn CacheBackend + 'static) {
+        match self {
+            Remote::Redis(r) => r,
+            Remote::Other(b) => &**b,
+        }
+    }
 }
 
 /// A backend with its breaker, counters and codec format.
@@ -208,38 +236,45 @@ impl Store {
     /// Runs one remote call through the circuit breaker and the latency histogram: while the
     /// breaker is open the call is not made and `CircuitOpen` comes back at once. Every remote
     /// call of a cache goes through here, except [`ping`](Self::ping).
-    pub(crate) async fn guarded<R>(
-        &self,
+    ///
+    /// Not an `async fn`: one would hold the call twice in its state (the argument, and the
+    /// copy it awaits), and a server read is a future of half a kilobyte or more, which every
+    /// read carries. Here the call is moved once, into the future returned; the breaker is
+    /// asked when the call is made, which is when it is awaited.
+    pub(crate) fn guarded<'a, R: 'a>(
+        &'a self,
         op: &'static str,
-        call: impl Future<Output = Result<R, BackendError>>,
-    ) -> Result<R, BackendError> {
+        call: impl Future<Output = Result<R, BackendError>> + 'a,
+    ) -> impl Future<Output = Result<R, BackendError>> + 'a {
+        use futures::future::{Either, FutureExt, ready};
         let permit = self.breaker.permit();
         if let Permit::Open(retry_in) = permit {
-            return Err(BackendError::CircuitOpen { retry_in });
+            return Either::Left(ready(Err(BackendError::CircuitOpen { retry_in })));
         }
         let started = Instant::now();
-        let result = call.await;
-        self.latency.record(&self.name, op, started.elapsed());
-        if let Some(change) = self
-            .breaker
-            .record(&self.name, permit, result.as_ref().map(drop))
-        {
-            self.events.emit_cache(change);
-        }
-        result
+        Either::Right(call.map(move |result| {
+            self.latency.record(&self.name, op, started.elapsed());
+            if let Some(change) = self
+                .breaker
+                .record(&self.name, permit, result.as_ref().map(drop))
+            {
+                self.events.emit_cache(change);
+            }
+            result
+        }))
     }
 
     /// [`guarded`](Self::guarded), its failure (a skip by an open breaker included) logged,
     /// counted and returned as a [`CacheError`].
-    async fn remote<R>(
-        &self,
+    fn remote<'a, R: 'a>(
+        &'a self,
         op: &'static str,
-        key: &str,
-        call: impl Future<Output = Result<R, BackendError>>,
-    ) -> Result<R, CacheError> {
+        key: &'a str,
+        call: impl Future<Output = Result<R, BackendError>> + 'a,
+    ) -> impl Future<Output = Result<R, CacheError>> + 'a {
+        use futures::future::FutureExt;
         self.guarded(op, call)
-            .await
-            .map_err(|e| self.backend_error(op, key, e))
+            .map(move |r| r.map_err(|e| self.backend_error(op, key, e)))
     }
 
     /// The synchronous hit path: the memory backend, or the near tier of a remote one. `None`
@@ -356,7 +391,7 @@ impl Store {
                     }
                     None => None,
                 };
-                let read = match self.guarded("get", (**backend).get(key)).await {
+                let read = match self.guarded("get", backend.read(key)).await {
                     Ok(read) => read,
                     Err(e) => {
                         let e = self.backend_error("get", key, e);
@@ -408,9 +443,9 @@ impl Store {
         version: u32,
         report: bool,
     ) -> Found<T> {
-        match Envelope::decode::<T>(bytes, fingerprint::<T>(version)) {
+        match Envelope::decode::<T>(bytes, fingerprint_of::<T>(version)) {
             Ok((value, env)) => {
-                let now = wall_ms();
+                let now = coarse_wall_ms();
                 if fresh_at(env.expires_at_ms, now) {
                     Found::Fresh(
                         value,
@@ -452,11 +487,11 @@ impl Store {
                 }
                 // The server keeps a value through its stale window too; only the envelope
                 // knows the expiry a read goes by.
-                let Some(bytes) = self.remote("exists", key, (**backend).get(key)).await? else {
+                let Some(bytes) = self.remote("exists", key, backend.read(key)).await? else {
                     return Ok(false);
                 };
-                let fresh =
-                    Envelope::parse(&bytes).is_ok_and(|env| fresh_at(env.expires_at_ms, wall_ms()));
+                let fresh = Envelope::parse(&bytes)
+                    .is_ok_and(|env| fresh_at(env.expires_at_ms, coarse_wall_ms()));
                 let found = if fresh {
                     Found::Fresh((), None)
                 } else {
@@ -719,7 +754,7 @@ impl Store {
         let compute_us = u32::try_from(compute.as_micros()).unwrap_or(u32::MAX);
         let bytes = Envelope {
             format: self.format,
-            fingerprint: fingerprint::<T>(version),
+            fingerprint: fingerprint_of::<T>(version),
             stored_at_ms: now,
             expires_at_ms,
             keep_until_ms,

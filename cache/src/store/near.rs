@@ -264,7 +264,7 @@ impl Near {
             return None;
         }
         let entry = s.entries.get(key)?;
-        if !super::fresh_at(entry.timing.expires_ms, crate::clock::wall_ms()) {
+        if !super::fresh_at(entry.timing.expires_ms, crate::clock::coarse_wall_ms()) {
             return None;
         }
         // Its tags' versions are held the same way: an invalidation heard removed them.

@@ -305,6 +305,14 @@ pub struct RedisBackend {
     inner: Arc<Inner>,
 }
 
+impl RedisBackend {
+    /// [`CacheBackend::get`] as a future of its own type, not boxed like the trait's: the
+    /// cache's read of every hit on the server.
+    pub(crate) async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        self.inner.query(&self.inner.key_cmd("GET", key)).await
+    }
+}
+
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackend")
@@ -479,7 +487,8 @@ impl Inner {
         if let Some(c) = self.slot.read().cell.get() {
             return Ok(c.clone());
         }
-        match tokio::time::timeout(self.op_timeout, self.conn()).await {
+        // Boxed: this wait is rare, and inline it would be part of every call's future.
+        match tokio::time::timeout(self.op_timeout, Box::pin(self.conn())).await {
             Ok(conn) => conn,
             Err(_) => Err(BackendError::Timeout(self.op_timeout)),
         }
@@ -1067,7 +1076,7 @@ impl CacheBackend for RedisBackend {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        self.inner.query(&self.inner.key_cmd("GET", key)).await
+        self.read(key).await
     }
 
     async fn set(
