@@ -242,17 +242,13 @@ impl Cache {
     /// XFetch: whether this hit should recompute the value now.
     fn refresh_due(&self, timing: Option<Timing>, beta: f64) -> bool {
         let Some(t) = timing else { return false };
-        if t.expires_ms == 0 || t.compute_us == 0 {
+        let (now, delta_ms) = (coarse_wall_ms(), f64::from(t.compute_us) / 1000.0);
+        // A hit far from expiry, which is most of them, draws no random number.
+        if !early::may_refresh(now, t.expires_ms, delta_ms, beta) {
             return false;
         }
         let u: f64 = rand::random();
-        early::should_refresh(
-            coarse_wall_ms(),
-            t.expires_ms,
-            f64::from(t.compute_us) / 1000.0,
-            beta,
-            u,
-        )
+        early::should_refresh(now, t.expires_ms, delta_ms, beta, u)
     }
 
     /// One caller recomputes a hot value shortly before it expires; callers meanwhile keep

@@ -20,6 +20,16 @@ pub(crate) fn should_refresh(
     now_ms as f64 - delta_ms * beta * u.ln() >= expires_ms as f64
 }
 
+/// Whether any draw could make [`should_refresh`] true: the largest `-ln(u)` a draw gives
+/// (`u` is clamped to `f64::MIN_POSITIVE`) is under 709, so a value further than
+/// `709 * delta * beta` from its expiry is never refreshed, and a hit on it needs no draw.
+pub(crate) fn may_refresh(now_ms: u64, expires_ms: u64, delta_ms: f64, beta: f64) -> bool {
+    expires_ms != 0
+        && delta_ms > 0.0
+        && beta > 0.0
+        && expires_ms as f64 - now_ms as f64 <= delta_ms * beta * 709.0
+}
+
 /// `ttl` scaled by a factor in `[1 - jitter, 1 + jitter]` chosen by `u` in `[0, 1)`, so keys
 /// written together do not expire together. Never below 1 ms; a ttl scaled past the largest
 /// `Duration` is the largest `Duration` (any ttl is accepted, up to `Duration::MAX`).
@@ -50,6 +60,28 @@ mod tests {
         assert!(!should_refresh(900, 1000, 0.0, 1.0, 1e-9));
         // A larger beta refreshes earlier.
         assert!(should_refresh(900, 1000, 10.0, 50.0, 0.5));
+    }
+
+    /// Whenever no draw may refresh, not even the most extreme one does.
+    #[test]
+    fn may_refresh_is_false_only_where_no_draw_refreshes() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..100_000 {
+            let expires: u64 = rng.random_range(1..10_000_000);
+            let now: u64 = rng.random_range(0..10_000_000);
+            let delta: f64 = rng.random_range(0.001..10_000.0);
+            let beta: f64 = rng.random_range(0.01..10.0);
+            if !may_refresh(now, expires, delta, beta) {
+                assert!(
+                    !should_refresh(now, expires, delta, beta, 0.0),
+                    "now {now} expires {expires} delta {delta} beta {beta}"
+                );
+            }
+        }
+        // Near expiry a draw may refresh; far from it none may.
+        assert!(may_refresh(900, 1000, 10.0, 1.0));
+        assert!(!may_refresh(0, 3_600_000, 0.05, 1.0));
+        assert!(!may_refresh(900, 0, 10.0, 1.0));
     }
 
     /// Over many simulated reads of a hot key, refreshes cluster just before expiry: the rate

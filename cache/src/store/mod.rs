@@ -102,6 +102,8 @@ pub(crate) struct Store {
     latency: Latency,
     /// Serializes the creation and replacement of tag versions in the memory backend.
     tag_lock: parking_lot::Mutex<()>,
+    /// The backend's operation timeout, asked once: every cached call's budget starts from it.
+    op_timeout: Option<Duration>,
     /// The cache's events.
     pub(crate) events: Arc<Emitter>,
 }
@@ -120,7 +122,12 @@ impl Store {
             Tier::Remote { near: Some(n), .. } => n.connect_events(&events),
             Tier::Remote { near: None, .. } => {}
         }
+        let op_timeout = match &tier {
+            Tier::Memory(_) => None,
+            Tier::Remote { backend, .. } => backend.op_timeout(),
+        };
         Store {
+            op_timeout,
             events,
             metrics: MetricHandles::new(&name, ""),
             latency: Latency::new(&name),
@@ -147,10 +154,7 @@ impl Store {
 
     /// How long one backend operation may take, if the backend bounds it.
     pub(crate) fn op_timeout(&self) -> Option<Duration> {
-        match &self.tier {
-            Tier::Memory(_) => None,
-            Tier::Remote { backend, .. } => backend.op_timeout(),
-        }
+        self.op_timeout
     }
 
     /// A remote call cut short by its call's cache budget. With `counts`, the call had as long
