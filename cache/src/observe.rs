@@ -407,7 +407,15 @@ impl Latency {
 pub struct FnStats {
     counts: Counters,
     seen: std::sync::atomic::AtomicBool,
-    metrics: std::sync::OnceLock<MetricHandles>,
+    /// The metric handles of the first cache the function was counted in, with that cache's
+    /// counters' address, which names the cache for as long as it lives. Only the address is
+    /// compared on a hit (a name would cost the hit path a string comparison): a cache
+    /// dropped and another built at its address under a new name, while the function is in
+    /// use, is counted under the old name.
+    metrics: std::sync::OnceLock<(usize, MetricHandles)>,
+    /// The handles of the other caches its calls went to (a method with `cache = self.cache`
+    /// can reach any), by the same address and the cache's name.
+    elsewhere: parking_lot::Mutex<Vec<(usize, String, MetricHandles)>>,
 }
 
 impl FnStats {
@@ -418,6 +426,7 @@ impl FnStats {
             counts: Counters::new(),
             seen: std::sync::atomic::AtomicBool::new(false),
             metrics: std::sync::OnceLock::new(),
+            elsewhere: parking_lot::Mutex::new(Vec::new()),
         }
     }
 
@@ -437,9 +446,33 @@ impl FnStats {
         if !self.seen.load(Ordering::Relaxed) && !self.seen.swap(true, Ordering::AcqRel) {
             FUNCTIONS.lock().push((scope, self));
         }
-        self.metrics
-            .get_or_init(|| MetricHandles::new(cache, scope))
-            .incr(c);
+        let id = std::ptr::from_ref(counts) as usize;
+        let (first, handles) = self
+            .metrics
+            .get_or_init(|| (id, MetricHandles::new(cache, scope)));
+        if *first == id {
+            handles.incr(c);
+        } else {
+            self.incr_elsewhere(id, scope, cache, c);
+        }
+    }
+
+    /// [`incr`](Self::incr) in a cache other than the function's first.
+    #[cold]
+    fn incr_elsewhere(&self, id: usize, scope: &'static str, cache: &str, c: Counter) {
+        let mut elsewhere = self.elsewhere.lock();
+        // The name too: a cache dropped and another built at its address is another cache.
+        match elsewhere
+            .iter()
+            .find(|(at, name, _)| *at == id && name == cache)
+        {
+            Some((_, _, handles)) => handles.incr(c),
+            None => {
+                let handles = MetricHandles::new(cache, scope);
+                handles.incr(c);
+                elsewhere.push((id, cache.to_owned(), handles));
+            }
+        }
     }
 
     fn snapshot(&self) -> CacheStats {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lexigram_cache::{BackendConfig, CacheConfig, CacheModule, cacheable, function_stats};
+use lexigram_cache::{BackendConfig, Cache, CacheConfig, CacheModule, cacheable, function_stats};
 use lexigram_cache_tests::servers::RedisServer;
 use metrics_exporter_prometheus::PrometheusBuilder;
 
@@ -13,6 +13,18 @@ async fn lookup(id: u32) -> Result<u32, String> {
         return Err("no such id".into());
     }
     Ok(id * 10)
+}
+
+/// A method whose calls go to whichever cache its value holds.
+struct Prices {
+    cache: Cache,
+}
+
+impl Prices {
+    #[cacheable(ttl = 60, key = "price:{id}", cache = self.cache)]
+    async fn price(&self, id: u32) -> u32 {
+        id + 1
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,12 +79,26 @@ async fn stats_metrics_and_health_follow_a_scripted_sequence() {
         "{f:?}"
     );
 
+    // One method, two caches: each call's metrics carry the cache it went to.
+    let on_memory = Prices {
+        cache: caches.cache(),
+    };
+    let on_redis = Prices {
+        cache: shared.clone(),
+    };
+    assert_eq!(on_memory.price(1).await, 2);
+    assert_eq!(on_redis.price(1).await, 2);
+    assert_eq!(on_redis.price(1).await, 2);
+
     let text = prometheus.render();
     for line in [
         r#"lexigram_cache_hits_total{cache="default",fn="observability::lookup"} 2"#,
         r#"lexigram_cache_misses_total{cache="default",fn="observability::lookup"} 4"#,
         r#"lexigram_cache_hits_total{cache="shared",fn=""} 1"#,
         r#"lexigram_cache_misses_total{cache="shared",fn=""} 1"#,
+        r#"lexigram_cache_misses_total{cache="default",fn="observability::Prices::price"} 1"#,
+        r#"lexigram_cache_misses_total{cache="shared",fn="observability::Prices::price"} 1"#,
+        r#"lexigram_cache_hits_total{cache="shared",fn="observability::Prices::price"} 1"#,
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }
