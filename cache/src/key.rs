@@ -710,6 +710,21 @@ impl ser::SerializeMap for MapEncoder<'_> {
     }
 }
 
+/// Whether `key` is one of the cache's own (it starts with a NUL byte): fill locks and tag
+/// versions live there, so callers may read such keys but not write them.
+#[inline]
+pub(crate) fn is_reserved(key: &str) -> bool {
+    key.as_bytes().first() == Some(&0)
+}
+
+/// [`CacheError::ReservedKey`](crate::CacheError::ReservedKey) for a write of a reserved key.
+pub(crate) fn writable(key: &str) -> Result<(), crate::CacheError> {
+    if is_reserved(key) {
+        return Err(crate::CacheError::ReservedKey(key.to_owned()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

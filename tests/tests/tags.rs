@@ -246,10 +246,15 @@ async fn a_tag_whose_version_is_gone_is_a_miss_never_the_old_value() {
         );
     })
     .await;
-    // Memory: the version is an entry of the store like any other.
-    let cache = Cache::from_backend("memory", memory);
+    // Memory: the version is an entry of the store like any other, removed through the
+    // backend's own byte interface (the cache refuses to delete its reserved keys).
+    let cache = Cache::from_backend("memory", memory.clone());
     gone_is_a_miss(&cache, async {
-        assert!(cache.delete(&version_key("t")).await.expect("delete"));
+        assert!(
+            CacheBackend::delete(&memory, &version_key("t"))
+                .await
+                .expect("delete")
+        );
     })
     .await;
 }

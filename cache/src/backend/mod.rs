@@ -17,6 +17,18 @@ use async_trait::async_trait;
 
 pub use crate::error::BackendError;
 
+/// The key of `key`'s fill lock: in the reserved space (a NUL first), which no caller can
+/// write, so no key a caller writes, whatever its text, is another key's lock.
+pub(crate) fn lock_name(key: &str) -> String {
+    let mut name = String::with_capacity(LOCK_PREFIX.len() + key.len());
+    name.push_str(LOCK_PREFIX);
+    name.push_str(key);
+    name
+}
+
+/// What starts the key of every fill lock.
+pub(crate) const LOCK_PREFIX: &str = "\0lexigram-cache:lock:";
+
 /// A store of byte values under text keys.
 ///
 /// Implement this to put a cache on your own store and hand it to

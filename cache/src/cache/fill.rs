@@ -68,6 +68,9 @@ impl Cache {
         if !self.inner.options.enabled {
             return init().await;
         }
+        if crate::key::is_reserved(key) {
+            return self.uncached(key, policy, init).await;
+        }
         let mut budget = Budget::new(self.inner.budget, self.inner.store.op_timeout());
         let store = &self.inner.store;
         // Boxed on its own: a read of Redis is a future of half a kilobyte, and inside the
@@ -237,6 +240,23 @@ impl Cache {
                 None
             }
         }
+    }
+
+    /// A fill of a reserved key (see [`CacheError::ReservedKey`](crate::CacheError::ReservedKey)): the body's value, not
+    /// stored, the refusal logged and counted like any store that fails.
+    #[cold]
+    async fn uncached<T, E, F, Fut>(&self, key: &str, policy: &FillPolicy, init: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.inner.store.count_in(policy.function, Counter::Errors);
+        tracing::error!(
+            cache = %self.name(),
+            key = short_key(key),
+            "the key starts with a NUL byte, which only the cache's own keys do; value will not be stored"
+        );
+        init().await
     }
 
     /// XFetch: whether this hit should recompute the value now.

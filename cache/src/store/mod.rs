@@ -20,6 +20,7 @@ use crate::codec::{Envelope, Format, fingerprint_of};
 use crate::error::{BackendError, CacheError};
 use crate::events::{Emitter, EventKind};
 use crate::front::FrontKey;
+use crate::key::writable;
 use crate::observe::{CacheStats, Counter, Counters, FnStats, Latency, MetricHandles, short_key};
 use crate::protect::breaker::{Breaker, Permit};
 use crate::tags::Stamp;
@@ -596,6 +597,7 @@ impl Store {
         keep: Option<Duration>,
         stamp: Option<Stamp>,
     ) -> Result<(), CacheError> {
+        writable(key)?;
         match &self.tier {
             Tier::Memory(m) => {
                 let weight = if m.weighted() {
@@ -677,6 +679,9 @@ impl Store {
         items: &[(K, T)],
         ttl: Option<Duration>,
     ) -> Result<(), CacheError> {
+        for (k, _) in items {
+            writable(k.as_ref())?;
+        }
         let Tier::Remote { backend, near } = &self.tier else {
             for (k, v) in items {
                 self.put(k.as_ref(), v, ttl, 0, Duration::ZERO, None)
@@ -789,6 +794,7 @@ impl Store {
 
     /// Removes `key`; `true` if a value was there.
     pub(crate) async fn delete(&self, key: &str) -> Result<bool, CacheError> {
+        writable(key)?;
         match &self.tier {
             Tier::Memory(m) => Ok(m.remove(key)),
             Tier::Remote { backend, near } => {
@@ -810,6 +816,9 @@ impl Store {
 
     /// Removes several keys; how many existed.
     pub(crate) async fn delete_many(&self, keys: &[&str]) -> Result<u64, CacheError> {
+        for key in keys {
+            writable(key)?;
+        }
         match &self.tier {
             Tier::Memory(m) => Ok(keys.iter().map(|k| u64::from(m.remove(k))).sum()),
             Tier::Remote { backend, near } => {
@@ -826,6 +835,8 @@ impl Store {
 
     /// Removes every key matching a glob; how many.
     pub(crate) async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
+        // A glob that starts with NUL can only match the cache's own keys.
+        writable(pattern)?;
         match &self.tier {
             Tier::Memory(m) => Ok(m.remove_matching(pattern)),
             Tier::Remote { backend, near } => {

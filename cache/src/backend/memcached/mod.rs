@@ -22,7 +22,7 @@ use self::keys::WireKey;
 use self::pool::{Failed, Lease, Server, Tls};
 use self::protocol::Reply;
 use self::ring::Ring;
-use super::{CacheBackend, LockAttempt};
+use super::{CacheBackend, LockAttempt, lock_name};
 use crate::error::{BackendError, CacheError};
 
 /// Whether a request may go out again on a fresh connection after its pooled connection
@@ -976,11 +976,6 @@ impl CacheBackend for MemcachedBackend {
         }
         Ok(slowest)
     }
-}
-
-/// The key of `key`'s fill lock.
-fn lock_name(key: &str) -> String {
-    format!("{key}\0lock")
 }
 
 /// The reply to a lock's compare-and-delete: gone, already gone, or another holder's by now

@@ -28,7 +28,7 @@ use redis::{Cmd, RedisError, TlsCertificates, Value};
 use tokio::sync::OnceCell;
 
 use super::glob;
-use super::{CacheBackend, LockAttempt};
+use super::{CacheBackend, LOCK_PREFIX, LockAttempt, lock_name};
 use crate::error::{BackendError, CacheError};
 use crate::secret::{ServerUrl, scrub};
 
@@ -931,7 +931,11 @@ impl<'a> Scan<'a> {
         Ok(Some(
             keys.into_iter()
                 // A fill lock belongs to the process filling that key; it expires by itself.
-                .filter(|full| !full.ends_with(LOCK_SUFFIX.as_bytes()))
+                .filter(|full| {
+                    !full
+                        .strip_prefix(prefix.as_bytes())
+                        .is_some_and(|k| k.starts_with(LOCK_PREFIX.as_bytes()))
+                })
                 .filter(|full| match pattern {
                     None => full.starts_with(prefix.as_bytes()),
                     Some(pattern) => full
@@ -1216,8 +1220,9 @@ impl CacheBackend for RedisBackend {
         self.inner.scan_delete(None).await
     }
 
-    /// `SET <prefix><key>\0lock <token> NX PX <ttl>`, then `GET <prefix><key>`, pipelined:
-    /// the lock lives beside the value and expires by itself if its holder dies. The read comes
+    /// `SET <prefix>\0lexigram-cache:lock:<key> <token> NX PX <ttl>`, then `GET <prefix><key>`,
+    /// pipelined: the lock lives under the prefix, in the reserved space no caller's key can
+    /// reach, and expires by itself if its holder dies. The read comes
     /// after the lock in the same pipeline, so a holder that stored the value and released the
     /// lock before this attempt took it is always seen. A Cluster may keep the two keys on
     /// different nodes, so there they are sent one after the other.
@@ -1342,14 +1347,9 @@ async fn answers_plain_redis(host: &str, port: u16) -> bool {
         .unwrap_or(false)
 }
 
-/// What ends the key of a fill lock.
-const LOCK_SUFFIX: &str = "\0lock";
-
-/// The lock key of `key`: the value's key with [`LOCK_SUFFIX`] after it.
+/// The lock key of `key` under the prefix (see [`lock_name`]).
 fn lock_key(inner: &Inner, key: &str) -> String {
-    let mut k = inner.key(key);
-    k.push_str(LOCK_SUFFIX);
-    k
+    inner.key(&lock_name(key))
 }
 
 /// The longest `PX` sent, about 146 million years. Redis refuses a `PX` whose expiry time
