@@ -178,8 +178,8 @@ pub enum CacheError {
     /// be used; the message says why.
     #[error("{0}")]
     Tag(String),
-    /// A write of a key that starts with a NUL byte: those keys are the cache's own (fill
-    /// locks, tag versions), and a caller's value there would break them.
+    /// A write or delete of a key (or a glob) that starts with a NUL byte: those keys are the
+    /// cache's own (fill locks, tag versions), and a caller's value there would break them.
     #[error(
         "the key {0:?} starts with a NUL byte: keys that start with NUL belong to the cache itself (fill locks, tag versions) and cannot be written or deleted; drop the NUL, or escape it in the data the key is built from"
     )]

@@ -222,6 +222,38 @@ impl Counters {
 mod tests {
     use super::*;
 
+    /// A function counted in six caches keeps one set of handles per cache: the first, four
+    /// read without a lock, one more behind it; counting again finds them, never a seventh.
+    #[test]
+    fn a_function_in_several_caches_has_handles_per_cache() {
+        static STATS: FnStats = FnStats::new();
+        let caches: Vec<Counters> = (0..6).map(|_| Counters::new()).collect();
+        for _ in 0..2 {
+            for (i, counts) in caches.iter().enumerate() {
+                STATS.incr("f", &format!("c{i}"), counts, Counter::Hits);
+            }
+        }
+        let id = |i: usize| std::ptr::from_ref(&caches[i]) as usize;
+        assert_eq!(STATS.metrics.get().map(|(at, _)| *at), Some(id(0)));
+        let slots: Vec<(usize, String)> = STATS
+            .elsewhere
+            .iter()
+            .map(|s| s.get().map(|e| (e.0, e.1.clone())).expect("filled"))
+            .collect();
+        assert_eq!(
+            slots,
+            (1..5).map(|i| (id(i), format!("c{i}"))).collect::<Vec<_>>()
+        );
+        let more: Vec<(usize, String)> = STATS
+            .more
+            .lock()
+            .iter()
+            .map(|e| (e.0, e.1.clone()))
+            .collect();
+        assert_eq!(more, vec![(id(5), "c5".to_owned())]);
+        assert_eq!(STATS.snapshot().hits, 12);
+    }
+
     /// More threads than stripes, each ending while others start: leases are handed on, the
     /// threads past them share the atomic stripe, and no count is lost.
     #[test]
@@ -414,9 +446,14 @@ pub struct FnStats {
     /// use, is counted under the old name.
     metrics: std::sync::OnceLock<(usize, MetricHandles)>,
     /// The handles of the other caches its calls went to (a method with `cache = self.cache`
-    /// can reach any), by the same address and the cache's name.
-    elsewhere: parking_lot::Mutex<Vec<(usize, String, MetricHandles)>>,
+    /// can reach any), by the same address and the cache's name: the first few in slots read
+    /// without a lock, since each of their hits counts here too; more behind a lock.
+    elsewhere: [std::sync::OnceLock<Box<Elsewhere>>; 4],
+    more: parking_lot::Mutex<Vec<Elsewhere>>,
 }
+
+/// The metric handles of a function in one more cache: its counters' address, its name.
+type Elsewhere = (usize, String, MetricHandles);
 
 impl FnStats {
     /// Zeroed counters.
@@ -426,7 +463,8 @@ impl FnStats {
             counts: Counters::new(),
             seen: std::sync::atomic::AtomicBool::new(false),
             metrics: std::sync::OnceLock::new(),
-            elsewhere: parking_lot::Mutex::new(Vec::new()),
+            elsewhere: [const { std::sync::OnceLock::new() }; 4],
+            more: parking_lot::Mutex::new(Vec::new()),
         }
     }
 
@@ -460,17 +498,23 @@ impl FnStats {
     /// [`incr`](Self::incr) in a cache other than the function's first.
     #[cold]
     fn incr_elsewhere(&self, id: usize, scope: &'static str, cache: &str, c: Counter) {
-        let mut elsewhere = self.elsewhere.lock();
         // The name too: a cache dropped and another built at its address is another cache.
-        match elsewhere
-            .iter()
-            .find(|(at, name, _)| *at == id && name == cache)
-        {
+        let this = |(at, name, _): &Elsewhere| *at == id && name == cache;
+        let made = || (id, cache.to_owned(), MetricHandles::new(cache, scope));
+        for slot in &self.elsewhere {
+            // An empty slot is this cache's once the slots before it are others'.
+            let found = slot.get_or_init(|| Box::new(made()));
+            if this(found) {
+                return found.2.incr(c);
+            }
+        }
+        let mut more = self.more.lock();
+        match more.iter().find(|e| this(e)) {
             Some((_, _, handles)) => handles.incr(c),
             None => {
-                let handles = MetricHandles::new(cache, scope);
-                handles.incr(c);
-                elsewhere.push((id, cache.to_owned(), handles));
+                let e = made();
+                e.2.incr(c);
+                more.push(e);
             }
         }
     }

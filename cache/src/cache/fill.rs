@@ -73,19 +73,22 @@ impl Cache {
         }
         let mut budget = Budget::new(self.inner.budget, self.inner.store.op_timeout());
         let store = &self.inner.store;
-        // Boxed on its own: a read of Redis is a future of half a kilobyte, and inside the
-        // boxed future of a cached function's call it would take that past the size the
-        // allocator serves from its per-thread cache.
-        let first = match budget
-            .io(store, "get", key, Box::pin(self.find::<T>(key, version)))
-            .await
-        {
-            Some(Ok(found)) => found,
-            Some(Err(e)) => match read_error(e) {
-                Some(out) => return Err(out),
+        let first = match store.find_in_memory::<T>(key) {
+            Some(found) => found,
+            // Boxed on its own: a read of Redis is a future of half a kilobyte, and inside the
+            // boxed future of a cached function's call it would take that past the size the
+            // allocator serves from its per-thread cache.
+            None => match budget
+                .io(store, "get", key, Box::pin(self.find::<T>(key, version)))
+                .await
+            {
+                Some(Ok(found)) => found,
+                Some(Err(e)) => match read_error(e) {
+                    Some(out) => return Err(out),
+                    None => Found::Miss,
+                },
                 None => Found::Miss,
             },
-            None => Found::Miss,
         };
         // The ttl is resolved only when a value is about to be stored: a hit needs none, and a
         // bad ttl is reported once per store, not once per read.

@@ -341,6 +341,25 @@ impl Store {
         }
     }
 
+    /// [`find`](Self::find) on the memory backend, which needs no await; `None` on a remote
+    /// one.
+    #[inline]
+    pub(crate) fn find_in_memory<T: CacheValue>(&self, key: &str) -> Option<Found<T>> {
+        match &self.tier {
+            Tier::Memory(m) => Some(self.memory_found(m, key, true)),
+            Tier::Remote { .. } => None,
+        }
+    }
+
+    /// A fresh memory value, else one inside its stale-if-error window.
+    #[inline]
+    fn memory_found<T: CacheValue>(&self, m: &MemoryBackend, key: &str, report: bool) -> Found<T> {
+        match self.memory_read::<T>(m, key, report) {
+            Some(v) => Found::Fresh(v, None),
+            None => Self::memory_stale::<T>(m, key),
+        }
+    }
+
     /// Reads `key`: memory; or the near tier, then the server (a fresh value read from the
     /// server goes into the near tier unless an invalidation of the key arrived meanwhile).
     pub(crate) async fn find<T: CacheValue>(
@@ -381,10 +400,7 @@ impl Store {
         report: bool,
     ) -> Result<Found<T>, CacheError> {
         match &self.tier {
-            Tier::Memory(m) => Ok(match self.memory_read::<T>(m, key, report) {
-                Some(v) => Found::Fresh(v, None),
-                None => Self::memory_stale::<T>(m, key),
-            }),
+            Tier::Memory(m) => Ok(self.memory_found(m, key, report)),
             Tier::Remote { backend, near } => {
                 let ticket = match near {
                     Some(n) => {
