@@ -310,8 +310,9 @@ impl Cache {
         // The current value is still valid: keep serving it.
         let Some(v) = result else { return current };
         leader.publish(Arc::new(v.clone()), false);
-        self.store_quietly(
+        self.store_filled(
             budget,
+            None,
             key,
             &v,
             ttl,
@@ -391,18 +392,10 @@ impl Cache {
                 budget.write(self, guard.release()).await;
             }
         } else {
-            match lock {
-                Some(guard) => {
-                    self.store_and_release(
-                        budget, guard, key, &value, ttl, version, compute, policy, stamp,
-                    )
-                    .await;
-                }
-                None => {
-                    self.store_quietly(budget, key, &value, ttl, version, compute, policy, stamp)
-                        .await;
-                }
-            }
+            self.store_filled(
+                budget, lock, key, &value, ttl, version, compute, policy, stamp,
+            )
+            .await;
         }
         Ok(Produced { value, stale })
     }
@@ -481,48 +474,6 @@ impl Cache {
         }
     }
 
-    /// Stores a filled value and releases the fill lock in one backend call. A value that is
-    /// not to be stored (a zero ttl) or cannot be encoded only releases the lock.
-    #[allow(clippy::too_many_arguments)]
-    async fn store_and_release<T: CacheValue>(
-        &self,
-        budget: &mut Budget,
-        guard: LockGuard,
-        key: &str,
-        value: &T,
-        ttl: Option<Option<Duration>>,
-        version: u32,
-        compute: Duration,
-        policy: &FillPolicy,
-        stamp: Option<Stamp>,
-    ) {
-        let Some(ttl) = ttl else {
-            budget.write(self, guard.release()).await;
-            return;
-        };
-        let ttl = self.jittered(ttl);
-        let (cache, key, value, keep) = (
-            self.clone(),
-            key.to_owned(),
-            value.clone(),
-            policy.stale_if_error,
-        );
-        let function = policy.function.map(|f| f.0);
-        let write = async move {
-            if guard
-                .store_and_release(&key, &value, ttl, version, compute, keep, stamp)
-                .await
-            {
-                cache
-                    .inner
-                    .store
-                    .events
-                    .emit(EventKind::Set, &key, function);
-            }
-        };
-        budget.write(self, write).await;
-    }
-
     /// The tag versions a fill's value records, read before its body runs: an invalidation
     /// of a tag while the body runs then makes the value a miss, whatever data the body saw.
     /// When the versions cannot be read the value is not stored (`ttl` becomes `None`): an
@@ -572,11 +523,14 @@ impl Cache {
         }
     }
 
-    /// A write whose errors are logged and counted, never returned. `ttl: None` = do not store.
+    /// Stores a filled value, releasing the fill lock in the same backend call when one is
+    /// held. Its errors are logged and counted, never returned. `ttl: None` (a zero ttl, or
+    /// tag versions that could not be read) stores nothing and only releases the lock.
     #[allow(clippy::too_many_arguments)]
-    async fn store_quietly<T: CacheValue>(
+    async fn store_filled<T: CacheValue>(
         &self,
         budget: &mut Budget,
+        lock: Option<LockGuard>,
         key: &str,
         value: &T,
         ttl: Option<Option<Duration>>,
@@ -585,11 +539,13 @@ impl Cache {
         policy: &FillPolicy,
         stamp: Option<Stamp>,
     ) {
-        let Some(ttl) = ttl else { return };
-        let ttl = self.jittered(ttl);
-        if !self.inner.options.enabled {
+        let Some(ttl) = ttl else {
+            if let Some(guard) = lock {
+                budget.write(self, guard.release()).await;
+            }
             return;
-        }
+        };
+        let ttl = self.jittered(ttl);
         let (cache, key, value, keep) = (
             self.clone(),
             key.to_owned(),
@@ -598,13 +554,21 @@ impl Cache {
         );
         let function = policy.function.map(|f| f.0);
         let write = async move {
-            // Errors were logged and counted where they happened.
-            let stored = cache
-                .inner
-                .store
-                .put_tagged(&key, &value, ttl, version, compute, keep, stamp)
-                .await;
-            if stored.is_ok() {
+            let stored = match lock {
+                Some(guard) => {
+                    guard
+                        .store_and_release(&key, &value, ttl, version, compute, keep, stamp)
+                        .await
+                }
+                // Errors were logged and counted where they happened.
+                None => cache
+                    .inner
+                    .store
+                    .put_tagged(&key, &value, ttl, version, compute, keep, stamp)
+                    .await
+                    .is_ok(),
+            };
+            if stored {
                 cache
                     .inner
                     .store
