@@ -148,6 +148,9 @@ impl RedisBackendBuilder {
                 ),
             )
         };
+        // Who connects where, for messages about the first node, and its single-node client.
+        let first_info = redis::IntoConnectionInfo::into_connection_info(first.expose())
+            .map_err(|e| bad_url(first, e))?;
         let mut seeds = Vec::new();
         let mut listeners = Vec::new();
         let client = if self.cluster || self.nodes.len() > 1 {
@@ -182,9 +185,7 @@ impl RedisBackendBuilder {
             }
             Client::Cluster(builder.build().map_err(|e| bad_url(first, e))?)
         } else {
-            let info = redis::IntoConnectionInfo::into_connection_info(first.expose())
-                .map_err(|e| bad_url(first, e))?
-                .set_tcp_settings(tcp_settings());
+            let info = first_info.clone().set_tcp_settings(tcp_settings());
             let client = match certs {
                 Some(certs) => redis::Client::build_with_tls(info, certs),
                 None => redis::Client::open(info),
@@ -193,9 +194,6 @@ impl RedisBackendBuilder {
             listeners.push(client.clone());
             Client::Single(client)
         };
-        // Who connects where, for messages about the first node; the URL parsed above already.
-        let first_info = redis::IntoConnectionInfo::into_connection_info(first.expose())
-            .map_err(|e| bad_url(first, e))?;
         let first_addr = match first_info.addr() {
             redis::ConnectionAddr::Tcp(host, port)
             | redis::ConnectionAddr::TcpTls { host, port, .. } => Some((host.clone(), *port)),
