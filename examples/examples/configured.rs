@@ -22,13 +22,7 @@ async fn price(sku: &str) -> f64 {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     lexigram_cache_examples::logging::init();
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    lexigram_cache_examples::exit(run().await)
 }
 
 async fn run() -> Result<(), CacheError> {

@@ -19,13 +19,7 @@ async fn fragment(name: &str) -> String {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     lexigram_cache_examples::logging::init();
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    lexigram_cache_examples::exit(run().await)
 }
 
 async fn run() -> Result<(), CacheError> {

@@ -15,13 +15,7 @@ use lexigram_cache::{BackendConfig, Cache, CacheConfig, CacheError, CacheModule}
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     lexigram_cache_examples::logging::init();
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    lexigram_cache_examples::exit(run().await)
 }
 
 /// One replica's cache: a Redis backend with the default near cache (`near.ttl` 5 s).

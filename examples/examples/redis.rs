@@ -29,13 +29,7 @@ async fn profile(id: u64) -> Result<Profile, std::io::Error> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     lexigram_cache_examples::logging::init();
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    lexigram_cache_examples::exit(run().await)
 }
 
 async fn run() -> Result<(), CacheError> {
