@@ -245,7 +245,8 @@ impl Cache {
         }
     }
 
-    /// A fill of a reserved key (see [`CacheError::ReservedKey`](crate::CacheError::ReservedKey)): the body's value, not
+    /// A fill of a reserved key (see
+    /// [`CacheError::ReservedKey`](crate::CacheError::ReservedKey)): the body's value, not
     /// stored, the refusal logged and counted like any store that fails.
     #[cold]
     async fn uncached<T, E, F, Fut>(&self, key: &str, policy: &FillPolicy, init: F) -> Result<T, E>
