@@ -569,17 +569,6 @@ fn split_backend<B: CacheBackend>(backend: B, near: Option<&crate::NearOptions>)
     {
         return Tier::Memory(memory);
     }
-    let near = near.and_then(|options| {
-        let redis = (&slot as &dyn std::any::Any)
-            .downcast_ref::<Option<RedisBackend>>()
-            .and_then(Option::as_ref);
-        match (redis, &options.backplane) {
-            (Some(r), _) | (None, Some(r)) => Near::redis(options, r),
-            (None, None) if options.ttl_only => Some(Near::ttl_only(options)),
-            (None, None) => None,
-        }
-    });
-    let any = &mut slot as &mut dyn std::any::Any;
     let backend = match any
         .downcast_mut::<Option<RedisBackend>>()
         .and_then(Option::take)
@@ -590,6 +579,17 @@ fn split_backend<B: CacheBackend>(backend: B, near: Option<&crate::NearOptions>)
             None => unreachable!("the slot is only emptied when it holds a MemoryBackend"),
         },
     };
+    let near = near.and_then(|options| {
+        let redis = match &backend {
+            Remote::Redis(r) => Some(r),
+            Remote::Other(_) => None,
+        };
+        match (redis, &options.backplane) {
+            (Some(r), _) | (None, Some(r)) => Near::redis(options, r),
+            (None, None) if options.ttl_only => Some(Near::ttl_only(options)),
+            (None, None) => None,
+        }
+    });
     Tier::Remote { backend, near }
 }
 

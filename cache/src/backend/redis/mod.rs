@@ -928,17 +928,13 @@ impl<'a> Scan<'a> {
         let (prefix, pattern) = (self.inner.prefix.as_str(), self.pattern);
         Ok(Some(
             keys.into_iter()
-                // A fill lock belongs to the process filling that key; it expires by itself.
                 .filter(|full| {
-                    !full
-                        .strip_prefix(prefix.as_bytes())
-                        .is_some_and(|k| k.starts_with(LOCK_PREFIX.as_bytes()))
-                })
-                .filter(|full| match pattern {
-                    None => full.starts_with(prefix.as_bytes()),
-                    Some(pattern) => full
-                        .strip_prefix(prefix.as_bytes())
-                        .is_some_and(|k| glob::matches_bytes(pattern, k)),
+                    full.strip_prefix(prefix.as_bytes()).is_some_and(|k| {
+                        // A fill lock belongs to the process filling that key; it expires
+                        // by itself.
+                        !k.starts_with(LOCK_PREFIX.as_bytes())
+                            && pattern.is_none_or(|pattern| glob::matches_bytes(pattern, k))
+                    })
                 })
                 .collect(),
         ))
