@@ -5,6 +5,7 @@
 //! top. The in-memory backend is special-cased by `Cache` so that a hit neither serializes nor
 //! deserializes; through this trait it stores bytes like any other backend.
 
+pub(crate) mod batch;
 pub mod glob;
 pub mod memcached;
 pub mod memory;

@@ -22,6 +22,7 @@ use self::keys::WireKey;
 use self::pool::{Failed, Lease, Server, Tls};
 use self::protocol::Reply;
 use self::ring::Ring;
+use super::batch::{self, Batch, Reads, Turn};
 use super::{CacheBackend, LockAttempt, lock_name};
 use crate::error::{BackendError, CacheError};
 
@@ -148,6 +149,12 @@ impl MemcachedBackendBuilder {
             None
         };
         let ring = Ring::new(&addrs);
+        // Reads wait for a batch only while the pool could not lend them a connection anyway.
+        let in_flight = self.pool_size.min(batch::IN_FLIGHT);
+        let reads = addrs
+            .iter()
+            .map(|_| Reads::new(in_flight, self.op_timeout))
+            .collect();
         let servers = addrs
             .into_iter()
             .map(|a| {
@@ -163,6 +170,7 @@ impl MemcachedBackendBuilder {
         Ok(MemcachedBackend {
             inner: Arc::new(Inner {
                 servers,
+                reads,
                 ring,
                 prefix: self.prefix,
                 op_timeout: self.op_timeout,
@@ -278,6 +286,8 @@ pub struct MemcachedBackend {
 
 struct Inner {
     servers: Vec<Server>,
+    /// Each server's reads in flight, and those waiting to go out together.
+    reads: Vec<Reads<WireKey>>,
     ring: Ring,
     prefix: String,
     op_timeout: Duration,
@@ -355,7 +365,13 @@ impl MemcachedBackend {
             // The answer is read, not only awaited: a `-Y` server that was not given
             // credentials answers `CLIENT_ERROR unauthenticated`, a refusal of the settings.
             match inner
-                .exchange_within(server, b"mn\r\n", 1, Resend::Safe)
+                .exchange_within(
+                    server,
+                    b"mn\r\n",
+                    1,
+                    Resend::Safe,
+                    tokio::time::Instant::now() + inner.op_timeout,
+                )
                 .await?
                 .pop()
             {
@@ -439,8 +455,22 @@ impl Inner {
         expected: usize,
         resend: Resend,
     ) -> Result<Vec<Reply>, BackendError> {
+        let deadline = tokio::time::Instant::now() + self.op_timeout;
+        self.exchange_until(server, request, expected, resend, deadline)
+            .await
+    }
+
+    /// [`exchange`](Self::exchange), ending by `deadline`.
+    async fn exchange_until(
+        &self,
+        server: &Server,
+        request: &[u8],
+        expected: usize,
+        resend: Resend,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<Reply>, BackendError> {
         let result = self
-            .exchange_within(server, request, expected, resend)
+            .exchange_within(server, request, expected, resend, deadline)
             .await;
         match &result {
             Ok(_) => server.answered(),
@@ -475,11 +505,11 @@ impl Inner {
         request: &[u8],
         expected: usize,
         resend: Resend,
+        deadline: tokio::time::Instant,
     ) -> Result<Vec<Reply>, BackendError> {
         if let Some(e) = server.paused() {
             return Err(e);
         }
-        let deadline = tokio::time::Instant::now() + self.op_timeout;
         let Ok(permit) = tokio::time::timeout_at(deadline, server.permit()).await else {
             return Err(BackendError::PoolBusy {
                 server: server.addr().to_owned(),
@@ -654,17 +684,31 @@ impl CacheBackend for MemcachedBackend {
         "memcached"
     }
 
+    /// While the server is busy, a read waits to go out with others as one pipeline (see
+    /// `batch`).
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
         let inner = &*self.inner;
         let wk = WireKey::new(&inner.prefix, key);
-        let server = inner.server(&wk);
-        let mut req = Vec::with_capacity(wk.encoded.len() + 12);
-        protocol::get(&mut req, &wk.encoded);
-        match inner.exchange(server, &req, 1, Resend::Safe).await?.pop() {
-            Some(Reply::Value(v)) => Ok(wk.unframe(v)),
-            Some(Reply::Miss) => Ok(None),
-            Some(other) => Err(inner.unexpected(server, other)),
-            None => Err(BackendError::Protocol("no reply".into())),
+        let index = inner.ring.pick(wk.encoded.as_bytes());
+        let server = &inner.servers[index];
+        let on_server = || OnServer {
+            backend: self.clone(),
+            index,
+        };
+        match inner.reads[index].turn(|| wk.clone(), on_server) {
+            Turn::Now(slot) => {
+                let mut req = Vec::with_capacity(wk.encoded.len() + 12);
+                protocol::get(&mut req, &wk.encoded);
+                let replies = inner.exchange(server, &req, 1, Resend::Safe).await;
+                drop(slot);
+                match replies?.pop() {
+                    Some(Reply::Value(v)) => Ok(wk.unframe(v)),
+                    Some(Reply::Miss) => Ok(None),
+                    Some(other) => Err(inner.unexpected(server, other)),
+                    None => Err(BackendError::Protocol("no reply".into())),
+                }
+            }
+            Turn::Later(wait) => wait.answer(on_server).await,
         }
     }
 
@@ -993,6 +1037,45 @@ fn check_unlocked(
 }
 
 /// The replies of a pipeline that ends with `mn`, without the final `MN`.
+/// The reads of one server, sent together.
+struct OnServer {
+    backend: MemcachedBackend,
+    index: usize,
+}
+
+impl Batch<WireKey> for OnServer {
+    fn reads(&self) -> &Reads<WireKey> {
+        &self.backend.inner.reads[self.index]
+    }
+
+    async fn read_many(
+        &self,
+        keys: Vec<WireKey>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let inner = &*self.backend.inner;
+        let server = &inner.servers[self.index];
+        let mut req =
+            Vec::with_capacity(keys.iter().map(|k| k.encoded.len() + 12).sum::<usize>() + 4);
+        for key in &keys {
+            protocol::get(&mut req, &key.encoded);
+        }
+        protocol::noop(&mut req);
+        let replies = inner
+            .exchange_until(server, &req, keys.len() + 1, Resend::Safe, deadline)
+            .await?;
+        check_pipeline(inner, server, replies)?
+            .into_iter()
+            .zip(keys)
+            .map(|(reply, key)| match reply {
+                Reply::Value(v) => Ok(key.unframe(v)),
+                Reply::Miss => Ok(None),
+                other => Err(inner.unexpected(server, other)),
+            })
+            .collect()
+    }
+}
+
 fn check_pipeline(
     inner: &Inner,
     server: &Server,

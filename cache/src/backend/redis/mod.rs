@@ -27,6 +27,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, RedisError, TlsCertificates, Value};
 use tokio::sync::OnceCell;
 
+use super::batch::{self, Batch, Reads, Turn};
 use super::glob;
 use super::{CacheBackend, LOCK_PREFIX, LockAttempt, lock_name};
 use crate::error::{BackendError, CacheError};
@@ -233,6 +234,7 @@ impl RedisBackendBuilder {
                 allow_unprefixed_clear: self.allow_unprefixed_clear,
                 seeds,
                 listeners,
+                reads: Reads::new(batch::IN_FLIGHT, self.op_timeout),
             }),
         })
     }
@@ -306,8 +308,39 @@ pub struct RedisBackend {
 impl RedisBackend {
     /// [`CacheBackend::get`] as a future of its own type, not boxed like the trait's: the
     /// cache's read of every hit on the server.
+    ///
+    /// On a single node, a read while the connection is busy waits for the next `MGET` (see
+    /// `batch`). A Cluster routes each key to its own node, so its reads go out one by one.
     pub(crate) async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        self.inner.query(&self.inner.key_cmd("GET", key)).await
+        let inner = &*self.inner;
+        if inner.is_cluster() {
+            return inner.query(&inner.key_cmd("GET", key)).await;
+        }
+        let batch = || self.clone();
+        match inner.reads.turn(|| inner.key(key), batch) {
+            Turn::Now(slot) => {
+                let read = inner.query(&inner.key_cmd("GET", key)).await;
+                drop(slot);
+                read
+            }
+            Turn::Later(wait) => wait.answer(batch).await,
+        }
+    }
+}
+
+impl Batch<String> for RedisBackend {
+    fn reads(&self) -> &Reads<String> {
+        &self.inner.reads
+    }
+
+    async fn read_many(
+        &self,
+        keys: Vec<String>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(&keys);
+        self.inner.query_until(&cmd, deadline).await
     }
 }
 
@@ -424,6 +457,8 @@ struct Inner {
     /// Clients of single nodes for the invalidation subscriber, tried in turn: the server,
     /// or each Cluster seed.
     listeners: Vec<redis::Client>,
+    /// The reads in flight on a single node's connection, and those waiting for an `MGET`.
+    reads: Reads<String>,
 }
 
 impl Inner {
@@ -714,21 +749,34 @@ impl Inner {
         &self,
         round_trip: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, BackendError> {
-        match tokio::time::timeout(self.op_timeout, round_trip).await {
+        self.bounded_until(tokio::time::Instant::now() + self.op_timeout, round_trip)
+            .await
+    }
+
+    /// [`bounded`](Self::bounded), ending at `deadline`.
+    async fn bounded_until<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        round_trip: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, BackendError> {
+        match tokio::time::timeout_at(deadline, round_trip).await {
             Ok(r) => r.map_err(|e| self.error(e)),
             Err(_) => Err(BackendError::Timeout(self.op_timeout)),
         }
     }
 
-    /// [`bounded`](Self::bounded), for a round trip on `conn`: a broken connection, or
-    /// timeouts in a row, replace it.
+    /// [`bounded_until`](Self::bounded_until), for a round trip on `conn`: a broken
+    /// connection, or timeouts in a row, replace it.
     async fn bounded_on<T>(
         &self,
         conn: &mut Conn,
+        deadline: tokio::time::Instant,
         round_trip: impl AsyncFnOnce(&mut Link) -> Result<T, RedisError>,
     ) -> Result<T, BackendError> {
         let generation = conn.generation;
-        let result = self.bounded(round_trip(&mut conn.link)).await;
+        let result = self
+            .bounded_until(deadline, round_trip(&mut conn.link))
+            .await;
         match &result {
             Err(BackendError::Timeout(_)) => self.timed_out(generation),
             Err(BackendError::Connection(_)) => self.lost(generation),
@@ -743,8 +791,18 @@ impl Inner {
 
     /// Runs one command under the operation timeout.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BackendError> {
+        self.query_until(cmd, tokio::time::Instant::now() + self.op_timeout)
+            .await
+    }
+
+    /// Runs one command that must end by `deadline`.
+    async fn query_until<T: redis::FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+        deadline: tokio::time::Instant,
+    ) -> Result<T, BackendError> {
         let mut conn = self.conn_within().await?;
-        self.bounded_on(&mut conn, async |c| cmd.query_async(c).await)
+        self.bounded_on(&mut conn, deadline, async |c| cmd.query_async(c).await)
             .await
     }
 
@@ -754,7 +812,8 @@ impl Inner {
         pipe: &redis::Pipeline,
     ) -> Result<T, BackendError> {
         let mut conn = self.conn_within().await?;
-        self.bounded_on(&mut conn, async |c| pipe.query_async(c).await)
+        let deadline = tokio::time::Instant::now() + self.op_timeout;
+        self.bounded_on(&mut conn, deadline, async |c| pipe.query_async(c).await)
             .await
     }
 

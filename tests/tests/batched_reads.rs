@@ -1,0 +1,156 @@
+//! Reads that go out together while a server is busy, against real `redis-server` and
+//! `memcached` processes: every caller gets its own key's value (or its miss), the batches
+//! really are sent (Redis counts its `MGET`s), a caller that gives up does not take the others'
+//! answers with it, and a stalled server fails every read within the operation timeout of its
+//! start, however long it waited for its batch.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use lexigram_cache::{CacheBackend, MemcachedBackend, RedisBackend};
+use lexigram_cache_tests::servers::{MemcachedServer, RedisServer};
+
+/// Keys `k0..k{n}`; the even ones hold `v{i}`, the odd ones nothing.
+fn expected(i: usize) -> Option<Vec<u8>> {
+    i.is_multiple_of(2).then(|| format!("v{i}").into_bytes())
+}
+
+async fn seed(backend: &dyn CacheBackend, n: usize) {
+    for i in 0..n {
+        if let Some(v) = expected(i) {
+            backend.set(&format!("k{i}"), &v, None).await.expect("seed");
+        }
+    }
+}
+
+/// `rounds` times, 64 reads at once over `n` keys; each answer checked against its key.
+async fn read_concurrently(backend: &(dyn CacheBackend + Sync), n: usize, rounds: usize) {
+    for round in 0..rounds {
+        let reads = (0..64).map(|t| {
+            let i = (t * 7 + round) % n;
+            async move {
+                let got = backend.get(&format!("k{i}")).await.expect("read");
+                assert_eq!(got, expected(i), "key k{i} read another key's answer");
+            }
+        });
+        join_all(reads).await;
+    }
+}
+
+/// How many `MGET` commands the server has run.
+fn mget_calls(server: &RedisServer) -> u64 {
+    let info = server.raw("INFO commandstats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_mget:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_redis_reads_go_out_together_and_each_gets_its_own_key() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::builder(server.url())
+        .prefix("batch:")
+        .build()
+        .expect("build");
+    seed(&backend, 50).await;
+    assert_eq!(mget_calls(&server), 0);
+    read_concurrently(&backend, 50, 40).await;
+    assert!(
+        mget_calls(&server) > 0,
+        "64 reads at once on one connection should have gone out in batches"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_memcached_reads_each_get_their_own_key() {
+    let server = MemcachedServer::start();
+    let backend = MemcachedBackend::builder([server.addr()])
+        .prefix("batch:")
+        .build()
+        .expect("build");
+    seed(&backend, 50).await;
+    read_concurrently(&backend, 50, 40).await;
+}
+
+/// Callers that stop waiting (half of them, cut short by a timeout of a few microseconds)
+/// leave the rest with their answers, and the backend keeps serving afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_given_up_leave_the_others_their_answers() {
+    let server = RedisServer::start();
+    let mc = MemcachedServer::start();
+    let redis = RedisBackend::builder(server.url())
+        .prefix("batch:")
+        .build()
+        .expect("build");
+    let memcached = MemcachedBackend::builder([mc.addr()])
+        .prefix("batch:")
+        .build()
+        .expect("build");
+    let backends: [&(dyn CacheBackend + Sync); 2] = [&redis, &memcached];
+    for backend in backends {
+        seed(backend, 20).await;
+        for round in 0..20 {
+            let reads = (0..64usize).map(|t| {
+                let i = (t + round) % 20;
+                async move {
+                    let key = format!("k{i}");
+                    let read = backend.get(&key);
+                    if t.is_multiple_of(2) {
+                        let _ = tokio::time::timeout(Duration::from_micros(5), read).await;
+                    } else {
+                        assert_eq!(read.await.expect("read"), expected(i));
+                    }
+                }
+            });
+            join_all(reads).await;
+        }
+        read_concurrently(backend, 20, 2).await;
+    }
+}
+
+/// A stopped server: 64 reads at once, most of which wait for a batch behind the reads in
+/// flight. Each fails within its operation timeout (counted from its start), not one timeout
+/// for the reads in flight and another for the batch after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_waiting_for_a_stalled_server_fail_within_their_timeout() {
+    let op_timeout = Duration::from_millis(400);
+    let server = RedisServer::start();
+    let mc = MemcachedServer::start();
+    let redis = RedisBackend::builder(server.url())
+        .prefix("batch:")
+        .op_timeout(op_timeout)
+        .build()
+        .expect("build");
+    let memcached = MemcachedBackend::builder([mc.addr()])
+        .prefix("batch:")
+        .op_timeout(op_timeout)
+        .build()
+        .expect("build");
+    // Connected (and the pool warm) before the servers stop.
+    seed(&redis, 10).await;
+    seed(&memcached, 10).await;
+    read_concurrently(&redis, 10, 1).await;
+    read_concurrently(&memcached, 10, 1).await;
+    server.pause();
+    mc.pause();
+    let backends: [&(dyn CacheBackend + Sync); 2] = [&redis, &memcached];
+    for backend in backends {
+        let reads = (0..64).map(|t| async move {
+            let started = Instant::now();
+            let read = backend.get(&format!("k{}", t % 10)).await;
+            (read.is_err(), started.elapsed())
+        });
+        for (failed, took) in join_all(reads).await {
+            assert!(failed, "{} answered while stopped", backend.kind());
+            assert!(
+                took < op_timeout * 3 / 2,
+                "a {} read waited {took:?}: past its timeout of {op_timeout:?}",
+                backend.kind()
+            );
+        }
+    }
+    server.resume();
+    mc.resume();
+}
