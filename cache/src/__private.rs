@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cache::{Cache, CacheValue, Ttl};
+use crate::cache::{Cache, CacheValue, FillPolicy, First, Rest, Ttl};
 use crate::error::CacheError;
 use crate::front::{FrontKey, Text};
 pub use crate::key::KeyText;
@@ -981,8 +981,8 @@ pub fn hit_auto<A: Adapter>(
     hit(site, scope, source, keyed.then_some(&*out), adapter)
 }
 
-/// A call [`hit`] could not answer: the remote read and the fill, boxed, so that the future of
-/// every call stays as small as a hit needs.
+/// A call [`hit`] could not answer: the remote read, then past a hit the rest of the fill,
+/// boxed, so that the future of every call stays as small as a hit needs.
 pub async fn fill<A, F>(
     site: &'static Site,
     scope: &'static Scope,
@@ -998,7 +998,46 @@ where
     let Some(key) = key else {
         return body.await;
     };
-    Box::pin(miss(site, scope, source, key, adapter, body)).await
+    let route = match source.resolve(site, scope) {
+        Ok(route) => route,
+        Err(e) => {
+            tracing::warn!(function = scope.name, error = %e, "running without the cache");
+            if let Some(out) = adapter.fail(e) {
+                return out;
+            }
+            None
+        }
+    };
+    // `body.await` outside any `match`: a scrutinee alive across it would be part of the
+    // future, and an output such as `Result<T, Box<dyn Error>>` would make it `!Send`.
+    let Some((cache, ttl)) = route else {
+        return body.await;
+    };
+    let policy = policy(site, scope, &cache, adapter);
+    let rest = match cache
+        .fill_first::<A::Value>(&key, site.version, &policy)
+        .await
+    {
+        First::Hit(v) => {
+            tracing::debug!(
+                function = scope.name,
+                cache = cache.name(),
+                key = short_key(&key),
+                outcome = "value"
+            );
+            return adapter.join(v);
+        }
+        First::Rest(rest) => rest,
+    };
+    let call = Call {
+        scope,
+        cache,
+        ttl,
+        version: site.version,
+        policy,
+        key,
+    };
+    Box::pin(miss(call, rest, adapter, body)).await
 }
 
 /// [`hit`], then [`fill`].
@@ -1022,34 +1061,8 @@ where
     fill(site, scope, source, key, adapter, body).await
 }
 
-/// A call that the synchronous hit path could not answer: the remote read and the fill.
-async fn miss<A, F>(
-    site: &'static Site,
-    scope: &'static Scope,
-    source: Source<'_>,
-    key: String,
-    adapter: A,
-    body: F,
-) -> A::Output
-where
-    A: Adapter,
-    F: Future<Output = A::Output>,
-{
-    let route = match source.resolve(site, scope) {
-        Ok(route) => route,
-        Err(e) => {
-            tracing::warn!(function = scope.name, error = %e, "running without the cache");
-            if let Some(out) = adapter.fail(e) {
-                return out;
-            }
-            None
-        }
-    };
-    // `body.await` outside any `match`: a scrutinee alive across it would be part of the
-    // future, and an output such as `Result<T, Box<dyn Error>>` would make it `!Send`.
-    let Some((cache, ttl)) = route else {
-        return body.await;
-    };
+/// The protection of `site`'s fills in `cache`.
+fn policy<A: Adapter>(site: &Site, scope: &'static Scope, cache: &Cache, adapter: A) -> FillPolicy {
     let mut policy = cache.default_policy();
     policy.function = scope.function();
     if let Some(protect) = site.protect {
@@ -1065,11 +1078,39 @@ where
         policy.stale_if_error = Some(Duration::from_millis(ms));
     }
     policy.tags = adapter.tags().map(std::sync::Arc::from);
+    policy
+}
+
+/// What the rest of a fill needs to know of its call.
+struct Call {
+    scope: &'static Scope,
+    cache: Cache,
+    ttl: Ttl,
+    version: u32,
+    policy: FillPolicy,
+    key: String,
+}
+
+/// A call whose first read found no value to return: the rest of the fill.
+async fn miss<A, F>(call: Call, rest: Rest<A::Value>, adapter: A, body: F) -> A::Output
+where
+    A: Adapter,
+    F: Future<Output = A::Output>,
+{
+    let Call {
+        scope,
+        cache,
+        ttl,
+        version,
+        policy,
+        key,
+    } = call;
     let filled = cache
-        .fill_with(
+        .fill_rest(
+            rest,
             &key,
             ttl,
-            site.version,
+            version,
             &policy,
             move |e| adapter.fail(e),
             move || async move { adapter.split(body.await) },

@@ -37,15 +37,35 @@ pub(crate) const PATIENCE: Duration = Duration::from_millis(2);
 /// What one read answers.
 pub(crate) type Read = Result<Option<Vec<u8>>, BackendError>;
 
+/// The keys of a waiting batch, kept in the form its request takes, so that a read that
+/// waits adds its key without an allocation of its own.
+pub(crate) trait Keys: Send + 'static {
+    /// No keys yet, with room for `n`.
+    fn with_room(n: usize) -> Self;
+
+    /// How many keys.
+    fn len(&self) -> usize;
+}
+
+impl<K: Send + 'static> Keys for Vec<K> {
+    fn with_room(n: usize) -> Self {
+        Vec::with_capacity(n)
+    }
+
+    fn len(&self) -> usize {
+        self.len()
+    }
+}
+
 /// A server's end of batched reads: one request for several keys.
-pub(crate) trait Batch<K>: Send + 'static {
+pub(crate) trait Batch<K: Keys>: Send + 'static {
     /// The batches of the server the reads go to.
     fn reads(&self) -> &Reads<K>;
 
     /// The values of `keys`, in their order, in one round trip that ends by `deadline`.
     fn read_many(
         &self,
-        keys: Vec<K>,
+        keys: K,
         deadline: Instant,
     ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, BackendError>> + Send;
 }
@@ -63,28 +83,31 @@ struct State<K> {
     waiting: Waiting<K>,
     /// Counts the batches taken to go out, so that a read knows whether its batch still waits.
     taken: u64,
+    /// The largest batch yet: the next one gets room for as many reads, so that it seldom
+    /// grows while the lock is held.
+    room: usize,
 }
 
 /// Reads waiting to go out together.
 struct Waiting<K> {
-    keys: Vec<K>,
+    keys: K,
     replies: Vec<oneshot::Sender<Read>>,
     /// When the first of them started: they all end within the operation timeout of it.
     since: Option<Instant>,
 }
 
-impl<K> Waiting<K> {
-    fn new() -> Waiting<K> {
+impl<K: Keys> Waiting<K> {
+    fn with_room(n: usize) -> Waiting<K> {
         Waiting {
-            keys: Vec::new(),
-            replies: Vec::new(),
+            keys: K::with_room(n),
+            replies: Vec::with_capacity(n),
             since: None,
         }
     }
 }
 
 /// How a read goes out.
-pub(crate) enum Turn<'a, K: Send + 'static, B: Batch<K>, F: FnOnce() -> B> {
+pub(crate) enum Turn<'a, K: Keys, B: Batch<K>, F: FnOnce() -> B> {
     /// Now, on its own. The slot is given back when dropped (the read answered, or its caller
     /// gave it up), to the batch waiting then, if any.
     Now(Slot<'a, K, B, F>),
@@ -92,26 +115,27 @@ pub(crate) enum Turn<'a, K: Send + 'static, B: Batch<K>, F: FnOnce() -> B> {
     Later(Wait<'a, K>),
 }
 
-impl<K: Send + 'static> Reads<K> {
+impl<K: Keys> Reads<K> {
     /// Batches for a server that may have `limit` (at least one) round trips of reads in
     /// flight before reads wait, each bounded by `op_timeout`.
     pub(crate) fn new(limit: usize, op_timeout: Duration) -> Reads<K> {
         Reads {
             state: Mutex::new(State {
                 in_flight: 0,
-                waiting: Waiting::new(),
+                waiting: Waiting::with_room(0),
                 taken: 0,
+                room: 0,
             }),
             limit: limit.max(1),
             op_timeout,
         }
     }
 
-    /// Where a read of `key` goes: out now, or with the waiting batch. `key` is made only for
-    /// a read that waits; `batch` is what sends a batch, if this read's turn has to.
+    /// Where a read goes: out now, or with the waiting batch, whose keys `push` adds its key
+    /// to; `batch` is what sends a batch, if this read's turn has to.
     pub(crate) fn turn<B: Batch<K>, F: FnOnce() -> B>(
         &self,
-        key: impl FnOnce() -> K,
+        push: impl FnOnce(&mut K),
         batch: F,
     ) -> Turn<'_, K, B, F> {
         let mut state = self.state.lock();
@@ -142,7 +166,7 @@ impl<K: Send + 'static> Reads<K> {
             state.waiting.since = Some(now);
         }
         let (reply, answer) = oneshot::channel();
-        state.waiting.keys.push(key());
+        push(&mut state.waiting.keys);
         state.waiting.replies.push(reply);
         Turn::Later(Wait {
             reads: self,
@@ -156,13 +180,8 @@ impl<K: Send + 'static> Reads<K> {
     fn take(&self, state: &mut State<K>) -> Option<Waiting<K>> {
         state.waiting.since?;
         state.taken += 1;
-        // Sized like the last batch: under steady load the next one is about as large.
-        let size = state.waiting.keys.len();
-        let next = Waiting {
-            keys: Vec::with_capacity(size),
-            replies: Vec::with_capacity(size),
-            since: None,
-        };
+        state.room = state.room.max(state.waiting.keys.len());
+        let next = Waiting::with_room(state.room);
         Some(std::mem::replace(&mut state.waiting, next))
     }
 }
@@ -171,7 +190,7 @@ impl<K: Send + 'static> Reads<K> {
 /// its own: the reads of a batch get their answers even if the caller whose turn sent it
 /// stops waiting. Outside a runtime nothing can send it: its reads fail (their channels
 /// close) and the slot is given back.
-fn spawn<K: Send + 'static, B: Batch<K>>(reads: &Reads<K>, batch: B, waiting: Waiting<K>) {
+fn spawn<K: Keys, B: Batch<K>>(reads: &Reads<K>, batch: B, waiting: Waiting<K>) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             runtime.spawn(send(batch, waiting));
@@ -184,12 +203,12 @@ fn spawn<K: Send + 'static, B: Batch<K>>(reads: &Reads<K>, batch: B, waiting: Wa
 }
 
 /// A round trip's place among those in flight.
-pub(crate) struct Slot<'a, K: Send + 'static, B: Batch<K>, F: FnOnce() -> B> {
+pub(crate) struct Slot<'a, K: Keys, B: Batch<K>, F: FnOnce() -> B> {
     reads: &'a Reads<K>,
     batch: Option<F>,
 }
 
-impl<K: Send + 'static, B: Batch<K>, F: FnOnce() -> B> Drop for Slot<'_, K, B, F> {
+impl<K: Keys, B: Batch<K>, F: FnOnce() -> B> Drop for Slot<'_, K, B, F> {
     fn drop(&mut self) {
         let taken = {
             let mut state = self.reads.state.lock();
@@ -220,7 +239,7 @@ pub(crate) struct Wait<'a, K> {
     first: Option<u64>,
 }
 
-impl<K: Send + 'static> Wait<'_, K> {
+impl<K: Keys> Wait<'_, K> {
     /// The read's answer, once its batch has gone out and come back.
     pub(crate) async fn answer<B: Batch<K>>(self, batch: impl FnOnce() -> B) -> Read {
         let Wait {
@@ -247,13 +266,13 @@ impl<K: Send + 'static> Wait<'_, K> {
 /// Sends the batch of the first read when dropped, if the batch still waits: when the read
 /// gave up waiting for a round trip to end, and when its caller stopped waiting before that
 /// (the reads waiting with it must not depend on it).
-struct Rescue<'a, K: Send + 'static, B: Batch<K>, F: FnOnce() -> B> {
+struct Rescue<'a, K: Keys, B: Batch<K>, F: FnOnce() -> B> {
     reads: &'a Reads<K>,
     number: u64,
     batch: Option<F>,
 }
 
-impl<K: Send + 'static, B: Batch<K>, F: FnOnce() -> B> Drop for Rescue<'_, K, B, F> {
+impl<K: Keys, B: Batch<K>, F: FnOnce() -> B> Drop for Rescue<'_, K, B, F> {
     fn drop(&mut self) {
         let Some(batch) = self.batch.take() else {
             return;
@@ -284,7 +303,7 @@ fn flatten(answer: Result<Read, oneshot::error::RecvError>) -> Read {
 }
 
 /// The task of a slot: sends the batch, hands out the answers, and goes on while reads wait.
-async fn send<K: Send + 'static, B: Batch<K>>(batch: B, mut waiting: Waiting<K>) {
+async fn send<K: Keys, B: Batch<K>>(batch: B, mut waiting: Waiting<K>) {
     let reads = batch.reads();
     let mut held = Held { reads, held: true };
     loop {

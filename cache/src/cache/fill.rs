@@ -16,6 +16,39 @@ use crate::protect::single_flight::{self, Join};
 use crate::store::{Found, Timing};
 use crate::tags::Stamp;
 
+/// What [`Cache::fill_first`] found.
+pub(crate) enum First<T> {
+    /// A fresh value not due for an early refresh, counted as a hit: the call's answer.
+    Hit(T),
+    /// Anything else: [`Cache::fill_rest`] goes on from it.
+    Rest(Rest<T>),
+}
+
+impl<T> First<T> {
+    fn rest(budget: Budget, step: Step<T>) -> First<T> {
+        First::Rest(Rest { budget, step })
+    }
+}
+
+/// The state of a fill past its first read.
+pub(crate) struct Rest<T> {
+    budget: Budget,
+    step: Step<T>,
+}
+
+enum Step<T> {
+    /// The cache is switched off: the body runs.
+    Off,
+    /// The key is in the cache's reserved space: the body runs, uncached.
+    Reserved,
+    /// The read failed.
+    Failed(CacheError),
+    /// A fresh value that is due for an early refresh.
+    Refresh(T),
+    /// No fresh value; a stale one kept for stale-if-error.
+    Miss(Option<T>),
+}
+
 impl Cache {
     /// The protection of fills that did not choose their own: the cache's options.
     pub(crate) fn default_policy(&self) -> FillPolicy {
@@ -65,62 +98,116 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        match self.fill_first::<T>(key, version, policy).await {
+            First::Hit(v) => Ok(v),
+            First::Rest(rest) => {
+                self.fill_rest(rest, key, ttl, version, policy, read_error, init)
+                    .await
+            }
+        }
+    }
+
+    /// The first step of [`fill_with`](Self::fill_with): the read, and a hit counted. A caller
+    /// that goes on with [`fill_rest`](Self::fill_rest) only past a hit keeps the rest of the
+    /// protocol, a large future, out of every hit.
+    pub(crate) async fn fill_first<T: CacheValue>(
+        &self,
+        key: &str,
+        version: u32,
+        policy: &FillPolicy,
+    ) -> First<T> {
         if !self.inner.options.enabled {
-            return init().await;
+            return First::rest(Budget::new(None, None), Step::Off);
         }
         if crate::key::is_reserved(key) {
-            return self.uncached(key, policy, init).await;
+            return First::rest(Budget::new(None, None), Step::Reserved);
         }
         let mut budget = Budget::new(self.inner.budget, self.inner.store.op_timeout());
         let store = &self.inner.store;
         let first = match store.find_in_memory::<T>(key) {
             Some(found) => found,
-            // Boxed on its own: a read of Redis is a future of half a kilobyte, and inside the
-            // boxed future of a cached function's call it would take that past the size the
-            // allocator serves from its per-thread cache.
+            // Boxed on its own: a read of Redis is a future of half a kilobyte, and inline it
+            // would make the future of every cached function's call that much larger, for
+            // the memory backend's calls too, which never make it.
             None => match budget
                 .io(store, "get", key, Box::pin(self.find::<T>(key, version)))
                 .await
             {
                 Some(Ok(found)) => found,
-                Some(Err(e)) => match read_error(e) {
-                    Some(out) => return Err(out),
-                    None => Found::Miss,
-                },
+                Some(Err(e)) => return First::rest(budget, Step::Failed(e)),
                 None => Found::Miss,
             },
         };
-        // The ttl is resolved only when a value is about to be stored: a hit needs none, and a
-        // bad ttl is reported once per store, not once per read.
-        let stale = match first {
+        match first {
             Found::Fresh(v, timing) => {
                 self.inner.store.count_in(policy.function, Counter::Hits);
                 self.emit(EventKind::Hit, key, policy);
                 if policy.early_refresh && self.refresh_due(timing, policy.beta) {
-                    let ttl = self.fill_ttl(key, ttl, policy);
-                    return Ok(Box::pin(self.refresh_early(
-                        &mut budget,
-                        key,
-                        ttl,
-                        version,
-                        policy,
-                        v,
-                        init,
-                    ))
-                    .await);
+                    return First::rest(budget, Step::Refresh(v));
                 }
-                return Ok(v);
+                First::Hit(v)
             }
             Found::Stale(v) => {
-                self.inner.store.count_in(policy.function, Counter::Misses);
-                self.emit(EventKind::Miss, key, policy);
-                Some(v)
+                self.count_miss(key, policy);
+                First::rest(budget, Step::Miss(Some(v)))
             }
             Found::Miss => {
-                self.inner.store.count_in(policy.function, Counter::Misses);
-                self.emit(EventKind::Miss, key, policy);
-                None
+                self.count_miss(key, policy);
+                First::rest(budget, Step::Miss(None))
             }
+        }
+    }
+
+    fn count_miss(&self, key: &str, policy: &FillPolicy) {
+        self.inner.store.count_in(policy.function, Counter::Misses);
+        self.emit(EventKind::Miss, key, policy);
+    }
+
+    /// [`fill_with`](Self::fill_with) past [`fill_first`](Self::fill_first): the body, run
+    /// uncached, or an early refresh, or single flight and the fill.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn fill_rest<T, E, F, Fut>(
+        &self,
+        rest: Rest<T>,
+        key: &str,
+        ttl: Ttl,
+        version: u32,
+        policy: &FillPolicy,
+        read_error: impl FnOnce(CacheError) -> Option<E>,
+        init: F,
+    ) -> Result<T, E>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let Rest { mut budget, step } = rest;
+        let stale = match step {
+            Step::Off => return init().await,
+            Step::Reserved => return self.uncached(key, policy, init).await,
+            Step::Failed(e) => match read_error(e) {
+                Some(out) => return Err(out),
+                None => {
+                    self.count_miss(key, policy);
+                    None
+                }
+            },
+            // The ttl is resolved only when a value is about to be stored: a hit needs none,
+            // and a bad ttl is reported once per store, not once per read.
+            Step::Refresh(v) => {
+                let ttl = self.fill_ttl(key, ttl, policy);
+                return Ok(Box::pin(self.refresh_early(
+                    &mut budget,
+                    key,
+                    ttl,
+                    version,
+                    policy,
+                    v,
+                    init,
+                ))
+                .await);
+            }
+            Step::Miss(stale) => stale,
         };
         // Boxed: the protocol past a miss is a large future, and a hit should neither carry
         // nor move it.

@@ -24,6 +24,7 @@ use crate::protect::single_flight::SingleFlight;
 use crate::store::near::Near;
 use crate::store::{Found, Remote, Store, Tier};
 
+pub(crate) use fill::{First, Rest};
 pub(crate) use options::FillPolicy;
 pub use options::{CacheOptions, Ttl};
 

@@ -287,7 +287,7 @@ pub struct MemcachedBackend {
 struct Inner {
     servers: Vec<Server>,
     /// Each server's reads in flight, and those waiting to go out together.
-    reads: Vec<Reads<WireKey>>,
+    reads: Vec<Reads<Vec<WireKey>>>,
     ring: Ring,
     prefix: String,
     op_timeout: Duration,
@@ -695,7 +695,7 @@ impl CacheBackend for MemcachedBackend {
             backend: self.clone(),
             index,
         };
-        match inner.reads[index].turn(|| wk.clone(), on_server) {
+        match inner.reads[index].turn(|keys| keys.push(wk.clone()), on_server) {
             Turn::Now(slot) => {
                 let mut req = Vec::with_capacity(wk.encoded.len() + 12);
                 protocol::get(&mut req, &wk.encoded);
@@ -1043,8 +1043,8 @@ struct OnServer {
     index: usize,
 }
 
-impl Batch<WireKey> for OnServer {
-    fn reads(&self) -> &Reads<WireKey> {
+impl Batch<Vec<WireKey>> for OnServer {
+    fn reads(&self) -> &Reads<Vec<WireKey>> {
         &self.backend.inner.reads[self.index]
     }
 

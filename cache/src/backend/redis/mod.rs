@@ -27,7 +27,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, RedisError, TlsCertificates, Value};
 use tokio::sync::OnceCell;
 
-use super::batch::{self, Batch, Reads, Turn};
+use super::batch::{self, Batch, Keys, Reads, Turn};
 use super::glob;
 use super::{CacheBackend, LOCK_PREFIX, LockAttempt, lock_name};
 use crate::error::{BackendError, CacheError};
@@ -317,7 +317,10 @@ impl RedisBackend {
             return inner.query(&inner.key_cmd("GET", key)).await;
         }
         let batch = || self.clone();
-        match inner.reads.turn(|| inner.key(key), batch) {
+        match inner
+            .reads
+            .turn(|keys| keys.push(&inner.prefix, key), batch)
+        {
             Turn::Now(slot) => {
                 let read = inner.query(&inner.key_cmd("GET", key)).await;
                 drop(slot);
@@ -328,19 +331,53 @@ impl RedisBackend {
     }
 }
 
-impl Batch<String> for RedisBackend {
-    fn reads(&self) -> &Reads<String> {
+impl Batch<KeyArgs> for RedisBackend {
+    fn reads(&self) -> &Reads<KeyArgs> {
         &self.inner.reads
     }
 
     async fn read_many(
         &self,
-        keys: Vec<String>,
+        keys: KeyArgs,
         deadline: tokio::time::Instant,
     ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        let mut cmd = redis::cmd("MGET");
-        cmd.arg(&keys);
+        let mut cmd = Cmd::with_capacity(keys.ends.len() + 1, keys.bytes.len() + 4);
+        cmd.arg("MGET");
+        let mut start = 0;
+        for &end in &keys.ends {
+            cmd.arg(&keys.bytes[start..end]);
+            start = end;
+        }
         self.inner.query_until(&cmd, deadline).await
+    }
+}
+
+/// The prefixed keys of a waiting `MGET`, end to end in one buffer.
+pub(crate) struct KeyArgs {
+    bytes: Vec<u8>,
+    /// Where each key ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl KeyArgs {
+    fn push(&mut self, prefix: &str, key: &str) {
+        self.bytes.extend_from_slice(prefix.as_bytes());
+        self.bytes.extend_from_slice(key.as_bytes());
+        self.ends.push(self.bytes.len());
+    }
+}
+
+impl Keys for KeyArgs {
+    fn with_room(n: usize) -> Self {
+        KeyArgs {
+            // Room for keys of about 32 bytes; the buffer grows past that.
+            bytes: Vec::with_capacity(n * 32),
+            ends: Vec::with_capacity(n),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
     }
 }
 
@@ -458,7 +495,7 @@ struct Inner {
     /// or each Cluster seed.
     listeners: Vec<redis::Client>,
     /// The reads in flight on a single node's connection, and those waiting for an `MGET`.
-    reads: Reads<String>,
+    reads: Reads<KeyArgs>,
 }
 
 impl Inner {
