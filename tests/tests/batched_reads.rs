@@ -1,9 +1,11 @@
 //! Reads that go out together while a server is busy, against real `redis-server` and
 //! `memcached` processes: every caller gets its own key's value (or its miss), the batches
 //! really are sent (Redis counts its `MGET`s), a caller that gives up does not take the others'
-//! answers with it, and a stalled server fails every read within the operation timeout of its
-//! start, however long it waited for its batch.
+//! answers with it, a read held by a caller that stopped polling it holds no other read, and
+//! a stalled server fails every read within the operation timeout of its start, however long
+//! it waited for its batch.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -153,4 +155,69 @@ async fn reads_waiting_for_a_stalled_server_fail_within_their_timeout() {
     }
     server.resume();
     mc.resume();
+}
+
+/// Polls `read` once and keeps it without polling it again: a caller stuck elsewhere.
+async fn hold<F: Future + Unpin>(mut read: F) -> F {
+    std::future::poll_fn(|cx| {
+        let _ = std::pin::Pin::new(&mut read).poll(cx);
+        std::task::Poll::Ready(())
+    })
+    .await;
+    read
+}
+
+/// Every slot held by reads whose callers stopped polling them, and the first read of the
+/// waiting batch held too, so that neither a slot given back nor that read's own patience
+/// sends the batch: the next read sends it (it waited past its patience) and gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_first_read_is_held_goes_out_with_the_next_read() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::builder(server.url())
+        .prefix("batch:")
+        .build()
+        .expect("build");
+    seed(&backend, 10).await;
+    let keys: Vec<String> = (0..5).map(|i| format!("k{}", i * 2)).collect();
+    let mut held = Vec::new();
+    // Four reads in flight (the limit), then the first read of a batch.
+    for key in &keys {
+        held.push(hold(Box::pin(backend.get(key))).await);
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let later = tokio::time::timeout(Duration::from_secs(5), backend.get("k6")).await;
+    assert_eq!(
+        later
+            .expect("a read behind a held batch never got its answer")
+            .expect("read"),
+        expected(6)
+    );
+    drop(held);
+    read_concurrently(&backend, 10, 2).await;
+}
+
+/// Every slot held by reads whose callers stopped polling them: the next read waits for a
+/// slot only its patience, then goes out anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_behind_held_slots_goes_out_after_its_patience() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::builder(server.url())
+        .prefix("batch:")
+        .build()
+        .expect("build");
+    seed(&backend, 10).await;
+    let keys: Vec<String> = (0..4).map(|i| format!("k{}", i * 2)).collect();
+    let mut held = Vec::new();
+    for key in &keys {
+        held.push(hold(Box::pin(backend.get(key))).await);
+    }
+    let behind = tokio::time::timeout(Duration::from_secs(5), backend.get("k8")).await;
+    assert_eq!(
+        behind
+            .expect("a read behind held slots never got its answer")
+            .expect("read"),
+        expected(8)
+    );
+    drop(held);
+    read_concurrently(&backend, 10, 2).await;
 }
