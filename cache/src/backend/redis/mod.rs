@@ -553,12 +553,18 @@ impl Inner {
 
     /// The connection, waited for at most the operation timeout.
     async fn conn_within(&self) -> Result<Conn, BackendError> {
+        self.conn_until(tokio::time::Instant::now() + self.op_timeout)
+            .await
+    }
+
+    /// The connection, waited for until `deadline` at most.
+    async fn conn_until(&self, deadline: tokio::time::Instant) -> Result<Conn, BackendError> {
         // The usual case needs no wait, so it arms no timer.
         if let Some(c) = self.slot.read().cell.get() {
             return Ok(c.clone());
         }
         // Boxed: this wait is rare, and inline it would be part of every call's future.
-        match tokio::time::timeout(self.op_timeout, Box::pin(self.conn())).await {
+        match tokio::time::timeout_at(deadline, Box::pin(self.conn())).await {
             Ok(conn) => conn,
             Err(_) => Err(BackendError::Timeout(self.op_timeout)),
         }
@@ -832,13 +838,13 @@ impl Inner {
             .await
     }
 
-    /// Runs one command that must end by `deadline`.
+    /// Runs one command that must end by `deadline`, the wait for a connection included.
     async fn query_until<T: redis::FromRedisValue>(
         &self,
         cmd: &Cmd,
         deadline: tokio::time::Instant,
     ) -> Result<T, BackendError> {
-        let mut conn = self.conn_within().await?;
+        let mut conn = self.conn_until(deadline).await?;
         self.bounded_on(&mut conn, deadline, async |c| cmd.query_async(c).await)
             .await
     }
@@ -848,8 +854,8 @@ impl Inner {
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, BackendError> {
-        let mut conn = self.conn_within().await?;
         let deadline = tokio::time::Instant::now() + self.op_timeout;
+        let mut conn = self.conn_until(deadline).await?;
         self.bounded_on(&mut conn, deadline, async |c| pipe.query_async(c).await)
             .await
     }
