@@ -39,6 +39,14 @@ async fn read_concurrently(backend: &(dyn CacheBackend + Sync), n: usize, rounds
     }
 }
 
+/// A Redis backend on `server`, under this file's prefix.
+fn redis(server: &RedisServer) -> RedisBackend {
+    RedisBackend::builder(server.url())
+        .prefix("batch:")
+        .build()
+        .expect("build")
+}
+
 /// How many `MGET` commands the server has run.
 fn mget_calls(server: &RedisServer) -> u64 {
     let info = server.raw("INFO commandstats");
@@ -52,10 +60,7 @@ fn mget_calls(server: &RedisServer) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_redis_reads_go_out_together_and_each_gets_its_own_key() {
     let server = RedisServer::start();
-    let backend = RedisBackend::builder(server.url())
-        .prefix("batch:")
-        .build()
-        .expect("build");
+    let backend = redis(&server);
     seed(&backend, 50).await;
     assert_eq!(mget_calls(&server), 0);
     read_concurrently(&backend, 50, 40).await;
@@ -82,10 +87,7 @@ async fn concurrent_memcached_reads_each_get_their_own_key() {
 async fn reads_given_up_leave_the_others_their_answers() {
     let server = RedisServer::start();
     let mc = MemcachedServer::start();
-    let redis = RedisBackend::builder(server.url())
-        .prefix("batch:")
-        .build()
-        .expect("build");
+    let redis = redis(&server);
     let memcached = MemcachedBackend::builder([mc.addr()])
         .prefix("batch:")
         .build()
@@ -157,14 +159,20 @@ async fn reads_waiting_for_a_stalled_server_fail_within_their_timeout() {
     mc.resume();
 }
 
-/// Polls `read` once and keeps it without polling it again: a caller stuck elsewhere.
-async fn hold<F: Future + Unpin>(mut read: F) -> F {
-    std::future::poll_fn(|cx| {
-        let _ = std::pin::Pin::new(&mut read).poll(cx);
-        std::task::Poll::Ready(())
-    })
-    .await;
-    read
+/// Reads of `keys`, each polled once and then kept without being polled again: callers stuck
+/// elsewhere.
+async fn held<'a>(backend: &'a RedisBackend, keys: &'a [String]) -> Vec<impl Future + 'a> {
+    let mut held = Vec::new();
+    for key in keys {
+        let mut read = backend.get(key);
+        std::future::poll_fn(|cx| {
+            let _ = read.as_mut().poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
+        held.push(read);
+    }
+    held
 }
 
 /// Every slot held by reads whose callers stopped polling them, and the first read of the
@@ -173,17 +181,11 @@ async fn hold<F: Future + Unpin>(mut read: F) -> F {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_first_read_is_held_goes_out_with_the_next_read() {
     let server = RedisServer::start();
-    let backend = RedisBackend::builder(server.url())
-        .prefix("batch:")
-        .build()
-        .expect("build");
+    let backend = redis(&server);
     seed(&backend, 10).await;
-    let keys: Vec<String> = (0..5).map(|i| format!("k{}", i * 2)).collect();
-    let mut held = Vec::new();
     // Four reads in flight (the limit), then the first read of a batch.
-    for key in &keys {
-        held.push(hold(Box::pin(backend.get(key))).await);
-    }
+    let keys: Vec<String> = (0..5).map(|i| format!("k{}", i * 2)).collect();
+    let held = held(&backend, &keys).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let later = tokio::time::timeout(Duration::from_secs(5), backend.get("k6")).await;
     assert_eq!(
@@ -201,16 +203,10 @@ async fn a_batch_whose_first_read_is_held_goes_out_with_the_next_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_behind_held_slots_goes_out_after_its_patience() {
     let server = RedisServer::start();
-    let backend = RedisBackend::builder(server.url())
-        .prefix("batch:")
-        .build()
-        .expect("build");
+    let backend = redis(&server);
     seed(&backend, 10).await;
     let keys: Vec<String> = (0..4).map(|i| format!("k{}", i * 2)).collect();
-    let mut held = Vec::new();
-    for key in &keys {
-        held.push(hold(Box::pin(backend.get(key))).await);
-    }
+    let held = held(&backend, &keys).await;
     let behind = tokio::time::timeout(Duration::from_secs(5), backend.get("k8")).await;
     assert_eq!(
         behind
