@@ -26,7 +26,7 @@ use crate::error::BackendError;
 /// Round trips of reads in flight to one server before more reads wait to go out together:
 /// enough to keep a connection busy across a network's round trip, few enough that a busy
 /// process makes one request of many. (Measured on loopback with 64 tasks reading: 2 and 4
-/// cost the least CPU per hit, 8 and 16 a fifth more.)
+/// took the least time per hit, 8 and 16 a fifth more.)
 pub(crate) const IN_FLIGHT: usize = 4;
 
 /// How long a batch waits for a round trip to end before it goes out anyway. Well above a

@@ -1036,7 +1036,6 @@ fn check_unlocked(
     }
 }
 
-/// The replies of a pipeline that ends with `mn`, without the final `MN`.
 /// The reads of one server, sent together.
 struct OnServer {
     backend: MemcachedBackend,
@@ -1076,6 +1075,7 @@ impl Batch<Vec<WireKey>> for OnServer {
     }
 }
 
+/// The replies of a pipeline that ends with `mn`, without the final `MN`.
 fn check_pipeline(
     inner: &Inner,
     server: &Server,
