@@ -70,14 +70,24 @@ async fn concurrent_redis_reads_go_out_together_and_each_gets_its_own_key() {
     );
 }
 
+/// Three servers, each with its own batches: every read goes to its key's server and comes
+/// back with its own key's answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_memcached_reads_each_get_their_own_key() {
-    let server = MemcachedServer::start();
-    let backend = MemcachedBackend::builder([server.addr()])
+    let servers = [
+        MemcachedServer::start(),
+        MemcachedServer::start(),
+        MemcachedServer::start(),
+    ];
+    let backend = MemcachedBackend::builder(servers.iter().map(MemcachedServer::addr))
         .prefix("batch:")
         .build()
         .expect("build");
     seed(&backend, 50).await;
+    let on: std::collections::HashSet<&str> = (0..50)
+        .map(|i| backend.server_for(&format!("k{i}")))
+        .collect();
+    assert_eq!(on.len(), 3, "the keys should spread over the three servers");
     read_concurrently(&backend, 50, 40).await;
 }
 
