@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -152,12 +152,8 @@ impl<K: Keys> Reads<K> {
             // A batch that waited past its patience (its first read's caller holds that read
             // without polling it) goes out now, and this read starts the next one.
             Some(since) if now.duration_since(since) > PATIENCE => {
-                if let Some(stale) = self.take(&mut state) {
-                    state.in_flight += 1;
-                    drop(state);
-                    spawn(self, batch(), stale);
-                    state = self.state.lock();
-                }
+                self.send_now(state, batch);
+                state = self.state.lock();
                 state.waiting.since.is_none()
             }
             Some(_) => false,
@@ -173,6 +169,21 @@ impl<K: Keys> Reads<K> {
             answer,
             first: first.then_some(state.taken),
         })
+    }
+
+    /// Sends the waiting batch, if any, on a slot of its own, past the limit: for a batch that
+    /// waited its patience out.
+    fn send_now<B: Batch<K>>(
+        &self,
+        mut state: MutexGuard<'_, State<K>>,
+        batch: impl FnOnce() -> B,
+    ) {
+        let Some(waiting) = self.take(&mut state) else {
+            return;
+        };
+        state.in_flight += 1;
+        drop(state);
+        spawn(self, batch(), waiting);
     }
 
     /// The waiting batch, taken to go out on the slot of a round trip that ended, or on a new
@@ -277,19 +288,9 @@ impl<K: Keys, B: Batch<K>, F: FnOnce() -> B> Drop for Rescue<'_, K, B, F> {
         let Some(batch) = self.batch.take() else {
             return;
         };
-        let taken = {
-            let mut state = self.reads.state.lock();
-            if state.taken != self.number {
-                return;
-            }
-            let taken = self.reads.take(&mut state);
-            if taken.is_some() {
-                state.in_flight += 1;
-            }
-            taken
-        };
-        if let Some(waiting) = taken {
-            spawn(self.reads, batch(), waiting);
+        let state = self.reads.state.lock();
+        if state.taken == self.number {
+            self.reads.send_now(state, batch);
         }
     }
 }

@@ -432,6 +432,21 @@ impl MemcachedBackend {
 }
 
 impl Inner {
+    /// The value a read of `key` on `server` answered: a hit, a miss, or anything else as an
+    /// unexpected reply.
+    fn value(
+        &self,
+        server: &Server,
+        key: &WireKey,
+        reply: Reply,
+    ) -> Result<Option<Vec<u8>>, BackendError> {
+        match reply {
+            Reply::Value(v) => Ok(key.unframe(v)),
+            Reply::Miss => Ok(None),
+            other => Err(self.unexpected(server, other)),
+        }
+    }
+
     fn server(&self, wk: &WireKey) -> &Server {
         &self.servers[self.ring.pick(wk.encoded.as_bytes())]
     }
@@ -702,9 +717,7 @@ impl CacheBackend for MemcachedBackend {
                 let replies = inner.exchange(server, &req, 1, Resend::Safe).await;
                 drop(slot);
                 match replies?.pop() {
-                    Some(Reply::Value(v)) => Ok(wk.unframe(v)),
-                    Some(Reply::Miss) => Ok(None),
-                    Some(other) => Err(inner.unexpected(server, other)),
+                    Some(reply) => inner.value(server, &wk, reply),
                     None => Err(BackendError::Protocol("no reply".into())),
                 }
             }
@@ -801,11 +814,7 @@ impl CacheBackend for MemcachedBackend {
             match result {
                 Ok(replies) => {
                     for (&i, reply) in members.iter().zip(replies) {
-                        out[i] = match reply {
-                            Reply::Value(v) => wire[i].unframe(v),
-                            Reply::Miss => None,
-                            other => return Err(inner.unexpected(&inner.servers[*s], other)),
-                        };
+                        out[i] = inner.value(&inner.servers[*s], &wire[i], reply)?;
                     }
                 }
                 Err(e) => {
@@ -936,9 +945,7 @@ impl CacheBackend for MemcachedBackend {
             None => return Err(BackendError::Protocol("no reply".into())),
         };
         let value = match replies.next() {
-            Some(Reply::Value(v)) => wk.unframe(v),
-            Some(Reply::Miss) => None,
-            Some(other) => return Err(inner.unexpected(server, other)),
+            Some(reply) => inner.value(server, &wk, reply)?,
             None => return Err(BackendError::Protocol("no reply".into())),
         };
         Ok(LockAttempt { token, value })
@@ -1066,11 +1073,7 @@ impl Batch<Vec<WireKey>> for OnServer {
         check_pipeline(inner, server, replies)?
             .into_iter()
             .zip(keys)
-            .map(|(reply, key)| match reply {
-                Reply::Value(v) => Ok(key.unframe(v)),
-                Reply::Miss => Ok(None),
-                other => Err(inner.unexpected(server, other)),
-            })
+            .map(|(reply, key)| inner.value(server, &key, reply))
             .collect()
     }
 }
